@@ -1,0 +1,18 @@
+"""HTTP route modules, an explicit list.
+
+Each module exposes ``setup(app: aiohttp.web.Application, runtime: Runtime) -> None`` that adds
+its routes, and, if it serves routes under ``/api/v1``, ``OPENAPI_PATHS: dict`` (OpenAPI 3.1
+``paths`` fragment) — ``tests/api`` fails on any ``/api/v1`` route missing from the document.
+
+Authentication: routes under ``/api/v1/`` are authenticated by the middleware in
+``flowbus.api.auth`` (``request[auth.PRINCIPAL]`` is the caller's ``ApiKey``); call
+``auth.require_role(request, entity_id, "reader"|"editor"|"admin")`` before touching an
+entity's data.  Other prefixes (web pages, ``/api/v2`` Pastell layer, simulators) do their own.
+"""
+
+ROUTE_MODULES: list[str] = [
+    "flowbus.api.health",
+    "flowbus.api.entities",
+    "flowbus.api.documents",
+    "flowbus.api.admin",
+]
