@@ -28,6 +28,9 @@ CONNECTOR_CLASSES: dict[str, dict[str, str]] = {
     },
     "ged": {
         "test": "flowbus.connectors.testing:InstantConnector",
+        "filesystem": "flowbus.connectors.ged.steps:FilesystemGed",
+        "webdav": "flowbus.connectors.ged.steps:WebdavGed",
+        "s3": "flowbus.connectors.ged.steps:S3Ged",
     },
     "sae": {
         "test": "flowbus.connectors.testing:InstantConnector",
