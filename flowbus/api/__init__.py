@@ -1,0 +1,30 @@
+"""HTTP API: ``create_app(runtime)`` assembles middlewares and the route modules of registry.py."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from aiohttp import web
+
+from flowbus.api.registry import ROUTE_MODULES
+
+RUNTIME = web.AppKey("runtime", object)
+
+
+def create_app(runtime: Any) -> web.Application:
+    from flowbus.api.auth import auth_middleware
+    from flowbus.api.problems import problems_middleware
+
+    app = web.Application(middlewares=[problems_middleware, auth_middleware],
+                          client_max_size=runtime.settings.max_upload_size + 1024 * 1024)
+    app[RUNTIME] = runtime
+    for name in ROUTE_MODULES:
+        importlib.import_module(name).setup(app, runtime)
+    from flowbus.api import openapi
+    openapi.setup(app, runtime)
+    return app
+
+
+def runtime_of(request: web.Request) -> Any:
+    return request.app[RUNTIME]

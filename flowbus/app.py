@@ -1,0 +1,176 @@
+"""Composition root: ``build(settings) -> Runtime``, the only place that creates the backends.
+
+Roles: ``api`` (HTTP only), ``worker`` (engine consumers only), ``all`` (both, default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import structlog
+
+from flowbus.blobs.base import BlobStore, Health
+from flowbus.clock import Clock, SystemClock
+from flowbus.connectors.instances import InstanceRegistry, load_yaml_instances
+from flowbus.connectors.registry import FAMILIES, connector_class
+from flowbus.errors import InvalidFlows
+from flowbus.settings import Settings
+from flowbus.store.base import Store, Tx
+
+log = structlog.get_logger(__name__)
+
+StateHook = Callable[[Tx, Any, str, str], Awaitable[None]]
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    blobs: BlobStore
+    bus: Any  # flowbus.bus.base.Bus
+    clock: Clock
+    flows: dict[str, Any]  # flow id → flowbus.flows.model.Flow
+    instances: InstanceRegistry
+    log: Any = field(default_factory=lambda: structlog.get_logger("flowbus"))
+    http: aiohttp.ClientSession | None = None
+    state_hooks: list[StateHook] = field(default_factory=list)
+    engine: Any = None  # flowbus.flows.runner.Engine
+    _connectors: dict[tuple, Any] = field(default_factory=dict)
+    _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def flow(self, flow_id: str) -> Any:
+        from flowbus.errors import NotFound
+        try:
+            return self.flows[flow_id]
+        except KeyError:
+            raise NotFound(f"flow {flow_id!r} does not exist", field="flow",
+                           hint=f"known flows: {', '.join(sorted(self.flows))}") from None
+
+    def connector(self, instance: Any) -> Any:
+        """One connector object per configured instance (keyed by its settings)."""
+        key = (instance.id, instance.entity_id, instance.family, instance.kind,
+               repr(sorted(instance.settings.items())))
+        conn = self._connectors.get(key)
+        if conn is None:
+            cls = connector_class(instance.family, instance.kind)
+            conn = cls(instance, self)
+            self._connectors[key] = conn
+        return conn
+
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        self._closers.append(closer)
+
+    async def checks(self) -> dict[str, Health]:
+        return {"store": await self.store.check(), "blobs": await self.blobs.check(), "bus": await self.bus.check()}
+
+    async def close(self) -> None:
+        if self.engine is not None:
+            await self.engine.stop()
+        for closer in reversed(self._closers):
+            try:
+                await closer()
+            except Exception:  # noqa: BLE001 - keep closing the rest
+                log.exception("close.failed")
+        for conn in self._connectors.values():
+            closer = getattr(conn, "close", None)
+            if closer is not None:
+                try:
+                    await closer()
+                except Exception:  # noqa: BLE001
+                    log.exception("connector.close_failed")
+        if self.http is not None:
+            await self.http.close()
+        await self.bus.close()
+        await self.blobs.close()
+        await self.store.close()
+
+
+def make_store(settings: Settings) -> Store:
+    if settings.uses_postgres:
+        from flowbus.store.postgres import PostgresStore
+        return PostgresStore(settings.database_url)
+    from flowbus.store.sqlite import SQLiteStore
+    path = Path(settings.database_url[len("sqlite:///"):]) if settings.database_url.startswith("sqlite:///") \
+        else settings.sqlite_path
+    return SQLiteStore(path)
+
+
+def make_blobs(settings: Settings) -> BlobStore:
+    if settings.blob_backend == "s3":
+        from flowbus.blobs.s3 import S3BlobStore
+        return S3BlobStore.from_settings(settings.s3_endpoint, settings.s3_access_key,
+                                         settings.s3_secret_key.get_secret_value(), settings.s3_bucket,
+                                         secure=settings.s3_secure, region=settings.s3_region)
+    from flowbus.blobs.filesystem import FilesystemBlobStore
+    return FilesystemBlobStore(settings.blob_dir)
+
+
+def make_bus(settings: Settings, store: Store) -> Any:
+    if settings.bus_url.startswith("amqp"):
+        from flowbus.bus.rabbitmq import RabbitMQBus
+        return RabbitMQBus(settings.bus_url, prefix=settings.bus_prefix)
+    from flowbus.bus.embedded import EmbeddedBus
+    return EmbeddedBus(store)
+
+
+def load_flows(settings: Settings, instances: InstanceRegistry) -> dict[str, Any]:
+    """Load and validate every flow under config/flows; raise InvalidFlows listing every error."""
+    from flowbus.flows.loader import load_flows as load
+    from flowbus.flows.validate import validate_flow
+
+    paths = sorted(settings.flows_dir.glob("*.yml")) + sorted(settings.flows_dir.glob("*.yaml"))
+    flows, errors = load(paths)
+    for flow in flows.values():
+        errors.extend(validate_flow(flow, families=FAMILIES, instances=instances.ids or None))
+    if errors:
+        raise InvalidFlows(errors)
+    return flows
+
+
+async def build(settings: Settings | None = None, *, clock: Clock | None = None, migrate: bool = True) -> Runtime:
+    """Create and open every backend; the caller starts the engine/API as its role needs."""
+    settings = settings or Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    instances = InstanceRegistry(load_yaml_instances(settings.connectors_dir))
+    flows = load_flows(settings, instances)
+    store = make_store(settings)
+    await store.open()
+    if migrate:
+        await store.migrate()
+    blobs = make_blobs(settings)
+    bus = make_bus(settings, store)
+    await bus.start()
+    runtime = Runtime(settings=settings, store=store, blobs=blobs, bus=bus, clock=clock or SystemClock(),
+                      flows=flows, instances=instances)
+    runtime.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
+    from flowbus.flows.runner import Engine
+    runtime.engine = Engine(runtime)
+    return runtime
+
+
+async def run_forever(runtime: Runtime, role: str) -> None:
+    """Run the API and/or the workers until cancelled (SIGINT/SIGTERM)."""
+    from aiohttp import web
+
+    from flowbus.api import create_app
+
+    runner = None
+    if role in ("all", "worker"):
+        await runtime.engine.start_workers()
+    if role in ("all", "api"):
+        app = create_app(runtime)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, runtime.settings.host, runtime.settings.port)
+        await site.start()
+        log.info("api.listening", url=runtime.settings.base_url)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        if runner is not None:
+            await runner.cleanup()

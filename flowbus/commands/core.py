@@ -1,0 +1,212 @@
+"""Core commands: serve, init, doctor, journal verify."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from typing import Any
+
+from flowbus.settings import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "host", None):
+        overrides["host"] = args.host
+    if getattr(args, "port", None):
+        overrides["port"] = args.port
+    return Settings(**overrides)
+
+
+async def _ensure_admin_key(rt: Any) -> str | None:
+    """Create the first platform administrator key if there is none; return its secret."""
+    from flowbus.api.auth import create_api_key
+    async with rt.store.transaction() as tx:
+        count = await tx.fetchval("SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL")
+    if int(count):
+        return None
+    _key, secret = await create_api_key(rt, name="administrateur", roles={"*": "admin"})
+    return secret
+
+
+async def cmd_init(args: argparse.Namespace) -> int:
+    from flowbus import log as flog
+    from flowbus.app import build
+    from flowbus.errors import FlowbusError
+    settings = _settings(args)
+    flog.configure(settings.log_format, settings.log_level)
+    try:
+        rt = await build(settings)
+    except FlowbusError as exc:
+        print(f"flowbus init: {exc}", file=sys.stderr)
+        return 1
+    try:
+        secret = await _ensure_admin_key(rt)
+        print(f"Database ready ({rt.store.dialect}).")
+        if secret:
+            print("First administrator key (shown only once, keep it safe):")
+            print(f"API key: {secret}")
+        else:
+            print("An administrator key already exists; none was created.")
+        if getattr(args, "demo", False):
+            await seed_demo(rt)
+    finally:
+        await rt.close()
+    return 0
+
+
+async def seed_demo(rt: Any) -> None:
+    """A demo entity and a demo document pushed through the demo flow (idempotent)."""
+    from flowbus import documents
+    from flowbus.api.entities import create_entity
+    from flowbus.store import repo
+
+    async with rt.store.transaction() as tx:
+        entity = await repo.entity_by_siren(tx, "213501152")
+    if entity is None:
+        entity = await create_entity(rt, name="Commune de Démo", siren="213501152", parent=None, actor_name="demo")
+        print(f"Demo entity: {entity.name} ({entity.id})")
+    async with rt.store.transaction() as tx:
+        existing = await repo.search_documents(tx, entity_ids=[entity.id], flow="demo", state=None, since=None,
+                                               until=None, q=None, limit=1, after=None)
+    if existing or "demo" not in rt.flows:
+        return
+    doc = await documents.create_document(rt, entity_id=entity.id, flow_id="demo",
+                                          fields={"title": "Document de démonstration"}, actor="demo")
+
+    async def content() -> Any:
+        yield "Bonjour, ceci est le fichier du document de démonstration.\n".encode()
+
+    await documents.attach_file(rt, doc.id, "file", filename="demo.txt", media_type="text/plain", chunks=content(),
+                                actor="demo")
+    await documents.run_action(rt, doc.id, "start", actor="demo")
+    print(f"Demo document: {doc.id} (GET {rt.settings.base_url}/api/v1/documents/{doc.id})")
+
+
+async def cmd_serve(args: argparse.Namespace) -> int:
+    from flowbus import log as flog
+    from flowbus.app import build, run_forever
+    from flowbus.errors import FlowbusError
+    settings = _settings(args)
+    flog.configure(settings.log_format, settings.log_level)
+    try:
+        rt = await build(settings)
+    except FlowbusError as exc:
+        print(f"flowbus serve: refusing to start: {exc}", file=sys.stderr)
+        return 1
+    try:
+        secret = await _ensure_admin_key(rt)
+        if secret:
+            print(f"API key: {secret}", flush=True)
+        if args.demo:
+            await seed_demo(rt)
+        print(f"flowbus {args.role} on {settings.base_url} (store {rt.store.dialect}, "
+              f"bus {type(rt.bus).__name__}, blobs {type(rt.blobs).__name__})", flush=True)
+        task = asyncio.ensure_future(run_forever(rt, args.role))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+    finally:
+        await rt.close()
+    return 0
+
+
+async def cmd_doctor(args: argparse.Namespace) -> int:
+    from flowbus.app import make_blobs, make_bus, make_store
+    from flowbus.connectors.instances import InstanceRegistry, load_yaml_instances
+    from flowbus.errors import FlowbusError
+    settings = _settings(args)
+    problems = 0
+
+    def report(name: str, ok: bool, detail: str, fix: str | None = None) -> None:
+        nonlocal problems
+        print(f"[{'ok' if ok else 'KO'}] {name}: {detail}")
+        if not ok:
+            problems += 1
+            if fix:
+                print(f"     → {fix}")
+
+    try:
+        instances = InstanceRegistry(load_yaml_instances(settings.connectors_dir))
+        report("connectors", True, f"{len(instances.ids)} instance(s) in {settings.connectors_dir}")
+    except FlowbusError as exc:
+        instances = InstanceRegistry([])
+        report("connectors", False, str(exc), "fix the file named above")
+    try:
+        from flowbus.app import load_flows
+        flows = load_flows(settings, instances)
+        report("flows", True, f"{len(flows)} flow(s) valid in {settings.flows_dir}")
+    except FlowbusError as exc:
+        report("flows", False, str(exc), "run `flowbus flows validate config/flows/*.yml` for details")
+    store = make_store(settings)
+    try:
+        await store.open()
+        health = await store.check()
+        report("state store", health.ok, health.detail, health.fix)
+    except FlowbusError as exc:
+        report("state store", False, str(exc), exc.hint)
+    blobs = make_blobs(settings)
+    health = await blobs.check()
+    report("blob store", health.ok, health.detail, health.fix)
+    bus = make_bus(settings, store)
+    try:
+        await asyncio.wait_for(bus.start(), 15)
+        health = await bus.check()
+        report("bus", health.ok, health.detail, health.fix)
+    except Exception as exc:  # noqa: BLE001 - reported in plain words
+        report("bus", False, f"{settings.bus_url.split('@')[-1]}: {exc}",
+               "start RabbitMQ (`rabbitmq-server -detached`) or set FLOWBUS_BUS_URL=embedded")
+    finally:
+        await bus.close()
+        await blobs.close()
+        await store.close()
+    print("Everything is ready." if not problems else f"{problems} problem(s) found.")
+    return 0 if not problems else 1
+
+
+async def cmd_journal_verify(args: argparse.Namespace) -> int:
+    from flowbus import journal
+    from flowbus.app import make_store
+    settings = _settings(args)
+    store = make_store(settings)
+    await store.open()
+    try:
+        async with store.transaction() as tx:
+            breaks = await journal.verify(tx, args.entity)
+            count = await tx.fetchval("SELECT COUNT(*) FROM journal")
+    finally:
+        await store.close()
+    for b in breaks:
+        print(f"BROKEN: {b}")
+    if breaks:
+        print(f"{len(breaks)} problem(s) in the journal.")
+        return 1
+    print(f"Journal intact: {count} entries verified.")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the API and the workers")
+    p.add_argument("--role", choices=["all", "api", "worker"], default="all")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--demo", action="store_true", help="seed a demo entity and a demo document")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("init", help="create or migrate the database and the first administrator key")
+    p.add_argument("--demo", action="store_true", help="also seed a demo entity and document")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("doctor", help="check every configured backend")
+    p.set_defaults(func=cmd_doctor)
+
+    j = sub.add_parser("journal", help="journal tools").add_subparsers(dest="journal_command", metavar="ACTION")
+    p = j.add_parser("verify", help="verify the hash chains of the journal")
+    p.add_argument("--entity", help="only this entity's chain")
+    p.set_defaults(func=cmd_journal_verify)

@@ -1,0 +1,165 @@
+"""Connector instances: configured globally or per entity, inherited from the parent entity.
+
+Two sources, the API's (table ``connector_instances``) first, then YAML files under
+``config/connectors/*.yml``::
+
+    instances:
+      - id: tdt-actes            # what a flow step names in ``connector:``
+        family: tdt-actes
+        kind: s2low
+        entity: null             # null: every entity; an entity id: that entity and its children
+        settings:
+          url: https://s2low.example.fr
+          password: {env: S2LOW_PASSWORD}   # read from the environment, never written in the file
+
+Secrets (the connector class's ``secret_keys`` and any setting named like a password, token
+or key) are never returned by the API nor logged: ``ConnectorInstance.redacted()``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flowbus.clock import isoformat
+from flowbus.connectors.base import ConnectorInstance
+from flowbus.connectors.registry import CONNECTOR_CLASSES, connector_class
+from flowbus.errors import ConfigError, NotFound, ValidationError
+from flowbus.store import repo
+from flowbus.store.base import Tx
+
+SECRET_SUFFIXES = ("password", "secret", "token", "p12_base64", "private_key", "api_key")
+
+
+def secret_keys_for(family: str, kind: str, settings: dict[str, Any]) -> frozenset[str]:
+    declared: frozenset[str] = frozenset()
+    try:
+        declared = frozenset(getattr(connector_class(family, kind), "secret_keys", frozenset()))
+    except (ConfigError, ImportError, AttributeError):
+        pass
+    guessed = {k for k in settings if k.lower().endswith(SECRET_SUFFIXES)}
+    return declared | guessed
+
+
+def _resolve_env(settings: dict[str, Any], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and set(value) == {"env"}:
+            var = value["env"]
+            if var not in os.environ:
+                raise ConfigError(f"{where}: setting {key!r} reads the environment variable {var}, which is not set",
+                                  field=key, hint=f"export {var}=… before starting flowbus")
+            out[key] = os.environ[var]
+        else:
+            out[key] = value
+    return out
+
+
+def make_instance(data: dict[str, Any], where: str) -> ConnectorInstance:
+    for required in ("id", "family", "kind"):
+        if not isinstance(data.get(required), str) or not data[required]:
+            raise ConfigError(f"{where}: connector instance without {required!r}", field=required)
+    family, kind = data["family"], data["kind"]
+    if family not in CONNECTOR_CLASSES:
+        raise ConfigError(f"{where}: unknown connector family {family!r}", field="family",
+                          hint=f"known families: {', '.join(sorted(CONNECTOR_CLASSES))}")
+    if kind not in CONNECTOR_CLASSES[family]:
+        raise ConfigError(f"{where}: connector family {family!r} has no kind {kind!r}", field="kind",
+                          hint=f"known kinds: {', '.join(sorted(CONNECTOR_CLASSES[family]))}")
+    settings = data.get("settings") or {}
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{where}: 'settings' must be a mapping", field="settings")
+    settings = _resolve_env(settings, where)
+    return ConnectorInstance(data["id"], family, kind, data.get("entity") or None, settings,
+                             secret_keys_for(family, kind, settings))
+
+
+def load_yaml_instances(directory: Path) -> list[ConnectorInstance]:
+    out: list[ConnectorInstance] = []
+    if not directory.is_dir():
+        return out
+    for path in sorted(directory.glob("*.yml")) + sorted(directory.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        items = data.get("instances", []) if isinstance(data, dict) else []
+        for i, item in enumerate(items):
+            out.append(make_instance(item, f"{path}: instances[{i}]"))
+    return out
+
+
+class InstanceRegistry:
+    """Looks up the instance a step names for a document's entity (walking up the parents)."""
+
+    def __init__(self, yaml_instances: Iterable[ConnectorInstance]) -> None:
+        self._yaml: dict[tuple[str, str | None], ConnectorInstance] = {}
+        for inst in yaml_instances:
+            self._yaml[(inst.id, inst.entity_id)] = inst
+
+    @property
+    def ids(self) -> set[str]:
+        return {i for i, _ in self._yaml}
+
+    async def known_ids(self, tx: Tx) -> set[str]:
+        rows = await tx.fetch("SELECT DISTINCT id FROM connector_instances")
+        return self.ids | {r["id"] for r in rows}
+
+    async def resolve(self, tx: Tx, instance_id: str, entity_id: str) -> ConnectorInstance:
+        chain = await repo.ancestors(tx, entity_id)
+        for eid in [*chain, None]:
+            row = await tx.fetchrow("SELECT * FROM connector_instances WHERE id = $1 AND entity_id = $2",
+                                    instance_id, eid or "")
+            if row is not None:
+                return make_instance({"id": row["id"], "family": row["family"], "kind": row["kind"],
+                                      "entity": row["entity_id"] or None, "settings": json.loads(row["settings"])},
+                                     f"connector instance {instance_id!r}")
+            inst = self._yaml.get((instance_id, eid))
+            if inst is not None:
+                return inst
+        raise ConfigError(f"no connector instance {instance_id!r} is configured for entity {entity_id} "
+                          "or its parents", field="connector",
+                          hint="declare it in config/connectors/*.yml or through PUT /api/v1/connectors/{id}")
+
+    async def list_for(self, tx: Tx, entity_id: str | None) -> list[ConnectorInstance]:
+        chain = await repo.ancestors(tx, entity_id) if entity_id else []
+        seen: dict[str, ConnectorInstance] = {}
+        for eid in [*chain, None]:
+            for row in await tx.fetch("SELECT * FROM connector_instances WHERE entity_id = $1 ORDER BY id", eid or ""):
+                seen.setdefault(row["id"], make_instance(
+                    {"id": row["id"], "family": row["family"], "kind": row["kind"],
+                     "entity": row["entity_id"] or None, "settings": json.loads(row["settings"])}, row["id"]))
+            for (iid, ent), inst in sorted(self._yaml.items(), key=lambda kv: kv[0][0]):
+                if ent == eid:
+                    seen.setdefault(iid, inst)
+        return list(seen.values())
+
+    async def save(self, tx: Tx, data: dict[str, Any], *, at: Any) -> ConnectorInstance:
+        """Create or replace an API-managed instance; secrets not re-sent keep their stored value."""
+        try:
+            inst = make_instance(data, "connector instance")
+        except ConfigError as exc:
+            raise ValidationError(exc.message, field=exc.field, hint=exc.hint) from exc
+        entity = inst.entity_id or ""
+        if entity:
+            await repo.get_entity(tx, entity)
+        old = await tx.fetchrow("SELECT settings FROM connector_instances WHERE id = $1 AND entity_id = $2",
+                                inst.id, entity)
+        settings = dict(inst.settings)
+        if old is not None:
+            previous = json.loads(old["settings"])
+            for key in inst.secret_keys | set(previous):
+                if settings.get(key) == "********" and key in previous:
+                    settings[key] = previous[key]
+        await tx.execute("DELETE FROM connector_instances WHERE id = $1 AND entity_id = $2", inst.id, entity)
+        await tx.execute("INSERT INTO connector_instances (id, entity_id, family, kind, settings, updated_at) "
+                         "VALUES ($1, $2, $3, $4, $5, $6)", inst.id, entity, inst.family, inst.kind,
+                         json.dumps(settings), isoformat(at))
+        return ConnectorInstance(inst.id, inst.family, inst.kind, inst.entity_id, settings, inst.secret_keys)
+
+    async def delete(self, tx: Tx, instance_id: str, entity_id: str | None) -> None:
+        if not await tx.execute("DELETE FROM connector_instances WHERE id = $1 AND entity_id = $2",
+                                instance_id, entity_id or ""):
+            raise NotFound(f"connector instance {instance_id!r} is not configured through the API", field="id")

@@ -1,0 +1,147 @@
+"""Document service: create, change fields, attach files, run actions — used by every API layer.
+
+Each operation is one transaction that writes the document and its journal entries together;
+file bytes are streamed to the BlobStore first, so a failed upload leaves nothing attached.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterable
+from dataclasses import replace
+from typing import Any
+
+from flowbus import journal
+from flowbus.errors import Conflict, PayloadTooLarge, ValidationError
+from flowbus.flows.fields import check_fields
+from flowbus.models import Document, FileRef
+from flowbus.store import repo
+
+EDITABLE_STATES = ("draft", "error")
+_BAD_FILENAME = re.compile(r"[\x00-\x1f/\\]")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def check_filename(filename: str) -> str:
+    name = (filename or "").strip()
+    if not name or name in (".", "..") or _BAD_FILENAME.search(name) or ".." in name.split("."):
+        raise ValidationError(f"invalid file name {filename!r}: a plain name without path, '..' or control "
+                              "characters is required", field="filename")
+    if len(name) > 255:
+        raise ValidationError("file name longer than 255 characters", field="filename")
+    return name
+
+
+async def create_document(rt: Any, *, entity_id: str, flow_id: str, fields: dict[str, Any], actor: str) -> Document:
+    flow = rt.flow(flow_id)
+    values = check_fields(flow, fields or {}, partial=True)
+    for f in flow.fields:
+        if f.default is not None and f.name not in values and f.type not in ("file", "files"):
+            values[f.name] = f.default
+    now = rt.clock.now()
+    doc = Document(new_id(), entity_id, flow_id, "draft", values, 1, now, now)
+    async with rt.store.transaction() as tx:
+        await repo.get_entity(tx, entity_id)
+        await repo.insert_document(tx, doc)
+        await journal.append(tx, entity_id=entity_id, actor=actor, kind="document.created", at=now,
+                             document_id=doc.id, data={"flow": flow_id, "fields": sorted(values)})
+    return doc
+
+
+async def update_fields(rt: Any, document_id: str, fields: dict[str, Any], *, actor: str,
+                        expected_version: int | None = None) -> Document:
+    """Merge ``fields`` into the document.
+
+    Without ``expected_version`` a concurrent change is merged (re-read and re-applied), so two
+    concurrent updates of different fields both survive; with it, a stale version is a Conflict.
+    """
+    for _ in range(20):
+        async with rt.store.transaction() as tx:
+            doc = await repo.get_document(tx, document_id, with_files=False)
+            if expected_version is not None and doc.version != expected_version:
+                raise Conflict(f"document {document_id} is at version {doc.version}, not {expected_version}",
+                               field="version", expected_version=expected_version)
+            if doc.state not in EDITABLE_STATES:
+                raise Conflict(f"the fields of a document in state {doc.state!r} cannot be changed",
+                               field="state", hint="fields can change in the draft and error states")
+            values = check_fields(rt.flow(doc.flow_id), fields, partial=True)
+            merged = {**doc.fields, **values}
+            try:
+                new = await repo.update_document(tx, replace(doc, fields=merged), expected_version=doc.version,
+                                                 at=rt.clock.now())
+            except Conflict:
+                if expected_version is not None:
+                    raise
+                continue
+            await journal.append(tx, entity_id=doc.entity_id, actor=actor, kind="fields.changed",
+                                 at=rt.clock.now(), document_id=doc.id, data={"fields": sorted(values)})
+            return new
+    raise Conflict(f"document {document_id} is being changed too often; try again", field="fields")
+
+
+def _file_field(rt: Any, doc: Document, field_name: str) -> Any:
+    flow = rt.flow(doc.flow_id)
+    try:
+        field = flow.field(field_name)
+    except Exception:  # noqa: BLE001 - flow.field raises its own not-found
+        field = None
+    if field is None:
+        raise ValidationError(f"flow {flow.id!r} has no field {field_name!r}", field=field_name)
+    if field.type not in ("file", "files"):
+        raise ValidationError(f"field {field_name!r} is of type {field.type}, not a file", field=field_name)
+    return field
+
+
+async def attach_file(rt: Any, document_id: str, field_name: str, *, filename: str, media_type: str,
+                      chunks: AsyncIterable[bytes], actor: str, append: bool | None = None) -> FileRef:
+    filename = check_filename(filename)
+    async with rt.store.transaction() as tx:
+        doc = await repo.get_document(tx, document_id, with_files=False)
+    field = _file_field(rt, doc, field_name)
+    if doc.state not in EDITABLE_STATES:
+        raise Conflict(f"files of a document in state {doc.state!r} cannot be changed", field="state")
+    media_type = (media_type or "application/octet-stream").split(";")[0].strip().lower()
+    if field.media_types and media_type not in field.media_types:
+        raise ValidationError(f"field {field_name!r} accepts {', '.join(field.media_types)}, not {media_type}",
+                              field=field_name)
+    limit = min(x for x in (field.max_size, rt.settings.max_upload_size) if x)
+    try:
+        blob = await rt.blobs.put(chunks, max_size=limit)
+    except PayloadTooLarge as exc:
+        raise PayloadTooLarge(f"file for field {field_name!r} exceeds {limit} bytes", field=field_name) from exc
+    now = rt.clock.now()
+    async with rt.store.transaction() as tx:
+        doc = await repo.get_document(tx, document_id, with_files=False)
+        if doc.state not in EDITABLE_STATES:
+            raise Conflict(f"files of a document in state {doc.state!r} cannot be changed", field="state")
+        multiple = field.type == "files" if append is None else append
+        ref = await repo.put_file(tx, FileRef(doc.id, field_name, 0, filename, media_type, blob.size, blob.sha256,
+                                              blob.key, now), replace=not multiple)
+        await repo.update_document(tx, doc, expected_version=doc.version, at=now)
+        await journal.append(tx, entity_id=doc.entity_id, actor=actor, kind="file.added", at=now,
+                             document_id=doc.id, data={"field": field_name, "filename": filename,
+                                                       "sha256": blob.sha256, "size": blob.size})
+    return ref
+
+
+async def run_action(rt: Any, document_id: str, action: str, *, actor: str, comment: str | None = None) -> Document:
+    for _ in range(10):
+        try:
+            async with rt.store.transaction() as tx:
+                doc = await repo.get_document(tx, document_id)
+                if action == "start":
+                    return await rt.engine.start_document(tx, doc, actor=actor)
+                return await rt.engine.admin_action(tx, doc, action, actor=actor, comment=comment)
+        except Conflict as exc:
+            if exc.expected_version is None:
+                raise
+    raise Conflict(f"document {document_id} is being changed too often; try again", field="action")
+
+
+async def get_document(rt: Any, document_id: str) -> Document:
+    async with rt.store.transaction() as tx:
+        return await repo.get_document(tx, document_id)

@@ -1,0 +1,349 @@
+"""The engine: step runs as bus messages; connector outcome, state change and journal in one transaction.
+
+Message body: ``{"document", "step", "attempt", "seq", "op": "start"|"check"}``.  ``seq`` counts the
+steps a document has entered, so a message for a step the document has left is recognised
+as stale and dropped.  A step run is claimed (``step_states.claim`` = the message id, with a
+lease) before the connector is called: a duplicate message is dropped while the claim holds,
+a redelivery of the same message (its worker died) takes the claim over and calls the
+connector again with the same idempotency key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import structlog
+
+from flowbus import journal
+from flowbus.bus.base import Message
+from flowbus.clock import isoformat, parse_iso
+from flowbus.connectors.base import Outcome, StepContext
+from flowbus.errors import Conflict, FlowbusError, NotFound, PermanentError, TransientError, ValidationError
+from flowbus.flows import machine
+from flowbus.flows.retry import next_delay
+from flowbus.models import Document, FileRef
+from flowbus.store import repo
+from flowbus.store.base import Tx
+
+log = structlog.get_logger(__name__)
+
+QUEUE = "steps"
+ACTIVE = ("running", "waiting")
+FINAL = ("done", "cancelled")
+ENGINE = "engine"
+
+
+class Engine:
+    def __init__(self, runtime: Any) -> None:
+        self.rt = runtime
+        self._consumer: Any = None
+        self.stats = {"steps": 0, "latencies": []}
+
+    # ---- workers -----------------------------------------------------------------------------
+
+    async def start_workers(self) -> None:
+        if self._consumer is None:
+            self._consumer = await self.rt.bus.consume(QUEUE, self.handle, prefetch=self.rt.settings.workers,
+                                                       max_attempts=10)
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await consumer.stop()
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def _message(self, doc_id: str, step: str, attempt: int, seq: int, op: str = "start") -> Message:
+        return Message(queue=QUEUE, body={"document": doc_id, "step": step, "attempt": attempt, "seq": seq,
+                                          "op": op, "sent": time.time()},
+                       key=f"{doc_id}:{step}:{attempt}:{op}")
+
+    async def _publish(self, tx: Tx, msg: Message, delay: timedelta | None = None) -> None:
+        await self.rt.bus.publish(msg, delay=delay if delay and delay.total_seconds() > 0 else None, tx=tx)
+
+    def _expr_ctx(self, doc: Document, fields: dict[str, Any]) -> dict[str, Any]:
+        return {"fields": fields, "files": {f.field: True for f in doc.files},
+                "document": {"state": doc.state, "flow": doc.flow_id}}
+
+    async def _journal(self, tx: Tx, doc: Document, kind: str, actor: str, data: dict[str, Any]) -> None:
+        await journal.append(tx, entity_id=doc.entity_id, actor=actor, kind=kind, at=self.rt.clock.now(),
+                             document_id=doc.id, data=data)
+
+    async def _set_state(self, tx: Tx, doc: Document, expected_version: int, *, actor: str,
+                         step_seq: int | None = None, reason: str | None = None) -> Document:
+        """Write the document; journal and announce the state change if the state changed."""
+        old = await tx.fetchrow("SELECT state FROM documents WHERE id = $1", doc.id)
+        new = await repo.update_document(tx, doc, expected_version=expected_version, at=self.rt.clock.now(),
+                                         step_seq=step_seq)
+        old_state = old["state"] if old else None
+        if old_state != doc.state:
+            data: dict[str, Any] = {"from": old_state, "to": doc.state, "step": doc.step}
+            if reason:
+                data["reason"] = reason
+            await self._journal(tx, doc, "state.changed", actor, data)
+            for hook in self.rt.state_hooks:
+                await hook(tx, new, old_state or "", doc.state)
+        return new
+
+    async def _enter(self, tx: Tx, doc: Document, target: Any, fields: dict[str, Any], *, actor: str,
+                     reason: str | None = None) -> Document:
+        """Follow ``target`` (skipping steps whose condition is false) and enter where it lands."""
+        flow = self.rt.flow(doc.flow_id)
+        row = await repo.document_row(tx, doc.id)
+        seq = int(row["step_seq"])
+        seen: set[str] = set()
+        while target.kind == "step":
+            step = flow.step(target.name)
+            if step.when is None or step.when.evaluate(self._expr_ctx(doc, fields)):
+                break
+            if step.id in seen:  # a loop of skipped steps: the validator forbids it; stay safe
+                raise PermanentError(f"steps loop while skipping at {step.id!r}")
+            seen.add(step.id)
+            await self._journal(tx, doc, "step.skipped", actor, {"step": step.id, "condition": step.when.source
+                                                                 if hasattr(step.when, "source") else str(step.when)})
+            target = machine.decide(flow, step.id, "skipped")
+        now = isoformat(self.rt.clock.now())
+        if target.kind == "step":
+            prev = await tx.fetchrow("SELECT attempt FROM step_states WHERE document_id = $1 AND step = $2",
+                                     doc.id, target.name)
+            attempt = int(prev["attempt"]) + 1 if prev else 1
+            await tx.execute("DELETE FROM step_states WHERE document_id = $1 AND step = $2", doc.id, target.name)
+            await tx.execute("INSERT INTO step_states (document_id, step, attempt, status, data, checks, started_at, "
+                             "updated_at) VALUES ($1, $2, $3, 'pending', '{}', 0, $4, $4)",
+                             doc.id, target.name, attempt, now)
+            new_doc = replace(doc, state="running", step=target.name, fields=fields, last_error=None)
+            new_doc = await self._set_state(tx, new_doc, int(row["version"]), actor=actor, step_seq=seq + 1,
+                                            reason=reason)
+            await self._publish(tx, self._message(doc.id, target.name, attempt, seq + 1))
+            return new_doc
+        if target.kind == "end":
+            new_doc = replace(doc, state="done", step=None, fields=fields, last_error=None)
+        else:  # a named state (e.g. « refusé »): the reason is kept with the document's fields
+            if reason:
+                fields = {**fields, "rejection_reason": reason}
+            new_doc = replace(doc, state=target.name, fields=fields, last_error=None)
+        return await self._set_state(tx, new_doc, int(row["version"]), actor=actor, step_seq=seq + 1, reason=reason)
+
+    # ---- commands from the API ---------------------------------------------------------------
+
+    async def start_document(self, tx: Tx, doc: Document, *, actor: str) -> Document:
+        if doc.state != "draft":
+            raise Conflict(f"the document is already {doc.state}; only a draft can be started", field="state")
+        flow = self.rt.flow(doc.flow_id)
+        from flowbus.flows.fields import missing_for_start
+        missing = missing_for_start(flow, doc.fields, {f.field for f in doc.files})
+        if missing:
+            raise ValidationError(f"required field(s) missing before start: {', '.join(missing)}",
+                                  field=missing[0], hint="fill them with PATCH or attach the files, then start")
+        await self._journal(tx, doc, "admin.action", actor, {"action": "start"})
+        if not flow.steps:
+            return await self._enter(tx, doc, machine.Target("end", None), dict(doc.fields), actor=actor)
+        return await self._enter(tx, doc, machine.Target("step", flow.start), dict(doc.fields), actor=actor)
+
+    async def admin_action(self, tx: Tx, doc: Document, action: str, *, actor: str,
+                           comment: str | None = None) -> Document:
+        """retry | skip | cancel | resume — all journaled with the actor."""
+        flow = self.rt.flow(doc.flow_id)
+        row = await repo.document_row(tx, doc.id)
+        data = {"action": action, "step": doc.step}
+        if comment:
+            data["comment"] = comment
+        if action == "cancel":
+            if doc.state in FINAL:
+                raise Conflict(f"a {doc.state} document cannot be cancelled", field="state")
+            await self._journal(tx, doc, "admin.action", actor, data)
+            return await self._set_state(tx, replace(doc, state="cancelled"), int(row["version"]), actor=actor,
+                                         step_seq=int(row["step_seq"]) + 1, reason=comment)
+        if action in ("retry", "resume"):
+            if doc.step is None or doc.state in ("done", "draft") or (action == "retry" and doc.state != "error"):
+                raise Conflict(f"nothing to {action}: the document is {doc.state}"
+                               + (" (retry applies to documents in error)" if action == "retry" else ""),
+                               field="state")
+            await self._journal(tx, doc, "admin.action", actor, data)
+            return await self._enter(tx, doc, machine.Target("step", doc.step), dict(doc.fields), actor=actor)
+        if action == "skip":
+            if doc.step is None or doc.state not in ("error", "waiting", "running"):
+                raise Conflict(f"no step to skip: the document is {doc.state}", field="state")
+            await self._journal(tx, doc, "admin.action", actor, data)
+            await tx.execute("UPDATE step_states SET status = 'skipped', updated_at = $3 WHERE document_id = $1 "
+                             "AND step = $2", doc.id, doc.step, isoformat(self.rt.clock.now()))
+            return await self._enter(tx, doc, machine.decide(flow, doc.step, "done"), dict(doc.fields), actor=actor)
+        raise NotFound(f"unknown action {action!r}", field="action",
+                       hint="actions: start, retry, skip, cancel, resume")
+
+    # ---- the worker ---------------------------------------------------------------------------
+
+    async def handle(self, msg: Message) -> None:
+        body = msg.body
+        doc_id, step_id, attempt, seq, op = (body["document"], body["step"], int(body["attempt"]), int(body["seq"]),
+                                             body.get("op", "start"))
+        now = self.rt.clock.now()
+        async with self.rt.store.transaction() as tx:
+            row = await tx.fetchrow("SELECT state, step, step_seq, entity_id, flow_id FROM documents WHERE id = $1",
+                                    doc_id)
+            if row is None:
+                return
+            ss = await tx.fetchrow("SELECT * FROM step_states WHERE document_id = $1 AND step = $2", doc_id, step_id)
+            if row["state"] not in ACTIVE or row["step"] != step_id or int(row["step_seq"]) != seq \
+                    or ss is None or int(ss["attempt"]) != attempt:
+                await self._recover_lost(tx, row, doc_id, seq)
+                return
+            if ss["status"] in ("done", "skipped", "error"):
+                return
+            if ss["claim"] and ss["claim"] != msg.id and ss["status"] == "running" and ss["lease_until"] \
+                    and parse_iso(ss["lease_until"]) > now:
+                return  # a duplicate message while another worker runs this step
+            flow = self.rt.flow(row["flow_id"])
+            step = flow.step(step_id)
+            lease = now + step.timeout * 2 + timedelta(seconds=30)
+            await tx.execute("UPDATE step_states SET claim = $3, lease_until = $4, status = 'running', updated_at = $5 "
+                             "WHERE document_id = $1 AND step = $2", doc_id, step_id, msg.id, isoformat(lease),
+                             isoformat(now))
+            doc = await repo.get_document(tx, doc_id)
+            try:
+                instance = await self.rt.instances.resolve(tx, step.connector, doc.entity_id)
+            except FlowbusError as exc:
+                instance, config_error = None, exc
+            else:
+                config_error = None
+        bound = log.bind(document_id=doc_id, entity=doc.entity_id, flow=doc.flow_id, step=step_id, attempt=attempt,
+                         op=op)
+        started = time.monotonic()
+        if "sent" in body and op == "start":
+            self.stats["latencies"].append(max(0.0, time.time() - float(body["sent"])))
+        outcome: Outcome | None = None
+        error: FlowbusError | None = config_error
+        if instance is not None:
+            ctx = StepContext(runtime=self.rt, document=doc, flow_id=doc.flow_id, step_id=step_id,
+                              params=step.params, instance=instance, attempt=attempt,
+                              idempotency_key=f"{doc_id}:{step_id}:{attempt}", data=json.loads(ss["data"] or "{}"),
+                              started_at=parse_iso(ss["started_at"]), log=bound)
+            try:
+                connector = self.rt.connector(instance)
+                call = connector.start(ctx) if op == "start" else connector.check(ctx)
+                outcome = await asyncio.wait_for(call, step.timeout.total_seconds())
+            except TimeoutError:
+                error = TransientError(f"step {step_id!r} took longer than {step.timeout} and was abandoned")
+            except FlowbusError as exc:
+                error = exc
+            except Exception as exc:  # noqa: BLE001 - a connector bug must not lose the document
+                bound.exception("step.crashed")
+                error = TransientError(f"unexpected error in connector {instance.kind!r}: {exc!r}")
+        for _ in range(5):
+            try:
+                async with self.rt.store.transaction() as tx:
+                    await self._record(tx, doc_id, step_id, attempt, seq, op, msg, outcome, error)
+                break
+            except Conflict:
+                continue  # the document changed meanwhile (fields PATCHed): apply again on the new version
+        self.stats["steps"] += 1
+        bound.info("step.finished", outcome=outcome.name if outcome else None,
+                   error=str(error) if error and not outcome else None,
+                   duration_ms=round((time.monotonic() - started) * 1000, 1))
+
+    async def _recover_lost(self, tx: Tx, row: dict[str, Any], doc_id: str, seq: int) -> None:
+        """A message for a step the document already left: make sure the current step has its message.
+
+        With a broker that is not transactional with the store, the worker may have died after
+        the commit that entered the next step and before publishing its message.
+        """
+        if row["state"] != "running" or int(row["step_seq"]) != seq + 1 or row["step"] is None:
+            return
+        ss = await tx.fetchrow("SELECT attempt, status FROM step_states WHERE document_id = $1 AND step = $2",
+                               doc_id, row["step"])
+        if ss is not None and ss["status"] == "pending":
+            await self._publish(tx, self._message(doc_id, row["step"], int(ss["attempt"]), int(row["step_seq"])))
+
+    async def _record(self, tx: Tx, doc_id: str, step_id: str, attempt: int, seq: int, op: str, msg: Message,
+                      outcome: Outcome | None, error: FlowbusError | None) -> None:
+        row = await repo.document_row(tx, doc_id)
+        ss = await tx.fetchrow("SELECT * FROM step_states WHERE document_id = $1 AND step = $2", doc_id, step_id)
+        if row["step"] != step_id or int(row["step_seq"]) != seq or ss is None or int(ss["attempt"]) != attempt \
+                or ss["claim"] != msg.id or row["state"] not in ACTIVE:
+            return  # an administrator acted meanwhile (cancel, skip): the outcome is no longer wanted
+        doc = await repo.get_document(tx, doc_id)
+        flow = self.rt.flow(doc.flow_id)
+        step = flow.step(step_id)
+        now = self.rt.clock.now()
+        version = int(row["version"])
+        if outcome is None:
+            assert error is not None
+            await self._failed(tx, doc, step, ss, seq, op, error, version)
+            return
+        fields = dict(doc.fields)
+        fields.update(outcome.fields)
+        for nf in outcome.files:
+            ref = await repo.put_file(tx, FileRef(doc.id, nf.field, 0, nf.filename, nf.media_type, nf.blob.size,
+                                                  nf.blob.sha256, nf.blob.key, now), replace=not nf.append)
+            await self._journal(tx, doc, "file.added", ENGINE, {"field": ref.field, "filename": ref.filename,
+                                                                "sha256": ref.sha256, "size": ref.size,
+                                                                "step": step_id})
+        if outcome.fields:
+            await self._journal(tx, doc, "fields.changed", ENGINE, {"fields": sorted(outcome.fields), "step": step_id})
+        data = json.dumps(dict(outcome.data) if outcome.data else json.loads(ss["data"] or "{}"))
+        if outcome.status == "waiting":
+            deadline = step.wait.deadline if step.wait else None
+            started = parse_iso(ss["started_at"])
+            if deadline is not None and now - started > deadline:
+                await tx.execute("UPDATE step_states SET status = 'done', data = $3, updated_at = $4 "
+                                 "WHERE document_id = $1 AND step = $2", doc.id, step_id, data, isoformat(now))
+                reason = f"délai dépassé pour l'étape « {step.label} » ({deadline})"
+                await self._journal(tx, doc, "step.deadline", ENGINE, {"step": step_id, "deadline": str(deadline)})
+                if "timeout" in step.on:
+                    await self._enter(tx, doc, machine.decide(flow, step_id, "timeout"), fields, actor=ENGINE,
+                                      reason=reason)
+                else:
+                    await self._set_state(tx, replace(doc, state="error", fields=fields, last_error=reason), version,
+                                          actor=ENGINE, reason=reason)
+                return
+            checks = int(ss["checks"]) + (1 if op == "check" else 0)
+            await tx.execute("UPDATE step_states SET status = 'waiting', data = $3, checks = $4, claim = NULL, "
+                             "updated_at = $5 WHERE document_id = $1 AND step = $2", doc.id, step_id, data, checks,
+                             isoformat(now))
+            if op == "start" or outcome.message:
+                await self._journal(tx, doc, "step.waiting", ENGINE, {"step": step_id, "message": outcome.message})
+            delay = outcome.check_in or (step.wait.check_every if step.wait else timedelta(minutes=5))
+            await self._publish(tx, self._message(doc.id, step_id, int(ss["attempt"]), seq, "check"), delay)
+            if doc.state != "waiting" or outcome.fields:
+                await self._set_state(tx, replace(doc, state="waiting", fields=fields), version, actor=ENGINE)
+            return
+        await tx.execute("UPDATE step_states SET status = 'done', data = $3, last_error = NULL, updated_at = $4 "
+                         "WHERE document_id = $1 AND step = $2", doc.id, step_id, data, isoformat(now))
+        kind = "step.done" if outcome.status == "done" else "step.rejected"
+        await self._journal(tx, doc, kind, ENGINE, {"step": step_id, "outcome": outcome.name,
+                                                    "message": outcome.message, "reason": outcome.reason})
+        target = machine.decide(flow, step_id, outcome.name)
+        await self._enter(tx, replace(doc, fields=fields), target, fields, actor=ENGINE, reason=outcome.reason)
+
+    async def _failed(self, tx: Tx, doc: Document, step: Any, ss: dict[str, Any], seq: int, op: str,
+                      error: FlowbusError, version: int) -> None:
+        now = self.rt.clock.now()
+        attempt = int(ss["attempt"])
+        failures = int(ss["checks"]) + 1 if op == "check" else attempt
+        retryable = isinstance(error, TransientError) and failures < step.retry.attempts
+        message = str(error)
+        await self._journal(tx, doc, "step.failed", ENGINE, {"step": step.id, "attempt": attempt, "error": message,
+                                                             "field": error.field, "will_retry": retryable})
+        if retryable:
+            retry_in = getattr(error, "retry_in", None)
+            delay = timedelta(seconds=retry_in) if retry_in is not None else next_delay(step.retry, failures)
+            if op == "check":
+                await tx.execute("UPDATE step_states SET status = 'waiting', claim = NULL, checks = $3, last_error = $4,"
+                                 " updated_at = $5 WHERE document_id = $1 AND step = $2", doc.id, step.id,
+                                 failures, message, isoformat(now))
+                await self._publish(tx, self._message(doc.id, step.id, attempt, seq, "check"), delay)
+            else:
+                await tx.execute("UPDATE step_states SET status = 'pending', claim = NULL, attempt = $3, "
+                                 "last_error = $4, updated_at = $5 WHERE document_id = $1 AND step = $2",
+                                 doc.id, step.id, attempt + 1, message, isoformat(now))
+                await self._publish(tx, self._message(doc.id, step.id, attempt + 1, seq), delay)
+            return
+        await tx.execute("UPDATE step_states SET status = 'error', claim = NULL, last_error = $3, updated_at = $4 "
+                         "WHERE document_id = $1 AND step = $2", doc.id, step.id, message, isoformat(now))
+        await self._set_state(tx, replace(doc, state="error", last_error=message), version, actor=ENGINE,
+                              reason=message)

@@ -1,0 +1,119 @@
+"""Hash-chained journal: one chain per entity; append inside a transaction, verify offline.
+
+Each entry's hash is SHA-256 over a canonical JSON of its content and the previous entry's
+hash; ``journal_heads`` keeps the last (seq, hash) of each chain so that removing the newest
+entries is detected too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from flowbus.clock import isoformat, parse_iso
+from flowbus.models import JournalEntry
+from flowbus.store.base import Tx
+
+GENESIS = "0" * 64
+
+
+def canonical(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def entry_hash(entity_id: str, seq: int, at: str, actor: str, kind: str, document_id: str | None,
+               data_json: str, prev_hash: str) -> str:
+    payload = canonical({"entity": entity_id, "seq": seq, "at": at, "actor": actor, "kind": kind,
+                         "document": document_id, "data": json.loads(data_json), "prev": prev_hash})
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+async def append(tx: Tx, *, entity_id: str, actor: str, kind: str, at: datetime,
+                 document_id: str | None = None, data: dict[str, Any] | None = None) -> JournalEntry:
+    """Append one entry to the entity's chain (inside the caller's transaction)."""
+    lock = " FOR UPDATE" if tx.dialect == "postgres" else ""
+    head = await tx.fetchrow(f"SELECT seq, hash FROM journal_heads WHERE entity_id = $1{lock}", entity_id)
+    if head is None:
+        await tx.execute("INSERT INTO journal_heads (entity_id, seq, hash) VALUES ($1, 0, $2) "
+                         "ON CONFLICT (entity_id) DO NOTHING", entity_id, GENESIS)
+        head = await tx.fetchrow(f"SELECT seq, hash FROM journal_heads WHERE entity_id = $1{lock}", entity_id)
+        assert head is not None
+    seq, prev = int(head["seq"]) + 1, head["hash"]
+    at_s = isoformat(at)
+    data_json = canonical(data or {})
+    digest = entry_hash(entity_id, seq, at_s, actor, kind, document_id, data_json, prev)
+    await tx.execute("INSERT INTO journal (entity_id, seq, at, actor, kind, document_id, data, prev_hash, hash) "
+                     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                     entity_id, seq, at_s, actor, kind, document_id, data_json, prev, digest)
+    await tx.execute("UPDATE journal_heads SET seq = $2, hash = $3 WHERE entity_id = $1", entity_id, seq, digest)
+    return JournalEntry(entity_id, seq, at, actor, kind, document_id, data or {}, prev, digest)
+
+
+def row_to_entry(row: dict[str, Any]) -> JournalEntry:
+    return JournalEntry(row["entity_id"], int(row["seq"]), parse_iso(row["at"]), row["actor"], row["kind"],
+                        row["document_id"], json.loads(row["data"]), row["prev_hash"], row["hash"])
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    entity_id: str
+    seq: int
+    problem: str
+
+    def __str__(self) -> str:
+        return f"entity {self.entity_id}, entry #{self.seq}: {self.problem}"
+
+
+def verify_rows(entity_id: str, rows: list[dict[str, Any]], head: dict[str, Any] | None) -> list[ChainBreak]:
+    """Check one entity's chain (rows ordered by seq) against its head; name every break."""
+    breaks: list[ChainBreak] = []
+    prev_hash, expected_seq = GENESIS, 1
+    for row in rows:
+        seq = int(row["seq"])
+        if seq != expected_seq:
+            if seq > expected_seq:
+                breaks.append(ChainBreak(entity_id, expected_seq,
+                                         f"entries #{expected_seq}..#{seq - 1} are missing (deleted)"))
+            else:
+                breaks.append(ChainBreak(entity_id, seq, "entry number repeated (inserted)"))
+        recomputed = entry_hash(entity_id, seq, row["at"], row["actor"], row["kind"], row["document_id"],
+                                row["data"], row["prev_hash"])
+        if recomputed != row["hash"]:
+            breaks.append(ChainBreak(entity_id, seq, "content modified: its hash no longer matches"))
+        elif row["prev_hash"] != prev_hash:
+            breaks.append(ChainBreak(entity_id, seq, "does not follow the previous entry (inserted, "
+                                                     "or the previous entry was modified or deleted)"))
+        prev_hash, expected_seq = row["hash"], seq + 1
+    if head is not None:
+        head_seq = int(head["seq"])
+        if head_seq > expected_seq - 1:
+            breaks.append(ChainBreak(entity_id, expected_seq,
+                                     f"entries #{expected_seq}..#{head_seq} are missing (deleted at the end)"))
+        elif head["hash"] != prev_hash and head_seq == expected_seq - 1:
+            breaks.append(ChainBreak(entity_id, head_seq, "last entry differs from the recorded chain head"))
+        elif head_seq < expected_seq - 1:
+            breaks.append(ChainBreak(entity_id, head_seq + 1, "entries after the recorded chain head (inserted)"))
+    return breaks
+
+
+async def verify(tx: Tx, entity_id: str | None = None) -> list[ChainBreak]:
+    """Verify one entity's chain, or every chain."""
+    if entity_id is None:
+        ids = [r["entity_id"] for r in await tx.fetch(
+            "SELECT entity_id FROM journal_heads UNION SELECT DISTINCT entity_id FROM journal")]
+    else:
+        ids = [entity_id]
+    breaks: list[ChainBreak] = []
+    for eid in sorted(set(ids)):
+        rows = await tx.fetch("SELECT * FROM journal WHERE entity_id = $1 ORDER BY seq", eid)
+        head = await tx.fetchrow("SELECT seq, hash FROM journal_heads WHERE entity_id = $1", eid)
+        breaks.extend(verify_rows(eid, rows, head))
+    return breaks
+
+
+async def for_document(tx: Tx, document_id: str) -> list[JournalEntry]:
+    rows = await tx.fetch("SELECT * FROM journal WHERE document_id = $1 ORDER BY entity_id, seq", document_id)
+    return [row_to_entry(r) for r in rows]

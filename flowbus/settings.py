@@ -1,0 +1,68 @@
+"""Settings: the only module that reads the environment (FLOWBUS_* variables, optional env file).
+
+With no settings at all every backend is the embedded default under ``FLOWBUS_DATA_DIR``
+(default ``./var``): SQLite state store, filesystem blobs, embedded bus.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLOWBUS_", env_file=("config/flowbus.env",),
+                                      env_file_encoding="utf-8", extra="ignore")
+
+    data_dir: Path = Path("var")
+    config_dir: Path = Path("config")
+
+    # state store: "sqlite" (embedded default) or a postgresql:// DSN
+    database_url: str = ""
+    # bus: "embedded" or an amqp:// URL
+    bus_url: str = "embedded"
+    bus_prefix: str = "flowbus"
+    # blobs: "filesystem" (embedded default) or "s3"
+    blob_backend: Literal["filesystem", "s3"] = "filesystem"
+    s3_endpoint: str = "127.0.0.1:9000"
+    s3_access_key: str = "minioadmin"
+    s3_secret_key: SecretStr = SecretStr("minioadmin")
+    s3_bucket: str = "flowbus"
+    s3_secure: bool = False
+    s3_region: str = "us-east-1"
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = ""  # how users reach this server (links in mails); default http://host:port
+    max_upload_size: int = 200 * 1024 * 1024
+    workers: int = Field(default=16, description="concurrent step runs per worker process")
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "info"
+    seda_xsd_dir: Path | None = None
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "flowbus.sqlite3"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def flows_dir(self) -> Path:
+        return self.config_dir / "flows"
+
+    @property
+    def connectors_dir(self) -> Path:
+        return self.config_dir / "connectors"
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def uses_postgres(self) -> bool:
+        return self.database_url.startswith(("postgres://", "postgresql://"))

@@ -1,0 +1,95 @@
+"""Store and Tx: the seam for relational state.
+
+SQL is written once with ``$1, $2…`` placeholders in the subset both SQLite and PostgreSQL
+understand (TEXT, BIGINT, INTEGER, DOUBLE PRECISION; JSON as TEXT; timestamps as ISO-8601
+TEXT, which sorts).  ``Tx.dialect`` is there for the rare statement that must differ
+(``FOR UPDATE``).  Migrations are ``migrations/NNN_name.sql`` (both dialects),
+``NNN_name.sqlite.sql`` or ``NNN_name.postgres.sql`` (one dialect), applied in order once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Protocol
+
+from flowbus.blobs.base import Health
+
+AfterCommit = Callable[[], Awaitable[None] | None]
+
+
+class Tx(Protocol):
+    dialect: str  # "sqlite" | "postgres"
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run a statement; return the number of rows it changed."""
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]: ...
+
+    async def fetchrow(self, sql: str, *args: Any) -> dict[str, Any] | None: ...
+
+    async def fetchval(self, sql: str, *args: Any) -> Any: ...
+
+    def after_commit(self, callback: AfterCommit) -> None:
+        """Run ``callback`` once the transaction has committed (never if it rolls back)."""
+
+
+class Store(Protocol):
+    dialect: str
+
+    async def open(self) -> None: ...
+
+    async def migrate(self) -> list[str]:
+        """Apply pending migrations; return the names applied."""
+
+    def transaction(self) -> AbstractAsyncContextManager[Tx]:
+        """A transaction: commits when the block exits normally, rolls back on an exception."""
+
+    async def check(self) -> Health: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+_MIGRATION = re.compile(r"^(\d{3})_([a-z0-9_]+?)(?:\.(sqlite|postgres))?\.sql$")
+
+
+def migrations_for(dialect: str) -> list[Migration]:
+    found: list[Migration] = []
+    for entry in resources.files("flowbus.store.migrations").iterdir():
+        m = _MIGRATION.match(entry.name)
+        if not m or (m.group(3) and m.group(3) != dialect):
+            continue
+        found.append(Migration(int(m.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+    return sorted(found, key=lambda mig: (mig.version, mig.name))
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split a migration on ';' at line ends (our migrations hold no procedural code)."""
+    out, buf = [], []
+    for line in sql.splitlines():
+        if line.strip().startswith("--"):
+            continue
+        buf.append(line)
+        if line.rstrip().endswith(";"):
+            stmt = "\n".join(buf).strip().rstrip(";").strip()
+            if stmt:
+                out.append(stmt)
+            buf = []
+    tail = "\n".join(buf).strip()
+    if tail:
+        out.append(tail)
+    return out
+
+
+MIGRATIONS_TABLE = ("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, "
+                    "version INTEGER NOT NULL, applied_at TEXT NOT NULL)")

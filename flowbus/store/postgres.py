@@ -1,0 +1,127 @@
+"""PostgreSQL state store (asyncpg pool)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from flowbus.blobs.base import Health
+from flowbus.clock import isoformat, utcnow
+from flowbus.errors import BackendError, Conflict
+from flowbus.store.base import MIGRATIONS_TABLE, AfterCommit, migrations_for, split_statements
+
+_MIGRATION_LOCK = 0x666C6F77  # advisory lock id ("flow"), so concurrent `init`s don't race
+
+
+class PostgresTx:
+    dialect = "postgres"
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+        self._after: list[AfterCommit] = []
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        try:
+            status = await self._conn.execute(sql, *args)
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict(f"constraint violated: {exc}") from exc
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise Conflict(f"constraint violated: {exc}") from exc
+        tail = status.rsplit(" ", 1)[-1]
+        return int(tail) if tail.isdigit() else 0
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self._conn.fetch(sql, *args)]
+
+    async def fetchrow(self, sql: str, *args: Any) -> dict[str, Any] | None:
+        row = await self._conn.fetchrow(sql, *args)
+        return None if row is None else dict(row)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return await self._conn.fetchval(sql, *args)
+
+    def after_commit(self, callback: AfterCommit) -> None:
+        self._after.append(callback)
+
+
+class PostgresStore:
+    dialect = "postgres"
+
+    def __init__(self, dsn: str, *, min_size: int = 2, max_size: int = 20) -> None:
+        self.dsn = dsn
+        self._pool: asyncpg.Pool | None = None
+        self._sizes = (min_size, max_size)
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        try:
+            self._pool = await asyncpg.create_pool(self.dsn, min_size=self._sizes[0], max_size=self._sizes[1])
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise BackendError(f"cannot connect to PostgreSQL ({_safe_dsn(self.dsn)}): {exc}",
+                               hint="check FLOWBUS_DATABASE_URL and that the server is running") from exc
+
+    async def migrate(self) -> list[str]:
+        await self.open()
+        assert self._pool is not None
+        applied: list[str] = []
+        async with self._pool.acquire() as conn:
+            await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+            try:
+                await conn.execute(MIGRATIONS_TABLE)
+                done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
+                for mig in migrations_for("postgres"):
+                    if mig.name in done:
+                        continue
+                    async with conn.transaction():
+                        for stmt in split_statements(mig.sql):
+                            await conn.execute(stmt)
+                        await conn.execute("INSERT INTO schema_migrations (name, version, applied_at) "
+                                           "VALUES ($1, $2, $3)", mig.name, mig.version, isoformat(utcnow()))
+                    applied.append(mig.name)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+        return applied
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PostgresTx]:
+        if self._pool is None:
+            await self.open()
+        assert self._pool is not None
+        async with self._pool.acquire() as conn:
+            tx = PostgresTx(conn)
+            async with conn.transaction():
+                yield tx
+        for cb in tx._after:
+            result = cb()
+            if asyncio.iscoroutine(result):
+                await result
+
+    async def check(self) -> Health:
+        try:
+            await self.open()
+            async with self.transaction() as tx:
+                version = await tx.fetchval("SHOW server_version")
+            return Health(True, f"PostgreSQL {version} at {_safe_dsn(self.dsn)}")
+        except Exception as exc:  # noqa: BLE001 - reported to the operator
+            return Health(False, f"PostgreSQL at {_safe_dsn(self.dsn)}: {exc}",
+                          "start PostgreSQL or fix FLOWBUS_DATABASE_URL (postgresql://user@host:5432/db)")
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+
+def _safe_dsn(dsn: str) -> str:
+    """The DSN without its password, for messages."""
+    if "@" in dsn and "://" in dsn:
+        scheme, rest = dsn.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}@{host}"
+    return dsn

@@ -1,0 +1,210 @@
+"""Repositories over a Tx: entities, API keys, documents and their files (portable SQL)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from flowbus.clock import isoformat, parse_iso
+from flowbus.errors import Conflict, NotFound
+from flowbus.models import ApiKey, Document, Entity, FileRef
+from flowbus.store.base import Tx
+
+# ---- entities --------------------------------------------------------------------------------
+
+
+def _entity(row: dict[str, Any]) -> Entity:
+    return Entity(row["id"], row["name"], row["siren"], row["parent_id"], parse_iso(row["created_at"]))
+
+
+async def insert_entity(tx: Tx, entity: Entity) -> None:
+    await tx.execute("INSERT INTO entities (id, name, siren, parent_id, created_at) VALUES ($1, $2, $3, $4, $5)",
+                     entity.id, entity.name, entity.siren, entity.parent_id, isoformat(entity.created_at))
+
+
+async def get_entity(tx: Tx, entity_id: str) -> Entity:
+    row = await tx.fetchrow("SELECT * FROM entities WHERE id = $1", entity_id)
+    if row is None:
+        raise NotFound(f"entity {entity_id!r} does not exist", field="entity")
+    return _entity(row)
+
+
+async def find_entity(tx: Tx, entity_id: str) -> Entity | None:
+    row = await tx.fetchrow("SELECT * FROM entities WHERE id = $1", entity_id)
+    return None if row is None else _entity(row)
+
+
+async def list_entities(tx: Tx) -> list[Entity]:
+    return [_entity(r) for r in await tx.fetch("SELECT * FROM entities ORDER BY name, id")]
+
+
+async def entity_by_siren(tx: Tx, siren: str) -> Entity | None:
+    row = await tx.fetchrow("SELECT * FROM entities WHERE siren = $1", siren)
+    return None if row is None else _entity(row)
+
+
+async def ancestors(tx: Tx, entity_id: str) -> list[str]:
+    """The entity id followed by its parents up to the root."""
+    chain: list[str] = []
+    current: str | None = entity_id
+    while current is not None and current not in chain:
+        chain.append(current)
+        row = await tx.fetchrow("SELECT parent_id FROM entities WHERE id = $1", current)
+        current = row["parent_id"] if row else None
+    return chain
+
+
+# ---- API keys --------------------------------------------------------------------------------
+
+
+def _key(row: dict[str, Any]) -> ApiKey:
+    return ApiKey(row["id"], row["name"], json.loads(row["roles"]), parse_iso(row["created_at"]),
+                  parse_iso(row["revoked_at"]) if row["revoked_at"] else None)
+
+
+async def insert_api_key(tx: Tx, key: ApiKey, key_hash: str) -> None:
+    await tx.execute("INSERT INTO api_keys (id, name, key_hash, roles, created_at) VALUES ($1, $2, $3, $4, $5)",
+                     key.id, key.name, key_hash, json.dumps(key.roles), isoformat(key.created_at))
+
+
+async def api_key_by_hash(tx: Tx, key_hash: str) -> ApiKey | None:
+    row = await tx.fetchrow("SELECT * FROM api_keys WHERE key_hash = $1", key_hash)
+    return None if row is None else _key(row)
+
+
+async def get_api_key(tx: Tx, key_id: str) -> ApiKey:
+    row = await tx.fetchrow("SELECT * FROM api_keys WHERE id = $1", key_id)
+    if row is None:
+        raise NotFound(f"API key {key_id!r} does not exist", field="id")
+    return _key(row)
+
+
+async def list_api_keys(tx: Tx) -> list[ApiKey]:
+    return [_key(r) for r in await tx.fetch("SELECT * FROM api_keys ORDER BY created_at")]
+
+
+async def revoke_api_key(tx: Tx, key_id: str, at: datetime) -> None:
+    if not await tx.execute("UPDATE api_keys SET revoked_at = $2 WHERE id = $1", key_id, isoformat(at)):
+        raise NotFound(f"API key {key_id!r} does not exist", field="id")
+
+
+# ---- documents -------------------------------------------------------------------------------
+
+
+def search_text(fields: dict[str, Any]) -> str:
+    return " ".join(str(v) for v in fields.values() if isinstance(v, (str, int, float))).lower()
+
+
+def _file(row: dict[str, Any]) -> FileRef:
+    return FileRef(row["document_id"], row["field"], int(row["idx"]), row["filename"], row["media_type"],
+                   int(row["size"]), row["sha256"], row["blob_key"], parse_iso(row["created_at"]))
+
+
+def _document(row: dict[str, Any], files: list[FileRef]) -> Document:
+    return Document(row["id"], row["entity_id"], row["flow_id"], row["state"], json.loads(row["fields"]),
+                    int(row["version"]), parse_iso(row["created_at"]), parse_iso(row["updated_at"]),
+                    row["step"], row["last_error"], tuple(files))
+
+
+async def insert_document(tx: Tx, doc: Document) -> None:
+    await tx.execute(
+        "INSERT INTO documents (id, entity_id, flow_id, state, step, last_error, fields, search_text, version, "
+        "created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        doc.id, doc.entity_id, doc.flow_id, doc.state, doc.step, doc.last_error, json.dumps(doc.fields),
+        search_text(doc.fields), doc.version, isoformat(doc.created_at), isoformat(doc.updated_at))
+
+
+async def get_document(tx: Tx, document_id: str, *, with_files: bool = True) -> Document:
+    row = await tx.fetchrow("SELECT * FROM documents WHERE id = $1", document_id)
+    if row is None:
+        raise NotFound(f"document {document_id!r} does not exist", field="id")
+    files = await list_files(tx, document_id) if with_files else []
+    return _document(row, files)
+
+
+async def document_row(tx: Tx, document_id: str) -> dict[str, Any]:
+    row = await tx.fetchrow("SELECT * FROM documents WHERE id = $1", document_id)
+    if row is None:
+        raise NotFound(f"document {document_id!r} does not exist", field="id")
+    return row
+
+
+async def update_document(tx: Tx, doc: Document, *, expected_version: int, at: datetime,
+                          step_seq: int | None = None) -> Document:
+    """Write state/step/fields/last_error if the stored version is still ``expected_version``.
+
+    Raises:
+        Conflict: someone else changed the document in between (optimistic concurrency).
+    """
+    new_version = expected_version + 1
+    seq_sql, args = "", [doc.id, expected_version, doc.state, doc.step, doc.last_error, json.dumps(doc.fields),
+                         search_text(doc.fields), new_version, isoformat(at)]
+    if step_seq is not None:
+        seq_sql = ", step_seq = $10"
+        args.append(step_seq)
+    changed = await tx.execute(
+        "UPDATE documents SET state = $3, step = $4, last_error = $5, fields = $6, search_text = $7, version = $8, "
+        f"updated_at = $9{seq_sql} WHERE id = $1 AND version = $2", *args)
+    if not changed:
+        raise Conflict(f"document {doc.id} was modified concurrently (expected version {expected_version})",
+                       expected_version=expected_version, hint="read the document again and retry")
+    return Document(doc.id, doc.entity_id, doc.flow_id, doc.state, doc.fields, new_version, doc.created_at, at,
+                    doc.step, doc.last_error, doc.files)
+
+
+async def list_files(tx: Tx, document_id: str) -> list[FileRef]:
+    rows = await tx.fetch("SELECT * FROM document_files WHERE document_id = $1 ORDER BY field, idx", document_id)
+    return [_file(r) for r in rows]
+
+
+async def put_file(tx: Tx, ref: FileRef, *, replace: bool) -> FileRef:
+    """Attach a file: ``replace`` drops the field's existing files first; otherwise append."""
+    if replace:
+        await tx.execute("DELETE FROM document_files WHERE document_id = $1 AND field = $2", ref.document_id, ref.field)
+        index = 0
+    else:
+        index = int(await tx.fetchval("SELECT COALESCE(MAX(idx) + 1, 0) FROM document_files "
+                                      "WHERE document_id = $1 AND field = $2", ref.document_id, ref.field))
+    await tx.execute(
+        "INSERT INTO document_files (document_id, field, idx, filename, media_type, size, sha256, blob_key, "
+        "created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        ref.document_id, ref.field, index, ref.filename, ref.media_type, ref.size, ref.sha256, ref.blob_key,
+        isoformat(ref.created_at))
+    return FileRef(ref.document_id, ref.field, index, ref.filename, ref.media_type, ref.size, ref.sha256,
+                   ref.blob_key, ref.created_at)
+
+
+async def search_documents(tx: Tx, *, entity_ids: list[str] | None, flow: str | None, state: str | None,
+                           since: datetime | None, until: datetime | None, q: str | None,
+                           limit: int, after: tuple[str, str] | None) -> list[Document]:
+    """Keyset pagination on (created_at, id)."""
+    where, args = [], []
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if entity_ids is not None:
+        if not entity_ids:
+            return []
+        where.append("entity_id IN (" + ", ".join(arg(e) for e in entity_ids) + ")")
+    if flow:
+        where.append(f"flow_id = {arg(flow)}")
+    if state:
+        where.append(f"state = {arg(state)}")
+    if since:
+        where.append(f"created_at >= {arg(isoformat(since))}")
+    if until:
+        where.append(f"created_at < {arg(isoformat(until))}")
+    if q:
+        where.append(f"search_text LIKE {arg('%' + q.lower() + '%')}")
+    if after:
+        a, b = arg(after[0]), arg(after[1])
+        where.append(f"(created_at > {a} OR (created_at = {a} AND id > {b}))")
+    sql = "SELECT * FROM documents"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += f" ORDER BY created_at, id LIMIT {arg(limit)}"
+    rows = await tx.fetch(sql, *args)
+    return [_document(r, []) for r in rows]

@@ -1,0 +1,160 @@
+"""SQLite state store (embedded default): one connection on its own thread, WAL, serialized transactions."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from flowbus.blobs.base import Health
+from flowbus.clock import isoformat, utcnow
+from flowbus.errors import BackendError, Conflict
+from flowbus.store.base import MIGRATIONS_TABLE, AfterCommit, migrations_for, split_statements
+
+log = structlog.get_logger(__name__)
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+def _translate(sql: str) -> str:
+    return _PLACEHOLDER.sub(r"?\1", sql)
+
+
+class SQLiteTx:
+    dialect = "sqlite"
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+        self._after: list[AfterCommit] = []
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        return await self._store._run(_execute, _translate(sql), args)
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        return await self._store._run(_fetch, _translate(sql), args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> dict[str, Any] | None:
+        rows = await self._store._run(_fetch, _translate(sql), args, 1)
+        return rows[0] if rows else None
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        row = await self.fetchrow(sql, *args)
+        return None if row is None else next(iter(row.values()))
+
+    def after_commit(self, callback: AfterCommit) -> None:
+        self._after.append(callback)
+
+
+def _execute(conn: sqlite3.Connection, sql: str, args: tuple) -> int:
+    try:
+        return conn.execute(sql, args).rowcount
+    except sqlite3.IntegrityError as exc:
+        raise Conflict(f"constraint violated: {exc}") from exc
+
+
+def _fetch(conn: sqlite3.Connection, sql: str, args: tuple, limit: int | None = None) -> list[dict[str, Any]]:
+    cur = conn.execute(sql, args)
+    names = [d[0] for d in cur.description or ()]
+    rows = cur.fetchmany(limit) if limit else cur.fetchall()
+    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+class SQLiteStore:
+    dialect = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._conn: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, self._conn, *args)
+
+    async def open(self) -> None:
+        if self._conn is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+        def connect() -> sqlite3.Connection:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+            return conn
+
+        loop = asyncio.get_running_loop()
+        try:
+            self._conn = await loop.run_in_executor(self._executor, connect)
+        except sqlite3.Error as exc:
+            raise BackendError(f"cannot open the SQLite database {self.path}: {exc}",
+                               hint="check that FLOWBUS_DATA_DIR exists and is writable") from exc
+
+    async def migrate(self) -> list[str]:
+        await self.open()
+        applied: list[str] = []
+        async with self._lock:
+            def run() -> list[str]:
+                conn = self._conn
+                assert conn is not None
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.execute(MIGRATIONS_TABLE)
+                    done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
+                    for mig in migrations_for("sqlite"):
+                        if mig.name in done:
+                            continue
+                        for stmt in split_statements(mig.sql):
+                            conn.execute(stmt)
+                        conn.execute("INSERT INTO schema_migrations (name, version, applied_at) VALUES (?, ?, ?)",
+                                     (mig.name, mig.version, isoformat(utcnow())))
+                        applied.append(mig.name)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                return applied
+
+            return await self._run(lambda _c: run())
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SQLiteTx]:
+        if self._conn is None:
+            await self.open()
+        tx = SQLiteTx(self)
+        async with self._lock:
+            await self._run(_execute, "BEGIN IMMEDIATE", ())
+            try:
+                yield tx
+            except BaseException:
+                await self._run(_execute, "ROLLBACK", ())
+                raise
+            else:
+                await self._run(_execute, "COMMIT", ())
+        for cb in tx._after:
+            result = cb()
+            if asyncio.iscoroutine(result):
+                await result
+
+    async def check(self) -> Health:
+        try:
+            async with self.transaction() as tx:
+                await tx.fetchval("SELECT 1")
+            return Health(True, f"SQLite {self.path}")
+        except Exception as exc:  # noqa: BLE001 - reported to the operator
+            return Health(False, f"SQLite {self.path}: {exc}", "check the data directory's permissions and free space")
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._executor, conn.close)
+        self._executor.shutdown(wait=False)

@@ -1,0 +1,238 @@
+"""Shared fixtures: both backend sets (embedded; PostgreSQL + RabbitMQ + S3), a running HTTP server, API clients.
+
+Real services: PostgreSQL and RabbitMQ of this machine, an S3-protocol server (moto) started
+here.  A test that needs one it cannot reach fails in CI (CI=true) with the command that
+starts it, and is skipped locally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = (ROOT / ".." / "shared").resolve()
+PG_ADMIN_DSN = os.environ.get("FLOWBUS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+AMQP_URL = os.environ.get("FLOWBUS_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+START = {
+    "postgresql": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+    "rabbitmq": "rabbitmq-server -detached && rabbitmqctl await_startup",
+}
+
+
+def service_missing(name: str, error: Exception) -> None:
+    message = f"{name} is unreachable ({error}); start it with: {START.get(name, name)}"
+    if IN_CI:
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    assert SHARED.is_dir(), f"the shared/ directory is expected beside the repository at {SHARED}"
+    return SHARED
+
+
+# ---- real services ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Any:
+    from moto.server import ThreadedMotoServer
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop()
+
+
+def run_sync(coro: Any) -> Any:
+    """Run a coroutine to completion on a private loop in another thread (usable from sync fixtures)."""
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+async def _pg_available() -> None:
+    import asyncpg
+    conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+    await conn.close()
+
+
+async def _pg_admin(sql: str) -> None:
+    import asyncpg
+    conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def _amqp_available() -> None:
+    import aio_pika
+    conn = await aio_pika.connect(AMQP_URL, timeout=5)
+    await conn.close()
+
+
+@pytest.fixture
+def pg_database() -> Any:
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    try:
+        run_sync(_pg_available())
+    except Exception as exc:  # noqa: BLE001
+        service_missing("postgresql", exc)
+    name = f"flowbus_t_{uuid.uuid4().hex[:12]}"
+    run_sync(_pg_admin(f'CREATE DATABASE "{name}"'))
+    yield PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
+    run_sync(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def amqp_url() -> str:
+    try:
+        run_sync(_amqp_available())
+    except Exception as exc:  # noqa: BLE001
+        service_missing("rabbitmq", exc)
+    return AMQP_URL
+
+
+# ---- settings and runtimes for both backend sets ---------------------------------------------
+
+
+@pytest.fixture(params=["embedded", "scaleout"])
+def backend(request: pytest.FixtureRequest) -> str:
+    if request.param == "scaleout":
+        request.applymarker(pytest.mark.scaleout)
+    return request.param
+
+
+@pytest.fixture
+async def settings_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """``settings_factory(backend, **overrides)`` → Settings on tmp dirs; scale-out wires PG + RabbitMQ + S3."""
+    from flowbus.settings import Settings
+
+    async def make(kind: str = "embedded", **overrides: Any) -> Settings:
+        values: dict[str, Any] = {"data_dir": tmp_path / "var", "config_dir": ROOT / "config",
+                                  "log_format": "console", "port": free_port()}
+        if kind == "scaleout":
+            dsn = request.getfixturevalue("pg_database")
+            amqp = request.getfixturevalue("amqp_url")
+            s3 = request.getfixturevalue("s3_server")
+            values.update(database_url=dsn, bus_url=amqp, bus_prefix=f"t{uuid.uuid4().hex[:10]}",
+                          blob_backend="s3", s3_endpoint=s3, s3_access_key="test", s3_secret_key="test",
+                          s3_bucket=f"flowbus-{uuid.uuid4().hex[:10]}")
+        values.update(overrides)
+        return Settings(_env_file=None, **values)
+
+    return make
+
+
+@pytest.fixture
+async def runtime_factory(settings_factory: Callable[..., Any]) -> AsyncIterator[Callable[..., Any]]:
+    """``await runtime_factory(backend, workers=True, **settings)`` → a built Runtime, closed at teardown."""
+    from flowbus.app import build
+    made: list[Any] = []
+
+    async def make(kind: str = "embedded", *, workers: bool = True, clock: Any = None, **overrides: Any) -> Any:
+        settings = await settings_factory(kind, **overrides)
+        rt = await build(settings, clock=clock)
+        made.append(rt)
+        if workers:
+            await rt.engine.start_workers()
+        return rt
+
+    yield make
+    for rt in reversed(made):
+        await rt.close()
+        purge = getattr(rt.bus, "delete_queues", None)
+        if purge is not None:
+            try:
+                await purge()
+            except Exception:  # noqa: BLE001 - cleanup only
+                pass
+
+
+@pytest.fixture
+async def runtime(backend: str, runtime_factory: Callable[..., Any]) -> Any:
+    return await runtime_factory(backend)
+
+
+class Server:
+    """A flowbus HTTP server on a free loopback port, with an admin API key."""
+
+    def __init__(self, rt: Any, runner: web.AppRunner, url: str, admin_key: str) -> None:
+        self.rt, self.runner, self.url, self.admin_key = rt, runner, url, admin_key
+
+    def client(self, key: str | None = None) -> aiohttp.ClientSession:
+        headers = {"Authorization": f"Bearer {key or self.admin_key}"}
+        return aiohttp.ClientSession(base_url=self.url, headers=headers)
+
+
+async def start_server(rt: Any) -> Server:
+    from flowbus.api import create_app
+    from flowbus.api.auth import create_api_key
+    app = create_app(rt)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", rt.settings.port)
+    await site.start()
+    _key, secret = await create_api_key(rt, name="test-admin", roles={"*": "admin"})
+    return Server(rt, runner, f"http://127.0.0.1:{rt.settings.port}", secret)
+
+
+@pytest.fixture
+async def server(runtime: Any) -> AsyncIterator[Server]:
+    srv = await start_server(runtime)
+    yield srv
+    await srv.runner.cleanup()
+
+
+@pytest.fixture
+async def server_factory() -> AsyncIterator[Callable[[Any], Any]]:
+    started: list[Server] = []
+
+    async def make(rt: Any) -> Server:
+        srv = await start_server(rt)
+        started.append(srv)
+        return srv
+
+    yield make
+    for srv in started:
+        await srv.runner.cleanup()
+
+
+async def wait_for_state(rt: Any, document_id: str, states: str | tuple[str, ...], timeout: float = 30.0) -> Any:
+    """Poll the store until the document reaches one of ``states``; fail with its last state."""
+    from flowbus import documents
+    wanted = (states,) if isinstance(states, str) else states
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    doc = None
+    while loop.time() < deadline:
+        doc = await documents.get_document(rt, document_id)
+        if doc.state in wanted:
+            return doc
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"document {document_id} did not reach {wanted} in {timeout}s: state={doc and doc.state}, "
+                         f"step={doc and doc.step}, last_error={doc and doc.last_error}")
+
+
+@pytest.fixture
+def wait_state() -> Callable[..., Any]:
+    return wait_for_state
