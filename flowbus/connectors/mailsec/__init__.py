@@ -1,0 +1,1 @@
+"""Secure mail (mail sécurisé): personal links, recipient page, read receipts, reminders, replies."""
