@@ -16,6 +16,7 @@ CONNECTOR_CLASSES: dict[str, dict[str, str]] = {
     },
     "signature": {
         "test": "flowbus.connectors.testing:InstantConnector",
+        "iparapheur": "flowbus.signature.iparapheur_connector:IParapheurConnector",
     },
     "tdt-actes": {
         "test": "flowbus.connectors.testing:InstantConnector",
