@@ -20,9 +20,11 @@ CONNECTOR_CLASSES: dict[str, dict[str, str]] = {
     },
     "tdt-actes": {
         "test": "flowbus.connectors.testing:InstantConnector",
+        "s2low": "flowbus.connectors.tdt.steps:TdtActesConnector",
     },
     "tdt-helios": {
         "test": "flowbus.connectors.testing:InstantConnector",
+        "s2low": "flowbus.connectors.tdt.steps:TdtHeliosConnector",
     },
     "mailsec": {
         "test": "flowbus.connectors.testing:InstantConnector",
