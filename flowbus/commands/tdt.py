@@ -1,0 +1,98 @@
+"""Télétransmission commands: ``pes inspect``, ``actes parse``, ``s2low-sim``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+
+def pes_inspect_json(data: bytes) -> dict[str, Any]:
+    """The index fields of a PES_Aller as ``pes inspect`` prints them (PES element names as keys)."""
+    from flowbus.connectors.tdt.helios import pes_errors
+    index, errs = pes_errors(data)
+    if index is None:
+        raise errs[-1]
+    return {
+        "NomFic": index.nom_fic, "TypFic": index.typ_fic, "encoding": index.encoding,
+        "IdColl": index.id_coll, "DteStr": index.dte_str, "IdPost": index.id_post, "CodCol": index.cod_col,
+        "CodBud": index.cod_bud, "LibelleColBud": index.libelle_col_bud, "exercice": index.exercice,
+        "InfoDematerialisee": index.info_dematerialisee,
+        "nb_bordereaux": index.nb_bordereaux,
+        "bordereaux": [{"Id": b.id, "domaine": b.domain, "TypBord": b.type, "IdBord": b.id_bord,
+                        "exercice": b.exercice, "nb_pieces": b.nb_pieces, "signed": b.signed}
+                       for b in index.bordereaux],
+        "nb_pj": index.nb_pj,
+        "pj": [{"IdUnique": p.id_unique, "NomPJ": p.nom_pj, "MIMEType": p.media_type, "size": p.size}
+               for p in index.pjs],
+        "signed_global": index.signed_global, "signed": index.signed,
+        "errors": [{"field": e.field, "message": e.message} for e in errs],
+    }
+
+
+def cmd_pes_inspect(args: argparse.Namespace) -> int:
+    from flowbus.errors import ValidationError
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as exc:
+        print(f"error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    try:
+        out = pes_inspect_json(data)
+    except ValidationError as exc:
+        print(f"error: {args.file}: {exc.field}: {exc.message}", file=sys.stderr)
+        return 1
+    json.dump(out, sys.stdout, ensure_ascii=False, indent=2)
+    sys.stdout.write("\n")
+    return 1 if args.check and out["errors"] else 0
+
+
+def cmd_actes_parse(args: argparse.Namespace) -> int:
+    from flowbus.connectors.tdt.actes_messages import parse_message
+    from flowbus.errors import FlowbusError
+    try:
+        msg = parse_message(Path(args.file).read_bytes())
+    except OSError as exc:
+        print(f"error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except FlowbusError as exc:
+        print(f"error: {args.file}: {exc}", file=sys.stderr)
+        return 1
+    out = {k: (v.isoformat() if isinstance(v, date) else v) for k, v in asdict(msg).items()}
+    out["reason"] = msg.reason
+    json.dump(out, sys.stdout, ensure_ascii=False, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_s2low_sim(args: argparse.Namespace) -> int:
+    from flowbus.connectors.tdt import s2low_sim
+    argv = ["--host", args.host, "--port", str(args.port), "--delay-ar", str(args.delay_ar),
+            "--outcome", args.outcome]
+    return s2low_sim.main(argv)
+
+
+def register(sub: Any) -> None:
+    pes = sub.add_parser("pes", help="PES V2 (Hélios)")
+    pes_sub = pes.add_subparsers(dest="pes_command", metavar="COMMAND")
+    inspect = pes_sub.add_parser("inspect", help="print the index fields of a PES_Aller as JSON")
+    inspect.add_argument("file")
+    inspect.add_argument("--check", action="store_true", help="exit 1 when S²LOW's pre-send checks fail")
+    inspect.set_defaults(func=cmd_pes_inspect)
+
+    actes = sub.add_parser("actes", help="ACTES (contrôle de légalité)")
+    actes_sub = actes.add_subparsers(dest="actes_command", metavar="COMMAND")
+    parse = actes_sub.add_parser("parse", help="parse an ACTES message (AR, anomaly, letter…) to JSON")
+    parse.add_argument("file")
+    parse.set_defaults(func=cmd_actes_parse)
+
+    sim = sub.add_parser("s2low-sim", help="run the S²LOW simulator (demo, tests)")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8090)
+    sim.add_argument("--delay-ar", type=float, default=60.0)
+    sim.add_argument("--outcome", choices=["ar", "anomaly", "refused"], default="ar")
+    sim.set_defaults(func=cmd_s2low_sim)
