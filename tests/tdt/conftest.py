@@ -1,0 +1,138 @@
+"""Fixtures of the télétransmission tests: shared samples and schemas, an in-memory BlobStore,
+a minimal runtime (real SQLite store, ManualClock, aiohttp session) and the S²LOW simulator."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterable, AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import xmlschema
+from lxml import etree
+
+from flowbus.blobs.base import Health
+from flowbus.clock import ManualClock
+from flowbus.connectors.tdt.helios import encode_pj
+from flowbus.connectors.tdt.s2low_sim import S2lowSimulator, _tiny_pdf
+from flowbus.errors import NotFound, PayloadTooLarge
+from flowbus.models import BlobRef
+
+SHARED = (Path(__file__).resolve().parents[2] / ".." / "shared").resolve()
+ACTES_XSD = SHARED / "schemas" / "actes" / "actesv1_1.xsd"
+ACQUIT_XSD = SHARED / "schemas" / "pes" / "PES_V2" / "Rev0" / "PES_V2_Acquit_Autonome_V2.xsd"
+PES_SAMPLE = SHARED / "samples" / "pes" / "HELIOS_SIMU_ALR2_1496987735_826268894.xml"
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    assert SHARED.is_dir(), f"expected the shared directory beside the repository: {SHARED}"
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def actes_schema() -> xmlschema.XMLSchema:
+    return xmlschema.XMLSchema(str(ACTES_XSD))
+
+
+@pytest.fixture(scope="session")
+def acquit_schema() -> xmlschema.XMLSchema:
+    return xmlschema.XMLSchema(str(ACQUIT_XSD))
+
+
+@pytest.fixture(scope="session")
+def pdf() -> bytes:
+    return _tiny_pdf("Délibération n° 2026-001")
+
+
+@pytest.fixture
+def make_pes() -> Any:
+    """A PES_Aller derived from the real sample: new NomFic, optional PJ (gzip+base64) and accents."""
+    def make(nom_fic: str = "PES_TEST_001", pjs: list[tuple[str, str, bytes]] = (), libelle: str = "COMMUNE") -> bytes:
+        text = PES_SAMPLE.read_bytes().decode("iso-8859-1")
+        text = text.replace("HELIOS_SIMU_ALR2_1496987735_826268894.xml", nom_fic, 1)
+        text = text.replace('<LibelleColBud V="COMMUNE"/>', f'<LibelleColBud V="{libelle}"/>')
+        blocks = "".join(
+            f'<PJ><Contenu><Fichier MIMEType="application/pdf">{encode_pj(content)}</Fichier></Contenu>'
+            f'<IdUnique V="{uid}"/><NomPJ V="{name}"/><TypePJ V="003"/><Description V="Facture"/></PJ>'
+            for uid, name, content in pjs)
+        text = re.sub(r"(<EnTetePES_PJ>.*?</EnTetePES_PJ>)", lambda m: m.group(1) + blocks, text, flags=re.S)
+        return text.encode("iso-8859-1")
+    return make
+
+
+class MemoryBlobStore:
+    """BlobStore in a dict (flowbus/blobs/base.py protocol), content-addressed by SHA-256."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    async def put(self, chunks: AsyncIterable[bytes], *, max_size: int | None = None) -> BlobRef:
+        buf = bytearray()
+        async for chunk in chunks:
+            buf += chunk
+            if max_size is not None and len(buf) > max_size:
+                raise PayloadTooLarge(f"over {max_size} bytes", field="file")
+        key = hashlib.sha256(buf).hexdigest()
+        self.data[key] = bytes(buf)
+        return BlobRef(key, key, len(buf))
+
+    async def open(self, key: str) -> AsyncIterator[bytes]:
+        yield await self.read(key)
+
+    async def read(self, key: str) -> bytes:
+        if key not in self.data:
+            raise NotFound(f"blob {key} does not exist")
+        return self.data[key]
+
+    async def exists(self, key: str) -> bool:
+        return key in self.data
+
+    async def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+    async def check(self) -> Health:
+        return Health(True, "memory")
+
+    async def close(self) -> None:
+        return None
+
+
+class FakeRuntime:
+    def __init__(self, store: Any, blobs: MemoryBlobStore, clock: ManualClock, http: aiohttp.ClientSession) -> None:
+        self.store, self.blobs, self.clock, self.http = store, blobs, clock, http
+        self.flows: dict[str, Any] = {}
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def fake_runtime(tmp_path: Path, clock: ManualClock) -> AsyncIterator[FakeRuntime]:
+    from flowbus.store.sqlite import SQLiteStore
+    store = SQLiteStore(tmp_path / "state.db")
+    await store.open()
+    await store.migrate()
+    async with aiohttp.ClientSession() as http:
+        yield FakeRuntime(store, MemoryBlobStore(), clock, http)
+    await store.close()
+
+
+@pytest.fixture
+async def sim(clock: ManualClock) -> AsyncIterator[S2lowSimulator]:
+    simulator = S2lowSimulator(clock=clock, delays={"validate": timedelta(minutes=1), "transmit": timedelta(minutes=5),
+                                                    "ar": timedelta(hours=2), "pes_transmit": timedelta(minutes=5),
+                                                    "pes_acquit": timedelta(hours=1)})
+    await simulator.start()
+    yield simulator
+    await simulator.stop()
+
+
+def xml_of(data: bytes) -> etree._Element:
+    return etree.fromstring(data)
