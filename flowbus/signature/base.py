@@ -1,0 +1,104 @@
+"""Value types shared by the signature formats: Verification, and the certificate chain check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
+from flowbus.signature.keys import subject_cn
+
+ChainStatus = Literal["trusted", "untrusted", "expired", "unknown"]
+Format = Literal["xades", "pades", "cades"]
+
+
+@dataclass
+class Verification:
+    """The result of checking one signature.
+
+    ``chain_status``: ``trusted`` (the chain reaches a trusted certificate and every
+    certificate is valid now), ``untrusted`` (trust anchors were given and the chain does not
+    reach one), ``expired`` (a certificate of the chain is outside its validity dates now),
+    ``unknown`` (no trust anchors were given).  ``intact``: every signed byte is unchanged and
+    the signature value matches the signer's key.
+    """
+
+    format: Format
+    signer: str | None
+    signed_at: datetime | None
+    chain_status: ChainStatus
+    intact: bool
+    reference: str | None = None  # what is signed: the Bordereau Id, "document", "detached content"…
+    errors: list[str] = field(default_factory=list)
+    policy: str | None = None  # signature policy identifier when the signature names one
+    certificate: x509.Certificate | None = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.intact and not self.errors and self.chain_status in ("trusted", "unknown")
+
+    def to_json(self) -> dict:
+        return {"format": self.format, "signer": self.signer,
+                "signed_at": self.signed_at.isoformat() if self.signed_at else None,
+                "chain_status": self.chain_status, "intact": self.intact, "reference": self.reference,
+                "policy": self.policy, "errors": list(self.errors), "ok": self.ok}
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+def chain_status(leaf: x509.Certificate, others: list[x509.Certificate], trusted: list[x509.Certificate] | None,
+                 now: datetime | None = None) -> tuple[ChainStatus, list[x509.Certificate]]:
+    """Build the path from ``leaf`` through ``others`` to a ``trusted`` certificate.
+
+    Returns the status and the path found (leaf first).  A certificate equal to a trusted
+    one is trusted by itself.
+    """
+    now = now or datetime.now(UTC)
+    path = [leaf]
+    pool = [c for c in others if c != leaf]
+    anchors = list(trusted or [])
+    reached = leaf in anchors
+    current = leaf
+    for _ in range(10):  # path length bound: no loops on malformed sets
+        if reached:
+            break
+        anchor = next((a for a in anchors if _issued_by(current, a)), None)
+        if anchor is not None:
+            if anchor != current:
+                path.append(anchor)
+            reached = True
+            break
+        parent = next((c for c in pool if _issued_by(current, c)), None)
+        if parent is None or parent == current:
+            break
+        path.append(parent)
+        pool.remove(parent)
+        current = parent
+    if trusted is not None and not reached:
+        return "untrusted", path
+    if any(not (c.not_valid_before_utc <= now <= c.not_valid_after_utc) for c in path):
+        return "expired", path
+    return ("trusted" if trusted is not None else "unknown"), path
+
+
+def pick_leaf(certs: list[x509.Certificate]) -> x509.Certificate | None:
+    """The certificate that issued none of the others (the signer's, in a KeyInfo or CMS set)."""
+    for cert in certs:
+        if not any(other is not cert and other.issuer == cert.subject and other.subject != cert.subject
+                   for other in certs):
+            return cert
+    return certs[0] if certs else None
+
+
+__all__ = ["ChainStatus", "Verification", "chain_status", "pick_leaf", "subject_cn"]
