@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
+import textwrap
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -236,3 +238,125 @@ async def wait_for_state(rt: Any, document_id: str, states: str | tuple[str, ...
 @pytest.fixture
 def wait_state() -> Callable[..., Any]:
     return wait_for_state
+
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    """Headless Debian Chromium driven by Playwright (never a downloaded browser)."""
+    from playwright.async_api import async_playwright
+    exe = "/usr/bin/chromium"
+    if not Path(exe).exists():
+        message = "Chromium is not installed; install it with: apt-get install -y chromium chromium-driver"
+        if IN_CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+# ---- purpose-made flows and test connector instances (engine, admin console) ----------------
+
+CONNECTORS = """
+instances:
+  - {id: ok, family: notify, kind: test, entity: null, settings: {}}
+  - {id: ok-sig, family: signature, kind: test, entity: null, settings: {}}
+  - {id: flaky, family: notify, kind: test-fail, entity: null, settings: {fail_times: 2}}
+  - {id: broken, family: notify, kind: test-fail, entity: null, settings: {fail_times: 1000}}
+  - {id: refuse, family: signature, kind: test-reject, entity: null, settings: {}}
+  - {id: slow-answer, family: tdt-actes, kind: test-wait, entity: null, settings: {checks: 2}}
+"""
+
+FLOWS = {
+    "four.yml": """
+        id: four
+        label: "Quatre étapes"
+        description: "Quatre étapes instantanées"
+        fields:
+          - {name: title, type: text, label: "Titre", required: true}
+          - {name: skip_third, type: boolean, label: "Sauter la 3e", default: false}
+        steps:
+          - {id: one, label: "Un", family: notify, connector: ok}
+          - {id: two, label: "Deux", family: notify, connector: ok}
+          - {id: three, label: "Trois", family: notify, connector: ok, when: "not fields.skip_third"}
+          - {id: four, label: "Quatre", family: notify, connector: ok}
+    """,
+    "retry.yml": """
+        id: retry
+        label: "Nouvelles tentatives"
+        description: "Une étape qui échoue deux fois"
+        fields:
+          - {name: title, type: text, label: "Titre"}
+        steps:
+          - id: flaky
+            label: "Instable"
+            family: notify
+            connector: flaky
+            retry: {attempts: 3, backoff: 1s, max_backoff: 1s}
+    """,
+    "broken.yml": """
+        id: broken
+        label: "En panne"
+        description: "Une étape qui échoue toujours"
+        fields:
+          - {name: title, type: text, label: "Titre"}
+        steps:
+          - id: down
+            label: "Service en panne"
+            family: notify
+            connector: broken
+            retry: {attempts: 2, backoff: 1s, max_backoff: 1s}
+          - {id: after, label: "Après", family: notify, connector: ok}
+    """,
+    "refusal.yml": """
+        id: refusal
+        label: "Refus"
+        description: "Une signature refusée"
+        fields:
+          - {name: title, type: text, label: "Titre"}
+        steps:
+          - id: sign
+            label: "Signature"
+            family: signature
+            connector: refuse
+            on: {rejected: {state: refuse}}
+          - {id: never, label: "Jamais", family: notify, connector: ok}
+        states:
+          refuse: {label: "Refusé", terminal: true}
+    """,
+    "waiting.yml": """
+        id: waiting
+        label: "Attente"
+        description: "Attend une réponse extérieure"
+        fields:
+          - {name: title, type: text, label: "Titre"}
+        steps:
+          - id: tdt
+            label: "Télétransmission"
+            family: tdt-actes
+            connector: slow-answer
+            wait: {check_every: 1s, deadline: 1h}
+          - {id: end, label: "Fin", family: notify, connector: ok}
+    """,
+}
+
+
+@pytest.fixture
+def engine_config(tmp_path: Path) -> Path:
+    cfg = tmp_path / "config"
+    (cfg / "flows").mkdir(parents=True)
+    (cfg / "connectors").mkdir()
+    (cfg / "connectors" / "test.yml").write_text(CONNECTORS)
+    for name, text in FLOWS.items():
+        (cfg / "flows" / name).write_text(textwrap.dedent(text))
+    shutil.copy(ROOT / "config" / "flows" / "demo.yml", cfg / "flows" / "demo.yml")
+    (cfg / "connectors" / "demo.yml").write_text(
+        "instances:\n  - {id: demo-notify, family: notify, kind: test, entity: null, settings: {}}\n")
+    return cfg

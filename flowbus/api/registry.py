@@ -15,4 +15,5 @@ ROUTE_MODULES: list[str] = [
     "flowbus.api.entities",
     "flowbus.api.documents",
     "flowbus.api.admin",
+    "flowbus.web.admin",
 ]

@@ -25,6 +25,7 @@ from flowbus.clock import isoformat, parse_iso
 from flowbus.connectors.base import Outcome, StepContext
 from flowbus.errors import Conflict, FlowbusError, NotFound, PermanentError, TransientError, ValidationError
 from flowbus.flows import machine
+from flowbus.flows.model import Target
 from flowbus.flows.retry import next_delay
 from flowbus.models import Document, FileRef
 from flowbus.store import repo
@@ -142,8 +143,8 @@ class Engine:
                                   field=missing[0], hint="fill them with PATCH or attach the files, then start")
         await self._journal(tx, doc, "admin.action", actor, {"action": "start"})
         if not flow.steps:
-            return await self._enter(tx, doc, machine.Target("end", None), dict(doc.fields), actor=actor)
-        return await self._enter(tx, doc, machine.Target("step", flow.start), dict(doc.fields), actor=actor)
+            return await self._enter(tx, doc, Target("end", None), dict(doc.fields), actor=actor)
+        return await self._enter(tx, doc, Target("step", flow.start), dict(doc.fields), actor=actor)
 
     async def admin_action(self, tx: Tx, doc: Document, action: str, *, actor: str,
                            comment: str | None = None) -> Document:
@@ -165,7 +166,7 @@ class Engine:
                                + (" (retry applies to documents in error)" if action == "retry" else ""),
                                field="state")
             await self._journal(tx, doc, "admin.action", actor, data)
-            return await self._enter(tx, doc, machine.Target("step", doc.step), dict(doc.fields), actor=actor)
+            return await self._enter(tx, doc, Target("step", doc.step), dict(doc.fields), actor=actor)
         if action == "skip":
             if doc.step is None or doc.state not in ("error", "waiting", "running"):
                 raise Conflict(f"no step to skip: the document is {doc.state}", field="state")

@@ -1,0 +1,43 @@
+"""The French admin console in headless Chromium: sign in, find a document in error, retry it."""
+
+from __future__ import annotations
+
+import pytest
+
+from flowbus import documents
+from flowbus.api.entities import create_entity
+
+
+@pytest.mark.chromium
+async def test_admin_sees_an_error_and_skips_the_step(runtime_factory, server_factory, engine_config, browser,
+                                                     wait_state):
+    rt = await runtime_factory("embedded", config_dir=engine_config)
+    srv = await server_factory(rt)
+    ent = await create_entity(rt, name="Commune de Chromium", siren=None, parent=None, actor_name="t")
+    doc = await documents.create_document(rt, entity_id=ent.id, flow_id="broken",
+                                          fields={"title": "Arrêté en panne"}, actor="t")
+    await documents.run_action(rt, doc.id, "start", actor="t")
+    await wait_state(rt, doc.id, "error", timeout=30)
+
+    page = await browser.new_page()
+    await page.goto(f"{srv.url}/admin/")
+    assert "/admin/connexion" in page.url
+    await page.fill("#api_key", "fbk_mauvaise_cle")
+    await page.click("button[type=submit]")
+    assert "Clé d'API inconnue" in await page.content()
+    await page.fill("#api_key", srv.admin_key)
+    await page.click("button[type=submit]")
+    await page.wait_for_url(f"{srv.url}/admin/")
+    errors = page.locator("section[aria-labelledby=erreurs]")
+    assert "Arrêté en panne" in await errors.inner_text()
+    await errors.get_by_role("link", name="Arrêté en panne").click()
+    assert await page.locator("#etat").inner_text() == "En erreur"
+    assert await page.locator("#erreur").count() == 1
+    await page.get_by_role("button", name="Passer l'étape").click()
+    assert "Action « Passer l'étape » enregistrée." in await page.content()
+    await wait_state(rt, doc.id, "done")
+    await page.reload()
+    assert await page.locator("#etat").inner_text() == "Terminé"
+    journal_text = await page.locator("table").last.inner_text()
+    assert "admin.action" in journal_text and "api-key:" in journal_text
+    await page.screenshot(path=str(rt.settings.data_dir / "admin.png"))
