@@ -142,7 +142,9 @@ class S2lowClient:
         self.url = url.rstrip("/")
         self._session = session
         self._owned = session is None
-        self._auth = aiohttp.BasicAuth(login, password or "", encoding="latin-1") if login else None
+        # HTTP Basic as S²LOW reads it (PHP_AUTH_USER / PHP_AUTH_PW), credentials in ISO-8859-1.
+        self._headers = {"Authorization": "Basic " + base64.b64encode(
+            f"{login}:{password or ''}".encode("iso-8859-1", "replace")).decode("ascii")} if login else {}
         self._ssl = ssl_ctx
         self._timeout = aiohttp.ClientTimeout(total=timeout)
 
@@ -170,7 +172,7 @@ class S2lowClient:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         url = f"{self.url}{path}"
-        kwargs: dict[str, Any] = {"params": params, "data": data, "auth": self._auth, "timeout": self._timeout}
+        kwargs: dict[str, Any] = {"params": params, "data": data, "headers": self._headers, "timeout": self._timeout}
         if self._ssl is not None:
             kwargs["ssl"] = self._ssl
         try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import hashlib
 import json
 from collections import Counter
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from aiohttp import BasicAuth, web
+from aiohttp import web
 
 from flowbus.clock import Clock, SystemClock
 from flowbus.connectors.tdt import actes as A
@@ -188,6 +189,9 @@ class S2lowSimulator:
             ("GET", "/modules/helios/api/helios_change_status.php", "pes_retour_read", self.h_retour_read),
         ]
         self._endpoints = {path: name for _, path, name, _ in routes}
+        # Without api=1 or on an error, S²LOW redirects to its HTML pages: serve them (200, HTML).
+        for module in ("actes", "helios"):
+            app.router.add_get(f"/modules/{module}/index.php", self.h_html)
         for method, path, _, handler in routes:
             app.router.add_route(method, path, handler)
         return app
@@ -208,10 +212,11 @@ class S2lowSimulator:
         if self.login is not None:
             header = request.headers.get("Authorization", "")
             try:
-                auth = BasicAuth.decode(header, encoding="latin-1") if header else None
+                login, _, password = base64.b64decode(header.removeprefix("Basic ")).decode("iso-8859-1") \
+                    .partition(":")
             except ValueError:
-                auth = None
-            if auth is None or auth.login != self.login or auth.password != self.password:
+                login, password = "", ""
+            if not header.startswith("Basic ") or login != self.login or password != self.password:
                 return web.Response(status=401, text="KO\nAuthentification requise\n",
                                     headers={"WWW-Authenticate": 'Basic realm="S2LOW"'})
         return await handler(request)
@@ -234,6 +239,11 @@ class S2lowSimulator:
         return web.Response(body=body.encode("iso-8859-1", "replace"), content_type="text/xml", charset="ISO-8859-1")
 
     # ---- ACTES -------------------------------------------------------------------------------
+
+    async def h_html(self, request: web.Request) -> web.Response:
+        error = request.query.get("error", "")
+        return web.Response(text=f"<html><body><h1>S2LOW</h1><p>{_esc(error)}</p></body></html>",
+                            content_type="text/html")
 
     async def h_test(self, request: web.Request) -> web.Response:
         self._count("test_connexion", None)
