@@ -1,0 +1,1 @@
+"""Flow definitions: YAML format, loader, validator, condition language, state machine, engine."""
