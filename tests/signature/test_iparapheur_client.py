@@ -210,3 +210,22 @@ async def test_find_folder_by_name(sim, session):
     assert found["id"] == created["id"] and found["state"] == "DRAFT"
     assert await client.find_folder("Délib B") is None
     assert sim.count("create_folder", "Délib A") == 1
+
+
+async def test_xades_type_signs_each_pes_bordereau(sim, session):
+    from pathlib import Path
+
+    from flowbus.signature.xades import verify_xml
+    shared = Path(__file__).resolve().parents[2] / ".." / "shared"
+    pes = (shared / "samples" / "pes" / "HELIOS_SIMU_ALR2_1496987735_826268894.xml").read_bytes()
+    client = make_client(sim, session)
+    created = await client.create_folder("PES 2026-07", "Xades", "Bordereau PES",
+                                         [UploadFile("pes_aller.xml", pes, "application/xml", True)])
+    await client.start_folder(created["id"])
+    sim.approve(created["id"])
+    archive = zipfile.ZipFile(io.BytesIO(await client.zip(created["id"])))
+    signed = archive.read("Documents principaux/pes_aller.xml")
+    results = verify_xml(signed)
+    assert results and all(r.intact for r in results)
+    assert results[0].signer == "Simulateur i-Parapheur"
+    assert not [n for n in archive.namelist() if n.endswith(".p7s")]
