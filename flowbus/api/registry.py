@@ -16,4 +16,5 @@ ROUTE_MODULES: list[str] = [
     "flowbus.api.documents",
     "flowbus.api.admin",
     "flowbus.web.admin",
+    "flowbus.connectors.webhooks_api",
 ]
