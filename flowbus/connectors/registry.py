@@ -9,37 +9,46 @@ import importlib
 
 from flowbus.errors import ConfigError
 
+# The test connectors (connectors/testing.py) serve every family, as Pastell's fakes do.
+TEST_KINDS: dict[str, str] = {
+    "test": "flowbus.connectors.testing:InstantConnector",
+    "test-fail": "flowbus.connectors.testing:FailNTimesConnector",
+    "test-reject": "flowbus.connectors.testing:RejectConnector",
+    "test-wait": "flowbus.connectors.testing:WaitThenDoneConnector",
+}
+
 # family → kind → "module:Class"
 CONNECTOR_CLASSES: dict[str, dict[str, str]] = {
     "test": {
         "instant": "flowbus.connectors.testing:InstantConnector",
+        **TEST_KINDS,
     },
     "signature": {
-        "test": "flowbus.connectors.testing:InstantConnector",
+        **TEST_KINDS,
         "iparapheur": "flowbus.signature.iparapheur_connector:IParapheurConnector",
     },
     "tdt-actes": {
-        "test": "flowbus.connectors.testing:InstantConnector",
+        **TEST_KINDS,
         "s2low": "flowbus.connectors.tdt.steps:TdtActesConnector",
     },
     "tdt-helios": {
-        "test": "flowbus.connectors.testing:InstantConnector",
+        **TEST_KINDS,
         "s2low": "flowbus.connectors.tdt.steps:TdtHeliosConnector",
     },
     "mailsec": {
-        "test": "flowbus.connectors.testing:InstantConnector",
+        **TEST_KINDS,
     },
     "ged": {
-        "test": "flowbus.connectors.testing:InstantConnector",
+        **TEST_KINDS,
         "filesystem": "flowbus.connectors.ged.steps:FilesystemGed",
         "webdav": "flowbus.connectors.ged.steps:WebdavGed",
         "s3": "flowbus.connectors.ged.steps:S3Ged",
     },
     "sae": {
-        "test": "flowbus.connectors.testing:InstantConnector",
+        **TEST_KINDS,
     },
     "notify": {
-        "test": "flowbus.connectors.testing:InstantConnector",
+        **TEST_KINDS,
     },
 }
 
