@@ -1,0 +1,199 @@
+"""CAdES: detached CMS signatures (``.p7s``) of any file, signed with signing-time and signingCertificateV2.
+
+Signing goes through pyHanko's CMS signer (CAdES-BES attributes: content-type,
+message-digest, signing-time, signing-certificate-v2; a signature timestamp when a TSA URL is
+given, i.e. CAdES-T).  Verification is done here, synchronously, with asn1crypto and
+pyHanko's integrity check: the message digest against the content, the signature over the
+signed attributes, the signing-certificate attribute against the certificate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from asn1crypto import cms
+from asn1crypto import keys as asn1_keys
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from pyhanko.sign import signers
+from pyhanko.sign.signers.pdf_cms import PdfCMSSignedAttributes
+from pyhanko.sign.general import SigningError
+from pyhanko.sign.validation.generic_cms import validate_sig_integrity
+from pyhanko_certvalidator.registry import SimpleCertificateStore
+
+from flowbus.errors import PermanentError, TransientError
+from flowbus.signature.base import Verification, chain_status, pick_leaf, subject_cn
+from flowbus.signature.keys import SigningKey, check_validity
+
+T = TypeVar("T")
+
+_DIGESTS = {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a pyHanko coroutine from sync code, even when an event loop runs in this thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="flowbus-signature")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def pyhanko_signer(key: SigningKey) -> signers.SimpleSigner:
+    """A pyHanko signer for ``key`` (the chain goes into the CMS certificates)."""
+    der_key = key.private_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption())
+    cert = asn1_x509.Certificate.load(key.certificate.public_bytes(serialization.Encoding.DER))
+    chain = [asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER)) for c in key.chain]
+    return signers.SimpleSigner(signing_cert=cert, signing_key=asn1_keys.PrivateKeyInfo.load(der_key),
+                                cert_registry=SimpleCertificateStore.from_certs(chain))
+
+
+def timestamper(tsa_url: str | None):
+    if not tsa_url:
+        return None
+    from pyhanko.sign.timestamps import HTTPTimeStamper
+    return HTTPTimeStamper(tsa_url, timeout=30)
+
+
+def sign_cades(data: bytes, key: SigningKey, *, now: datetime | None = None, tsa_url: str | None = None) -> bytes:
+    """Detached CAdES signature of ``data`` (DER bytes of a CMS ContentInfo, for a ``.p7s`` file).
+
+    Raises:
+        PermanentError: expired or not-yet-valid certificate.
+        TransientError: the timestamp authority could not be reached.
+    """
+    check_validity(key.certificate, now)
+    signer = pyhanko_signer(key)
+    settings = PdfCMSSignedAttributes(signing_time=(now or datetime.now(UTC)))
+    try:
+        content_info = run_sync(signer.async_sign_general_data(
+            data, "sha256", detached=True, use_cades=True, timestamper=timestamper(tsa_url),
+            signed_attr_settings=settings))
+    except SigningError as exc:
+        raise PermanentError(f"CAdES signing failed: {exc}", field="document") from exc
+    except OSError as exc:
+        raise TransientError(f"the timestamp authority {tsa_url} is unreachable: {exc}", field="tsa_url") from exc
+    return content_info.dump()
+
+
+def load_cms(signature: bytes) -> cms.ContentInfo:
+    """Parse a CMS SignedData (DER, or PEM with a ``-----BEGIN PKCS7/CMS-----`` armour)."""
+    raw = signature.strip()
+    if raw.startswith(b"-----BEGIN"):
+        from asn1crypto import pem
+        _, _, raw = pem.unarmor(raw)
+    try:
+        info = cms.ContentInfo.load(raw)
+        if info["content_type"].native != "signed_data":
+            raise ValueError("not signed data")
+        info["content"]["signer_infos"].native  # force parsing now, not later
+    except Exception as exc:
+        raise PermanentError(f"the signature file is not a CMS SignedData (.p7s): {exc}", field="signature") \
+            from None
+    return info
+
+
+def looks_like_cms(data: bytes) -> bool:
+    try:
+        load_cms(data)
+    except PermanentError:
+        return False
+    return True
+
+
+def verify_cades(signature: bytes, content: bytes | None, *, trusted: list[x509.Certificate] | None = None,
+                 now: datetime | None = None) -> list[Verification]:
+    """Check each SignerInfo of ``signature`` against ``content`` (None: the encapsulated content).
+
+    Raises:
+        PermanentError: ``signature`` is not CMS, or has no content to check.
+    """
+    info = load_cms(signature)
+    signed_data = info["content"]
+    if content is None:
+        content = signed_data["encap_content_info"]["content"].native
+        if content is None:
+            raise PermanentError("the signature is detached: give the signed file too", field="detached")
+        reference = "encapsulated content"
+    else:
+        reference = "detached content"
+    certs = [x509.load_der_x509_certificate(c.chosen.dump()) for c in signed_data["certificates"] or []
+             if c.name == "certificate"]
+    asn1_certs = [c.chosen for c in signed_data["certificates"] or [] if c.name == "certificate"]
+    expected_type = signed_data["encap_content_info"]["content_type"].native
+    results = []
+    for signer_info in signed_data["signer_infos"]:
+        errors: list[str] = []
+        sid = signer_info["sid"]
+        asn1_cert = None
+        if sid.name == "issuer_and_serial_number":
+            asn1_cert = next((c for c in asn1_certs if c.issuer == sid.chosen["issuer"]
+                              and c.serial_number == sid.chosen["serial_number"].native), None)
+        else:
+            asn1_cert = next((c for c in asn1_certs if c.key_identifier == sid.chosen.native), None)
+        cert = (x509.load_der_x509_certificate(asn1_cert.dump()) if asn1_cert is not None else pick_leaf(certs))
+        result = Verification("cades", subject_cn(cert) if cert is not None else None, None, "unknown", False,
+                              reference=reference, certificate=cert)
+        signed_attrs = signer_info["signed_attrs"]
+        for attr in signed_attrs or []:
+            if attr["type"].native == "signing_time":
+                value = attr["values"][0].native
+                result.signed_at = value if value.tzinfo else value.replace(tzinfo=UTC)
+        algorithm = _DIGESTS.get(signer_info["digest_algorithm"]["algorithm"].native)
+        if cert is None or asn1_cert is None:
+            errors.append("the signer's certificate is not in the signature")
+        elif algorithm is None:
+            errors.append(f"unsupported digest {signer_info['digest_algorithm']['algorithm'].native}")
+        else:
+            h = hashes.Hash(algorithm())
+            h.update(content)
+            try:
+                intact, valid = validate_sig_integrity(signer_info, asn1_cert, expected_type, h.finalize())
+            except Exception as exc:  # pyHanko raises on malformed attributes (e.g. a bad signing-certificate)
+                intact, valid = False, False
+                errors.append(f"the signature is malformed: {exc}")
+            if not intact:
+                errors.append("the message digest does not match: the content was altered")
+            if not valid:
+                errors.append("the signature value does not match the signer's certificate")
+            _check_signing_certificate(signed_attrs, asn1_cert, errors)
+            result.intact = intact and valid
+        if cert is not None:
+            result.chain_status, _ = chain_status(cert, certs, trusted, now)
+        result.errors = errors
+        results.append(result)
+    return results
+
+
+def _check_signing_certificate(signed_attrs: cms.CMSAttributes, cert: asn1_x509.Certificate,
+                               errors: list[str]) -> None:
+    for attr in signed_attrs or []:
+        kind = attr["type"].native
+        if kind not in ("signing_certificate_v2", "signing_certificate"):
+            continue
+        first = attr["values"][0]["certs"][0]
+        name = first["hash_algorithm"]["algorithm"].native if kind == "signing_certificate_v2" else "sha1"
+        h = hashes.Hash(_DIGESTS.get(name, hashes.SHA256)())
+        h.update(cert.dump())
+        if h.finalize() != first["cert_hash"].native:
+            errors.append("the signing-certificate attribute does not match the signer's certificate")
+        return

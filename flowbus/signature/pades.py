@@ -1,0 +1,185 @@
+"""PAdES with pyHanko: baseline B-B, B-T when a timestamp authority is configured, optional visible block.
+
+The visible block reads « Signé par <signer> le <date> » on the page and at the place asked
+for.  Encrypted PDFs are refused (signing one needs its password and changes what the
+reader sees).  ``make_test_pdf`` writes a small multi-page PDF for tests, benchmarks and
+the demo.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from io import BytesIO
+
+from cryptography import x509
+from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.pdf_utils.misc import PdfError
+from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.sign import fields, signers
+from pyhanko.sign.general import SigningError
+from pyhanko.sign.validation.pdf_embedded import async_validate_pdf_signature
+from pyhanko.sign.validation.status import SignatureCoverageLevel
+from pyhanko.stamp import TextStampStyle
+from pyhanko_certvalidator import ValidationContext
+
+from flowbus.errors import PermanentError, TransientError
+from flowbus.signature.base import Verification, chain_status, subject_cn
+from flowbus.signature.cades import pyhanko_signer, run_sync, timestamper
+from flowbus.signature.keys import SigningKey, check_validity
+
+
+@dataclass(frozen=True)
+class VisibleSignature:
+    """Where to draw the signature block: page index (negative counts from the end) and box in points."""
+
+    page: int = -1
+    box: tuple[int, int, int, int] = (340, 40, 560, 100)
+
+
+def _open(data: bytes, field_name: str = "document") -> PdfFileReader:
+    if not data.lstrip()[:5].startswith(b"%PDF"):
+        raise PermanentError("the file is not a PDF (no %PDF header)", field=field_name)
+    try:
+        reader = PdfFileReader(BytesIO(data), strict=False)
+    except (PdfError, ValueError, KeyError, IndexError) as exc:
+        raise PermanentError(f"the PDF cannot be read: {exc}", field=field_name,
+                             hint="re-export the document as PDF") from None
+    if reader.encrypted:
+        raise PermanentError("the PDF is encrypted (password-protected); it cannot be signed as is",
+                             field=field_name, hint="ask for an unprotected PDF, or remove the protection first")
+    return reader
+
+
+def sign_pdf(data: bytes, key: SigningKey, *, now: datetime | None = None, tsa_url: str | None = None,
+             visible: VisibleSignature | None = None, reason: str | None = None,
+             location: str | None = None, field_name: str | None = None) -> bytes:
+    """Sign ``data`` as PAdES B-B (B-T with ``tsa_url``), as an incremental update.
+
+    Raises:
+        PermanentError: not a PDF, unreadable or encrypted PDF, expired certificate.
+        TransientError: the timestamp authority could not be reached.
+    """
+    check_validity(key.certificate, now)
+    reader = _open(data)
+    page_count = int(reader.root["/Pages"]["/Count"])
+    existing = {s.field_name for s in reader.embedded_signatures}
+    name = field_name or next(f"Signature{i}" for i in range(1, 1000) if f"Signature{i}" not in existing)
+    try:
+        writer = IncrementalPdfFileWriter(BytesIO(data), strict=False)
+    except (PdfError, ValueError, KeyError) as exc:
+        raise PermanentError(f"the PDF cannot be updated: {exc}", field="document") from None
+    meta = signers.PdfSignatureMetadata(
+        field_name=name, md_algorithm="sha256", subfilter=fields.SigSeedSubFilter.PADES,
+        reason=reason, location=location, name=key.subject)
+    stamp = None
+    field_spec = None
+    if visible is not None:
+        page = visible.page if visible.page >= 0 else page_count + visible.page
+        if not 0 <= page < page_count:
+            raise PermanentError(f"page {visible.page} does not exist (the PDF has {page_count} pages)",
+                                 field="page")
+        field_spec = fields.SigFieldSpec(sig_field_name=name, on_page=page, box=visible.box)
+        stamp = TextStampStyle(stamp_text="Signé par %(signer)s\nle %(ts)s",
+                               timestamp_format="%d/%m/%Y à %H:%M UTC", border_width=1)
+    pdf_signer = signers.PdfSigner(meta, signer=pyhanko_signer(key), timestamper=timestamper(tsa_url),
+                                   stamp_style=stamp, new_field_spec=field_spec)
+    out = BytesIO()
+    try:
+        run_sync(pdf_signer.async_sign_pdf(writer, output=out, appearance_text_params={"signer": key.subject}))
+    except SigningError as exc:
+        raise PermanentError(f"PAdES signing failed: {exc}", field="document") from exc
+    except OSError as exc:
+        raise TransientError(f"the timestamp authority {tsa_url} is unreachable: {exc}", field="tsa_url") from exc
+    return out.getvalue()
+
+
+def verify_pdf(data: bytes, *, trusted: list[x509.Certificate] | None = None,
+               now: datetime | None = None) -> list[Verification]:
+    """Check every signature embedded in the PDF (empty list: none).
+
+    A signature is intact when its byte range digest and value match and nothing but
+    allowed updates (form filling, validation data, timestamps) was added after it.
+    """
+    reader = _open(data)
+    context = ValidationContext(trust_roots=list(_asn1(trusted or [])), allow_fetching=False,
+                                moment=now)
+    results = []
+    for embedded in reader.embedded_signatures:
+        errors: list[str] = []
+        try:
+            status = run_sync(async_validate_pdf_signature(embedded, signer_validation_context=context))
+        except Exception as exc:  # pyHanko raises on malformed signature dictionaries
+            results.append(Verification("pades", None, None, "unknown", False, reference=embedded.field_name,
+                                        errors=[f"the signature cannot be read: {exc}"]))
+            continue
+        cert = x509.load_der_x509_certificate(status.signing_cert.dump())
+        others = [x509.load_der_x509_certificate(c.dump()) for c in embedded.other_embedded_certs]
+        if not status.intact:
+            errors.append("the byte-range digest does not match: the signed content was altered")
+        if not status.valid:
+            errors.append("the signature value does not match the signer's certificate")
+        modified = (status.coverage != SignatureCoverageLevel.ENTIRE_FILE
+                    and not (status.docmdp_ok or status.modification_level is None))
+        if modified:
+            errors.append("the PDF was modified after signing in a way the signature does not allow")
+        signed_at = None
+        if status.timestamp_validity is not None:
+            signed_at = status.timestamp_validity.timestamp
+            if not (status.timestamp_validity.intact and status.timestamp_validity.valid):
+                errors.append("the signature timestamp is not valid")
+        elif status.signer_reported_dt is not None:
+            signed_at = status.signer_reported_dt
+        if signed_at is not None and signed_at.tzinfo is None:
+            signed_at = signed_at.replace(tzinfo=UTC)
+        chain, _ = chain_status(cert, others, trusted, now)
+        results.append(Verification(
+            "pades", subject_cn(cert), signed_at, chain, status.intact and status.valid and not modified,
+            reference=embedded.field_name, errors=errors, certificate=cert))
+    return results
+
+
+def _asn1(certs: list[x509.Certificate]):
+    from asn1crypto import x509 as asn1_x509
+    from cryptography.hazmat.primitives import serialization
+    for cert in certs:
+        yield asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+
+
+def make_test_pdf(pages: int = 3, title: str = "Délibération du conseil municipal") -> bytes:
+    """A small valid PDF with ``pages`` pages of text (Helvetica, WinAnsi), compressed streams."""
+    objects: list[bytes] = []
+
+    def add(body: bytes) -> int:
+        objects.append(body)
+        return len(objects)
+
+    catalog = add(b"")  # filled in below
+    pages_obj = add(b"")
+    font = add(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>")
+    kids = []
+    for number in range(1, pages + 1):
+        lines = [title, f"Page {number} / {pages}", ""]
+        lines += [f"Article {number}.{i} — le conseil municipal, après en avoir délibéré, décide."
+                  for i in range(1, 31)]
+        text = b"BT /F1 11 Tf 56 780 Td 14 TL " + b" ".join(
+            b"(" + line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)").encode("cp1252") + b") '"
+            for line in lines) + b" ET"
+        stream = zlib.compress(text)
+        content = add(b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream")
+        kids.append(add(b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 595 842] /Contents %d 0 R "
+                        b"/Resources << /Font << /F1 %d 0 R >> >> >>" % (pages_obj, content, font)))
+    objects[catalog - 1] = b"<< /Type /Catalog /Pages %d 0 R >>" % pages_obj
+    objects[pages_obj - 1] = (b"<< /Type /Pages /Kids [" + b" ".join(b"%d 0 R" % k for k in kids)
+                              + b"] /Count %d >>" % pages)
+    out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % off for off in offsets)
+    out += b"trailer\n<< /Size %d /Root %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, catalog, xref)
+    return bytes(out)
