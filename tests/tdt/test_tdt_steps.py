@@ -302,3 +302,40 @@ async def test_pes_retour_fetch(fake_runtime, sim, shared: Path):
 
     assert await conn.fetch_pes_retours(persist) == 1 and got == [("R1.xml", "PESRETOUR_DEP")]
     assert await conn.fetch_pes_retours(persist) == 0
+
+
+async def test_restart_while_100_acts_wait_for_their_ar(fake_runtime, sim, clock, pdf):
+    """A worker restart: a new connector, a new HTTP session, only what the engine persisted (ctx.data)
+    survives; ten start messages are redelivered because their outcome was lost.  All complete, none twice."""
+    import asyncio
+
+    import aiohttp
+
+    class Flow:  # the flow's wait policy reaches the connector through runtime.flows
+        def step(self, step_id):
+            return type("Step", (), {"wait": type("Wait", (), {"check_every": timedelta(minutes=20)})()})()
+
+    rt = fake_runtime
+    rt.flows = {"deliberation": Flow()}
+    inst = _instance(sim)
+    conn = TdtActesConnector(inst, rt)
+    docs = [await _document(rt, *_deliberation(pdf, numero_interne=f"DEL_{i:03d}"), doc_id=f"doc-{i}")
+            for i in range(100)]
+    persisted = {}
+    for doc in docs:
+        out = await conn.start(_ctx(rt, inst, doc))
+        assert out.check_in == timedelta(minutes=20)
+        persisted[doc.id] = dict(out.data)
+    async with aiohttp.ClientSession() as http:
+        restarted = type(rt)(rt.store, rt.blobs, rt.clock, http)
+        conn2 = TdtActesConnector(inst, restarted)
+        for doc in docs[:10]:
+            again = await conn2.start(_ctx(restarted, inst, doc))
+            assert again.data["transaction_id"] == persisted[doc.id]["transaction_id"]
+        clock.advance(hours=3)
+        outs = await asyncio.gather(*(conn2.check(_ctx(restarted, inst, d, persisted[d.id])) for d in docs))
+    assert [o.status for o in outs] == ["done"] * 100
+    assert len({o.fields["ar_identifier"] for o in outs}) == 100
+    assert all(sim.count("post_acte", f"DEL_{i:03d}") == 1 and sim.transmissions(f"DEL_{i:03d}") == 1
+               for i in range(100))
+    assert sim.count("post_acte") == 100

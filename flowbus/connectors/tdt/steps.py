@@ -67,11 +67,15 @@ class _S2lowBase(BaseConnector):
             return parse_ttl(ctx.params["check_every"])
         flows = getattr(self.runtime, "flows", None) or {}
         flow = flows.get(ctx.flow_id) if isinstance(flows, Mapping) else None
-        for step in getattr(flow, "steps", ()) or ():
-            if getattr(step, "id", None) == ctx.step_id and getattr(step, "wait", None) is not None:
-                every = getattr(step.wait, "check_every", None)
-                if every:
-                    return every
+        step = None
+        if flow is not None and hasattr(flow, "step"):
+            try:
+                step = flow.step(ctx.step_id)
+            except Exception:  # noqa: BLE001 - an unknown step only means "no wait policy"
+                step = None
+        every = getattr(getattr(step, "wait", None), "check_every", None)
+        if every:
+            return every
         return timedelta(minutes=15)
 
     # ---- never post twice --------------------------------------------------------------------
