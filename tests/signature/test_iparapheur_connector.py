@@ -10,7 +10,6 @@ from types import SimpleNamespace
 import aiohttp
 import pytest
 import structlog
-from cryptography.hazmat.primitives.serialization import pkcs7
 
 from flowbus.blobs.base import Health, put_bytes
 from flowbus.connectors.base import ConnectorInstance, StepContext
@@ -18,6 +17,7 @@ from flowbus.connectors.registry import connector_class
 from flowbus.errors import ConfigError, NotFound, PermanentError, TransientError
 from flowbus.models import BlobRef, Document, FileRef
 from flowbus.signature.iparapheur_sim import IParapheurSimulator
+from flowbus.signature.pades import verify_pdf
 from flowbus.signature.sim_signing import simple_pdf
 
 PDF = simple_pdf(["Délibération n° 2026-014", "Objet : subvention au club de voile"])
@@ -126,13 +126,9 @@ async def test_approve_path_gives_signed_files_and_fields(sim, runtime):
     by_field = {f.field: f for f in done.files}
     assert set(by_field) >= {"document_signe", "bordereau", "premis"}
     signed = await runtime.blobs.read(by_field["document_signe"].blob.key)
-    if "signature" in by_field:  # detached CAdES: it must verify the document's own bytes
-        sig = await runtime.blobs.read(by_field["signature"].blob.key)
-        assert by_field["signature"].filename == "deliberation.pdf.p7s"
-        assert pkcs7.load_der_pkcs7_certificates(sig)
-        assert signed == PDF
-    else:
-        assert b"/ByteRange" in signed
+    assert "signature" not in by_field  # PAdES: no detached signature
+    results = verify_pdf(signed)
+    assert len(results) == 1 and results[0].intact and results[0].signer == "Simulateur i-Parapheur"
     assert (await runtime.blobs.read(by_field["bordereau"].blob.key)).startswith(b"%PDF-")
 
     again = await conn.check(context(runtime, conn.instance, doc, started.data))  # polled twice: same answer
@@ -208,3 +204,19 @@ async def test_missing_setting_is_a_config_error(sim, runtime):
     with pytest.raises(ConfigError) as err:
         connector(sim, runtime, desk_id="")
     assert err.value.field == "desk_id"
+
+
+async def test_cades_type_gives_a_detached_signature_file(sim, runtime):
+    from flowbus.signature.cades import verify_cades
+    conn = connector(sim, runtime, type="Cades", subtype="Document")
+    doc = await make_doc(runtime, "convention-3")
+    started = await conn.start(context(runtime, conn.instance, doc))
+    sim.approve(started.data["folder_id"])
+    done = await conn.check(context(runtime, conn.instance, doc, started.data))
+    by_field = {f.field: f for f in done.files}
+    assert by_field["signature"].filename == "deliberation.pdf.p7s"
+    assert by_field["signature"].media_type == "application/pkcs7-signature"
+    signed = await runtime.blobs.read(by_field["document_signe"].blob.key)
+    assert signed == PDF
+    [result] = verify_cades(await runtime.blobs.read(by_field["signature"].blob.key), signed)
+    assert result.intact and result.signer == "Simulateur i-Parapheur"
