@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "flowbus.commands.signature",  # sign, verify
     "flowbus.commands.tdt",  # pes inspect, actes …
     "flowbus.commands.archive",  # archive verify|build
+    "flowbus.commands.glaneur",  # glaneur <directory>: folder pickup
 ]
 
 
