@@ -29,8 +29,9 @@ def pes_with_bordereaux(count: int) -> bytes:
         bord.find("BlocBordereau/IdBord").set("V", str(1000 + i))
         bord.find(".//InfoPce/Obj").set("V", f"Fournitures école élémentaire n°{i + 1}")
         bord.tail = "\n  "
-        parent.insert(len(parent) - 0, bord)
-    return etree.tostring(root.getroottree(), encoding="ISO-8859-1", xml_declaration=True)
+        parent.append(bord)
+    body = etree.tostring(root, encoding="ISO-8859-1", xml_declaration=False)
+    return b'<?xml version="1.0" encoding="ISO-8859-1"?>\n' + body
 
 
 @pytest.fixture(scope="session")
