@@ -349,6 +349,11 @@ class RabbitConsumer:
             pass
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
+        left = list(self._tasks)
+        for task in left:  # handlers still running after the timeout: their messages are not acked
+            task.cancel()
+        if left:
+            await asyncio.gather(*left, return_exceptions=True)
         if not channel.is_closed:
             await channel.close()  # messages not acked go back to the queue
 
