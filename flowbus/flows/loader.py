@@ -351,7 +351,7 @@ def _flow_from(path: Path) -> tuple[Flow | None, list[FlowDefinitionError]]:
     flow = builder.build()
     errors.extend(builder.errors)
     errors.sort(key=lambda e: (e.position.line, e.position.column) if e.position else (0, 0))
-    return (None if errors else flow), errors
+    return flow, errors
 
 
 def load_flow(path: Path | str) -> Flow:
@@ -362,14 +362,20 @@ def load_flow(path: Path | str) -> Flow:
     return flow
 
 
-def load_flows(paths: Iterable[Path]) -> tuple[dict[str, Flow], list[FlowDefinitionError]]:
-    """Load every file; return the flows that loaded and every error (files with errors are left out)."""
+def load_flows(paths: Iterable[Path], *, keep_invalid: bool = False
+               ) -> tuple[dict[str, Flow], list[FlowDefinitionError]]:
+    """Load every file; return the flows that loaded and every error.
+
+    A file with shape errors is left out of the flows, unless ``keep_invalid``: then the
+    best-effort model built from it is kept too, so that ``validate_flow`` can report its
+    reference errors in the same run (``flowbus flows validate`` does this).
+    """
     flows: dict[str, Flow] = {}
     errors: list[FlowDefinitionError] = []
     for path in paths:
         flow, errs = _flow_from(Path(path))
         errors.extend(errs)
-        if flow is None:
+        if flow is None or (errs and not keep_invalid):
             continue
         if flow.id in flows:
             errors.append(FlowDefinitionError(f'duplicate flow id "{flow.id}" (also in {flows[flow.id].source})',
