@@ -1,0 +1,133 @@
+"""CAdES detached and PAdES: round trips checked by openssl cms and pyHanko's validator, tampering, bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from datetime import UTC, datetime, timedelta
+from io import BytesIO
+
+import pytest
+from asn1crypto import x509 as asn1_x509
+from cryptography.hazmat.primitives import serialization
+from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.pdf_utils.writer import copy_into_new_writer
+from pyhanko.sign.validation import validate_pdf_signature
+from pyhanko_certvalidator import ValidationContext
+
+from flowbus.errors import PermanentError
+from flowbus.signature.cades import sign_cades
+from flowbus.signature.pades import VisibleSignature, make_test_pdf, sign_pdf
+from flowbus.signature.tsa_sim import TsaSimulator
+from flowbus.signature.verify import verify
+
+
+def openssl_cms_verify(tmp_path, signature: bytes, content: bytes, ca) -> subprocess.CompletedProcess:
+    (tmp_path / "file.p7s").write_bytes(signature)
+    (tmp_path / "file.bin").write_bytes(content)
+    return subprocess.run(["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(tmp_path / "file.p7s"),
+                           "-content", str(tmp_path / "file.bin"), "-CAfile", str(ca), "-out", os.devnull],
+                          capture_output=True, text=True, timeout=30)
+
+
+def pyhanko_bottom_line(pdf: bytes, pki) -> bool:
+    root = asn1_x509.Certificate.load(pki.ca.certificate.public_bytes(serialization.Encoding.DER))
+    context = ValidationContext(trust_roots=[root], allow_fetching=False)
+    [embedded] = PdfFileReader(BytesIO(pdf)).embedded_signatures
+    return validate_pdf_signature(embedded, signer_validation_context=context).bottom_line
+
+
+# ---- CAdES ----------------------------------------------------------------------------------------
+
+
+def test_cades_round_trip_and_one_byte_tamper(pki, tmp_path):
+    content = os.urandom(1024 * 1024)  # a binary file
+    p7s = sign_cades(content, pki.seal)
+    assert openssl_cms_verify(tmp_path, p7s, content, pki.ca_pem).returncode == 0
+    [result] = verify(content, detached=p7s, trusted=pki.trusted)
+    assert result.ok and result.format == "cades" and result.chain_status == "trusted"
+    assert result.signer == "Cachet serveur — Commune de Démo"
+    assert abs(result.signed_at - datetime.now(UTC)) < timedelta(minutes=5)
+    tampered = bytearray(content)
+    tampered[123456] ^= 0x01
+    assert openssl_cms_verify(tmp_path, p7s, bytes(tampered), pki.ca_pem).returncode != 0
+    [bad] = verify(bytes(tampered), detached=p7s, trusted=pki.trusted)
+    assert not bad.intact and not bad.ok
+    assert "altered" in bad.errors[0]
+
+
+def test_cades_signing_certificate_v2_and_signing_time(pki):
+    from asn1crypto import cms
+    info = cms.ContentInfo.load(sign_cades(b"x", pki.signer))
+    attrs = {a["type"].native for a in info["content"]["signer_infos"][0]["signed_attrs"]}
+    assert {"signing_time", "signing_certificate_v2", "message_digest", "content_type"} <= attrs
+    assert info["content"]["encap_content_info"]["content"].native is None  # detached
+
+
+def test_cades_timestamped_and_bad_inputs(pki):
+    with TsaSimulator(pki.tsa) as url:
+        p7s = sign_cades(b"contenu", pki.seal, tsa_url=url)
+    from asn1crypto import cms
+    unsigned = cms.ContentInfo.load(p7s)["content"]["signer_infos"][0]["unsigned_attrs"]
+    assert [a["type"].native for a in unsigned] == ["signature_time_stamp_token"]
+    assert verify(b"contenu", detached=p7s, trusted=pki.trusted)[0].ok
+    with pytest.raises(PermanentError, match="expired"):
+        sign_cades(b"x", pki.expired)
+    with pytest.raises(PermanentError) as err:
+        verify(b"contenu", detached=b"not a signature")
+    assert err.value.field == "signature"
+    with pytest.raises(PermanentError, match="unrecognised"):
+        verify(b"\x00\x01binary without signature")
+
+
+# ---- PAdES ----------------------------------------------------------------------------------------
+
+
+def test_pades_round_trip_visible_block_and_tamper(pki, pdf5):
+    signed = sign_pdf(pdf5, pki.signer, visible=VisibleSignature(page=-1), reason="Approbation")
+    assert signed.startswith(pdf5)  # incremental update: the original bytes are kept
+    assert pyhanko_bottom_line(signed, pki)
+    [result] = verify(signed, trusted=pki.trusted)
+    assert result.ok and result.format == "pades" and result.signer == "Marie Dupont"
+    assert result.reference == "Signature1"
+    # The visible block is on the last page with the French text.
+    reader = PdfFileReader(BytesIO(signed))
+    [embedded] = reader.embedded_signatures
+    last_page = reader.root["/Pages"]["/Kids"][4]
+    assert any(annot.get_object() == embedded.sig_field for annot in last_page["/Annots"])
+    assert "/Annots" not in reader.root["/Pages"]["/Kids"][0]
+    appearance = embedded.sig_field["/AP"]["/N"].data
+    assert b"Sign\\351 par Marie Dupont" in appearance and b"(le " in appearance
+    # One byte of page text changed (inside the signed byte range).
+    at = signed.index(b"stream\n") + 30
+    tampered = signed[:at] + bytes([signed[at] ^ 0x01]) + signed[at + 1:]
+    assert not pyhanko_bottom_line(tampered, pki)
+    [bad] = verify(tampered, trusted=pki.trusted)
+    assert not bad.intact and not bad.ok
+
+
+def test_pades_b_t_with_a_timestamp_authority(pki, pdf5):
+    with TsaSimulator(pki.tsa) as url:
+        signed = sign_pdf(pdf5, pki.seal, tsa_url=url)
+    reader = PdfFileReader(BytesIO(signed))
+    status = validate_pdf_signature(reader.embedded_signatures[0], signer_validation_context=ValidationContext(
+        trust_roots=[asn1_x509.Certificate.load(pki.ca.certificate.public_bytes(serialization.Encoding.DER))]))
+    assert status.bottom_line and status.timestamp_validity is not None and status.timestamp_validity.valid
+    [result] = verify(signed, trusted=pki.trusted)
+    assert result.ok
+    assert result.signed_at == status.timestamp_validity.timestamp
+
+
+def test_pades_refuses_encrypted_and_broken_pdfs(pki, pdf5):
+    writer = copy_into_new_writer(PdfFileReader(BytesIO(pdf5)))
+    writer.encrypt("owner-secret", "user-secret")
+    out = BytesIO()
+    writer.write(out)
+    with pytest.raises(PermanentError, match="encrypted") as err:
+        sign_pdf(out.getvalue(), pki.seal)
+    assert err.value.field == "document"
+    with pytest.raises(PermanentError, match="expired"):
+        sign_pdf(pdf5, pki.expired)
+    with pytest.raises(PermanentError):
+        sign_pdf(b"%PDF-1.7\n garbage with no xref", pki.seal)
+    assert verify(make_test_pdf(2)) == []  # unsigned PDF: no signature found
