@@ -6,7 +6,7 @@ import base64
 import json
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from aiohttp import web
 
@@ -94,7 +94,8 @@ async def _upload_chunks(request: web.Request) -> tuple[str, str, AsyncIterator[
             part = await reader.next()
         if part is None or not hasattr(part, "read_chunk"):
             raise ValidationError("the multipart body has no 'file' part", field="file")
-        filename = part.filename or ""
+        # clients percent-encode the name in Content-Disposition (aiohttp does): decode before checking it
+        filename = unquote(part.filename or "")
         media_type = part.headers.get("Content-Type", "application/octet-stream")
 
         async def chunks() -> AsyncIterator[bytes]:

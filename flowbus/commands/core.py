@@ -64,9 +64,9 @@ async def seed_demo(rt: Any) -> None:
     from flowbus.store import repo
 
     async with rt.store.transaction() as tx:
-        entity = await repo.entity_by_siren(tx, "213501152")
+        entity = await repo.entity_by_siren(tx, "213502388")
     if entity is None:
-        entity = await create_entity(rt, name="Commune de Démo", siren="213501152", parent=None, actor_name="demo")
+        entity = await create_entity(rt, name="Commune de Démo", siren="213502388", parent=None, actor_name="demo")
         print(f"Demo entity: {entity.name} ({entity.id})")
     async with rt.store.transaction() as tx:
         existing = await repo.search_documents(tx, entity_ids=[entity.id], flow="demo", state=None, since=None,

@@ -62,7 +62,6 @@ async def test_bad_input_is_refused_with_a_problem_naming_the_field(server, runt
             assert await repo.list_files(tx, doc["id"]) == []
 
 
-@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
 async def test_oversized_upload_keeps_nothing(runtime_factory, server_factory, tmp_path):
     rt = await runtime_factory("embedded", max_upload_size=1024 * 1024)
     srv = await server_factory(rt)

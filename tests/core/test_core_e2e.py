@@ -17,7 +17,7 @@ async def test_document_with_20mb_file_end_to_end(server, runtime):
         r = await admin.post("/api/v1/entities", json={"name": "Syndicat de test", "siren": "253514491"})
         assert r.status == 201, await r.text()
         syndicat = await r.json()
-        r = await admin.post("/api/v1/entities", json={"name": "Commune de Test", "siren": "213501152",
+        r = await admin.post("/api/v1/entities", json={"name": "Commune de Test", "siren": "213502388",
                                                        "parent": syndicat["id"]})
         assert r.status == 201, await r.text()
         commune = await r.json()
