@@ -343,7 +343,7 @@ FLOWS = {
             family: tdt-actes
             connector: slow-answer
             wait: {check_every: 1s, deadline: 1h}
-          - {id: end, label: "Fin", family: notify, connector: ok}
+          - {id: last, label: "Fin", family: notify, connector: ok}
     """,
 }
 
