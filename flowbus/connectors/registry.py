@@ -26,6 +26,7 @@ CONNECTOR_CLASSES: dict[str, dict[str, str]] = {
     "signature": {
         **TEST_KINDS,
         "iparapheur": "flowbus.signature.iparapheur_connector:IParapheurConnector",
+        "seal": "flowbus.signature.steps:SealConnector",
     },
     "tdt-actes": {
         **TEST_KINDS,
