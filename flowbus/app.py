@@ -114,8 +114,10 @@ def make_bus(settings: Settings, store: Store) -> Any:
     if settings.bus_url.startswith("amqp"):
         from flowbus.bus.rabbitmq import RabbitMQBus
         return RabbitMQBus(settings.bus_url, prefix=settings.bus_prefix)
+    from datetime import timedelta
+
     from flowbus.bus.embedded import EmbeddedBus
-    return EmbeddedBus(store)
+    return EmbeddedBus(store, lease=timedelta(seconds=settings.bus_lease_seconds))
 
 
 def load_flows(settings: Settings, instances: InstanceRegistry) -> dict[str, Any]:

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     # bus: "embedded" or an amqp:// URL
     bus_url: str = "embedded"
     bus_prefix: str = "flowbus"
+    # embedded bus: how long a message taken by a worker stays hidden before another worker may take it
+    bus_lease_seconds: float = 30.0
     # blobs: "filesystem" (embedded default) or "s3"
     blob_backend: Literal["filesystem", "s3"] = "filesystem"
     s3_endpoint: str = "127.0.0.1:9000"

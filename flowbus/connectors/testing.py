@@ -13,6 +13,12 @@ fakeIparapheur), registered for every family as kinds ``test``, ``test-fail``,
     checks: 3                 # test-wait: done at the 3rd check
     check_in: 0.05            # test-wait: seconds between checks (default: the step's wait.check_every)
     log_path: /tmp/effects.log  # append one line per effect, flushed and fsync'd
+    delay: 0.5                # seconds the call lasts after its effect (crash tests kill a worker meanwhile)
+
+With ``log_path``, ``InstantConnector`` behaves like a remote system that deduplicates by
+idempotency key: a second call with a key already in the log (a redelivery after a crash)
+writes a ``replay`` line instead of a new effect, as a real connector asks the remote
+system whether it already has the key.
 
 Calls are counted in the runtime's ``CallCounter`` (``calls_for(runtime)``), so tests of one
 runtime do not see another's.  A crash test whose worker runs in another process reads the
@@ -22,6 +28,7 @@ connector returns, so a line exists for every effect that happened.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
@@ -148,12 +155,19 @@ class _TestConnector(BaseConnector):
 
 
 class InstantConnector(_TestConnector):
-    """Done at once, on every call."""
+    """Done at once (after ``delay`` seconds if set), on every call."""
 
     kind = "test"
 
     async def start(self, ctx: StepContext) -> Outcome:
-        self._record(ctx, "start")
+        log_path = self.instance.settings.get("log_path")
+        if log_path and Path(log_path).exists() and count_in_log(log_path, ctx.idempotency_key):
+            self._record(ctx, "replay")
+        else:
+            self._record(ctx, "start")
+        delay = float(self.instance.settings.get("delay", 0) or 0)
+        if delay:
+            await asyncio.sleep(delay)
         return await self._done(ctx)
 
     async def check(self, ctx: StepContext) -> Outcome:
