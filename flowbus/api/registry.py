@@ -16,5 +16,13 @@ ROUTE_MODULES: list[str] = [
     "flowbus.api.documents",
     "flowbus.api.admin",
     "flowbus.web.admin",
+    "flowbus.web.signer",
     "flowbus.connectors.webhooks_api",
+    "flowbus.connectors.inbound.pastell_v2.routes",
+    "flowbus.connectors.inbound.deliberations",
+    "flowbus.connectors.inbound.finances",
+    "flowbus.connectors.inbound.rh",
+    "flowbus.connectors.inbound.cimetieres",
+    "flowbus.api.mailsec",
+    "flowbus.web.mailsec",
 ]

@@ -224,6 +224,9 @@ async def test_webhooks_api_and_engine_state_changes(runtime_factory, server_fac
                                                           "fields": {"title": "Essai"}})
             assert r.status == 201, await r.text()
             doc_id = (await r.json())["id"]
+            r = await http.put(f"/api/v1/documents/{doc_id}/files/file", params={"filename": "essai.pdf"},
+                               data=b"%PDF-1.4 essai", headers={"Content-Type": "application/pdf"})
+            assert r.status == 201, await r.text()
             r = await http.post(f"/api/v1/documents/{doc_id}/actions/start")
             assert r.status in (200, 202), await r.text()
             doc = await wait_state(rt, doc_id, ("done", "error"))

@@ -1,0 +1,206 @@
+"""The Pastell API v2 layer, driven as a business application (Webdelib-like) drives Pastell."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import shutil
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from flowbus.api.auth import create_api_key
+from flowbus.models import Entity
+from flowbus.store import repo
+
+ROOT = Path(__file__).resolve().parents[2]
+SIGNED = "%PDF-1.4 acte signé (PAdES)"
+AR = ('<?xml version="1.0" encoding="ISO-8859-1"?><actes:ARActe xmlns:actes="http://www.interieur.gouv.fr/ACTES#v1.1-20040216" '
+      'actes:IDActe="034-213400013-20260302-DEL2026_012-DE" actes:DateReception="2026-03-02"/>')
+
+CONNECTORS = f"""
+instances:
+  - id: parapheur
+    family: signature
+    kind: test-wait
+    entity: null
+    settings:
+      checks: 2
+      check_in: 0.05
+      files:
+        - {{field: arrete, filename: acte-signe.pdf, media_type: application/pdf, content: "{SIGNED}"}}
+        - {{field: bordereau_signature, filename: bordereau.pdf, media_type: application/pdf, content: "%PDF-1.4 b"}}
+  - id: tdt-actes
+    family: tdt-actes
+    kind: test-wait
+    entity: null
+    settings:
+      checks: 3
+      check_in: 0.05
+      files:
+        - field: aractes
+          filename: ARActes.xml
+          media_type: application/xml
+          content: '{AR}'
+  - {{id: publication, family: notify, kind: test, entity: null, settings: {{}}}}
+  - {{id: sae, family: sae, kind: test, entity: null, settings: {{}}}}
+"""
+
+
+@pytest.fixture
+def pastell_config(tmp_path: Path) -> Path:
+    config = tmp_path / "config"
+    (config / "flows").mkdir(parents=True)
+    (config / "connectors").mkdir()
+    for name in ("deliberation.yml", "pes.yml"):
+        shutil.copy(ROOT / "config" / "flows" / name, config / "flows" / name)
+    (config / "connectors" / "test.yml").write_text(CONNECTORS.replace(
+        "  - {id: sae", "  - {id: tdt-helios, family: tdt-helios, kind: test, entity: null, settings: {}}\n"
+                       "  - {id: sae"), encoding="utf-8")
+    return config
+
+
+def _basic(login: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{login}:{password}".encode()).decode()}
+
+
+async def _setup(runtime_factory: Any, server_factory: Any, config: Path) -> tuple[Any, str, dict[str, str]]:
+    rt = await runtime_factory("embedded", config_dir=config)
+    srv = await server_factory(rt)
+    async with rt.store.transaction() as tx:
+        await repo.insert_entity(tx, Entity("ville-test", "Ville de Test", "213400013", None, rt.clock.now()))
+    key, secret = await create_api_key(rt, name="webdelib", roles={"ville-test": "editor"})
+    return rt, srv.url, _basic("webdelib", secret) | {"X-Secret": secret}
+
+
+def _only_auth(headers: dict[str, str]) -> dict[str, str]:
+    return {"Authorization": headers["Authorization"]}
+
+
+async def test_pastell_client_sequence_through_the_deliberation_flow(runtime_factory, server_factory,
+                                                                     pastell_config: Path) -> None:
+    rt, url, auth = await _setup(runtime_factory, server_factory, pastell_config)
+    async with aiohttp.ClientSession(base_url=url, headers=_only_auth(auth)) as api:
+        r = await api.get("/api/v2/version")
+        assert r.status == 200 and (await r.json())["version"].startswith("2.")
+        entities = await (await api.get("/api/v2/entite")).json()
+        assert [e["id_e"] for e in entities] == ["ville-test"] and entities[0]["siren"] == "213400013"
+        flux = await (await api.get("/api/v2/flux")).json()
+        assert flux["actes-generique"]["nom"] == "Actes (générique)" and "helios-generique" in flux
+        fields = await (await api.get("/api/v2/flux/actes-generique")).json()
+        assert fields["arrete"]["type"] == "file" and fields["acte_nature"]["requis"]
+
+        # 1. create the document
+        r = await api.post("/api/v2/entite/ville-test/document", data={"type": "actes-generique"})
+        assert r.status == 201, await r.text()
+        created = await r.json()
+        id_d = created["id_d"]
+        assert created["last_action"]["action"] == "creation" and created["info"]["type"] == "actes-generique"
+        doc_url = f"/api/v2/entite/ville-test/document/{id_d}"
+
+        # 2. set its fields with Pastell's names (form-encoded PATCH, as Pastell reads it)
+        r = await api.patch(doc_url, data={
+            "acte_nature": "1", "numero_de_lacte": "DEL2026_012", "objet": "Vote du budget primitif 2026",
+            "date_de_lacte": "2026-03-02", "classification": "7.1", "envoi_signature_check": "1",
+            "envoi_tdt": "1", "envoi_sae": "1", "iparapheur_type": "Actes"})
+        assert r.status == 200, await r.text()
+        patched = await r.json()
+        assert patched["result"] == "ok" and patched["formulaire_ok"] == 0
+        assert "arrete" in patched["message"]
+        assert patched["content"]["data"]["numero_de_lacte"] == "DEL2026_012"
+        assert patched["content"]["last_action"]["action"] == "modification"
+
+        # 3. attach the act and an annex
+        form = aiohttp.FormData()
+        form.add_field("file_name", "DEL2026_012.pdf")
+        form.add_field("file_content", b"%PDF-1.4 acte original", filename="DEL2026_012.pdf",
+                       content_type="application/pdf")
+        r = await api.post(f"{doc_url}/file/arrete", data=form)
+        assert r.status == 201, await r.text()
+        assert (await r.json())["formulaire_ok"] == 1
+        form = aiohttp.FormData()
+        form.add_field("file_content", b"%PDF-1.4 annexe", filename="annexe.pdf", content_type="application/pdf")
+        form.add_field("file_name", "budget-annexe.pdf")  # the name after the content: still taken
+        r = await api.post(f"{doc_url}/file/autre_document_attache/0", data=form)
+        assert r.status == 201, await r.text()
+        detail = (await r.json())["content"]
+        assert detail["data"]["autre_document_attache"] == ["budget-annexe.pdf"]
+        assert "send-iparapheur" in detail["action_possible"]
+
+        # 4. trigger the send action
+        r = await api.post(f"{doc_url}/action/send-iparapheur")
+        assert r.status == 201, await r.text()
+        assert (await r.json())["result"] is True
+
+        # 5. poll until done, as Pastell clients do
+        seen = []
+        for _ in range(400):
+            detail = await (await api.get(doc_url)).json()
+            action = detail["last_action"]["action"]
+            if not seen or seen[-1] != action:
+                seen.append(action)
+            if action == "acquiter-tdt":
+                break
+            if action == "send-tdt":
+                # an actes-generique client clicks "send-tdt" after the signature: accepted, the flow goes on
+                r = await api.post(f"{doc_url}/action/send-tdt")
+                assert r.status == 201 and (await r.json())["result"] is True
+            await asyncio.sleep(0.05)
+        assert seen[-1] == "acquiter-tdt", seen
+        assert "send-iparapheur" in seen
+        assert detail["data"]["aractes"] == ["ARActes.xml"]
+
+        # 6. download the signed act and the AR
+        r = await api.get(f"{doc_url}/file/arrete")
+        assert r.status == 200 and (await r.read()).decode() == SIGNED
+        assert "acte-signe.pdf" in r.headers["Content-Disposition"]
+        r = await api.get(f"{doc_url}/file/aractes", params={"receive": "true"})
+        payload = await r.json()
+        assert payload["file_name"] == "ARActes.xml" and base64.b64decode(payload["file_content"]).decode() == AR
+        r = await api.get(f"{doc_url}/file/document_signe")  # Pastell's name for the signed act
+        assert (await r.read()).decode() == SIGNED
+
+        # search and journal
+        r = await api.get("/api/v2/entite/ville-test/document", params={"type": "actes-generique"})
+        listed = await r.json()
+        assert [d["id_d"] for d in listed] == [id_d] and listed[0]["last_action"] == "acquiter-tdt"
+        r = await api.get("/api/v2/entite/ville-test/document", params={"lastetat": "creation"})
+        assert await r.json() == []
+        journal = await (await api.get("/api/v2/journal", params={"id_e": "ville-test", "id_d": id_d})).json()
+        assert {j["document_type"] for j in journal} == {"actes-generique"}
+        assert any(j["action"] == "running" for j in journal) and any("ARActes.xml" in j["message"]
+                                                                     or j["action"] == "done" for j in journal)
+
+        # a finished document refuses to be deleted, in Pastell's words
+        r = await api.post(f"{doc_url}/action/supression")
+        assert r.status == 400
+        assert "n'est pas permise" in (await r.json())["error-message"]
+
+
+async def test_pastell_errors_and_rights(runtime_factory, server_factory, pastell_config: Path) -> None:
+    rt, url, auth = await _setup(runtime_factory, server_factory, pastell_config)
+    async with rt.store.transaction() as tx:
+        await repo.insert_entity(tx, Entity("autre", "Autre commune", None, None, rt.clock.now()))
+    async with aiohttp.ClientSession(base_url=url) as anon:
+        r = await anon.get("/api/v2/version")
+        assert r.status == 401 and r.headers["WWW-Authenticate"].startswith("Basic")
+        assert (await r.json())["status"] == "error"
+        r = await anon.get("/api/v2/version", headers=_basic("autre-nom", auth["X-Secret"]))
+        assert r.status == 401
+    async with aiohttp.ClientSession(base_url=url, headers=_only_auth(auth)) as api:
+        r = await api.post("/api/v2/entite/autre/document", data={"type": "actes-generique"})
+        assert r.status == 403 and "droit=edition" in (await r.json())["error-message"]
+        r = await api.post("/api/v2/entite/ville-test/document", data={"type": "inconnu"})
+        assert r.status == 404 and "inconnu" in (await r.json())["error-message"]
+        r = await api.post("/api/v2/entite/ville-test/document", data={"type": "helios-generique"})
+        id_d = (await r.json())["id_d"]
+        r = await api.patch(f"/api/v2/entite/ville-test/document/{id_d}", data={"champ_inconnu": "x"})
+        assert r.status == 400 and "champ_inconnu" in (await r.json())["error-message"]
+        r = await api.post(f"/api/v2/entite/ville-test/document/{id_d}/action/send-tdt")
+        assert r.status == 400 and "incomplet" in (await r.json())["error-message"]
+        r = await api.get(f"/api/v2/entite/autre/document/{id_d}")
+        assert r.status == 403
+        r = await api.get(f"/api/v2/entite/ville-test/document/{id_d}/file/fichier_pes")
+        assert r.status == 404
