@@ -1,0 +1,207 @@
+"""Through the engine (embedded backends): délibération → tdt-actes → AR; PES → tdt-helios → PES_Acquit;
+TdT down then an administrator's retry; refusal; worker restart while 100 acts wait for their AR."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowbus import documents
+from flowbus.api.entities import create_entity
+from flowbus.connectors.tdt.actes_messages import parse_message
+from flowbus.connectors.tdt.helios import parse_pes_acquit
+from flowbus.connectors.tdt.s2low_sim import S2lowSimulator
+
+ROOT = Path(__file__).resolve().parents[2]
+
+DELIBERATION = """
+id: deliberation
+label: "Délibération"
+description: "Délibération transmise au contrôle de légalité"
+fields:
+  - {name: numero_interne, type: text, label: "Numéro interne", required: true}
+  - {name: date_decision, type: date, label: "Date de la décision", required: true}
+  - {name: nature, type: text, label: "Nature de l'acte"}
+  - {name: classification, type: text, label: "Classification"}
+  - {name: objet, type: text, label: "Objet", required: true}
+  - {name: acte, type: file, label: "Acte"}
+  - {name: annexes, type: files, label: "Annexes"}
+  - {name: ar_date, type: date, label: "Date de l'accusé de réception"}
+  - {name: ar_identifier, type: text, label: "Identifiant de l'acte"}
+  - {name: aractes, type: file, label: "Accusé de réception"}
+  - {name: bordereau_acquittement, type: file, label: "Bordereau d'acquittement"}
+steps:
+  - id: tdt
+    label: "Télétransmission à la préfecture"
+    family: tdt-actes
+    connector: s2low-actes
+    retry: {attempts: 2, backoff: 1s, max_backoff: 1s}
+    wait: {check_every: 1s, deadline: 1h}
+    on: {rejected: {state: refuse}}
+states:
+  refuse: {label: "Refusé par la préfecture", terminal: true}
+"""
+
+PES = """
+id: pes
+label: "Flux PES"
+description: "PES_Aller transmis à Hélios"
+fields:
+  - {name: title, type: text, label: "Titre"}
+  - {name: pes, type: file, label: "PES_Aller"}
+  - {name: pes_acquit, type: file, label: "PES_Acquit"}
+steps:
+  - id: helios
+    label: "Transmission à Hélios"
+    family: tdt-helios
+    connector: s2low-helios
+    wait: {check_every: 1s, deadline: 1h}
+    on: {rejected: {state: refuse}}
+states:
+  refuse: {label: "Refusé par Hélios", terminal: true}
+"""
+
+
+@pytest.fixture
+async def s2low() -> AsyncIterator[S2lowSimulator]:
+    sim = S2lowSimulator(delays={"transmit": timedelta(milliseconds=200), "ar": timedelta(milliseconds=800),
+                                 "pes_transmit": timedelta(milliseconds=200), "pes_acquit": timedelta(milliseconds=800)})
+    await sim.start()
+    yield sim
+    await sim.stop()
+
+
+@pytest.fixture
+def tdt_config(tmp_path: Path, s2low: S2lowSimulator) -> Path:
+    cfg = tmp_path / "config"
+    (cfg / "flows").mkdir(parents=True)
+    (cfg / "connectors").mkdir()
+    (cfg / "flows" / "deliberation.yml").write_text(textwrap.dedent(DELIBERATION))
+    (cfg / "flows" / "pes.yml").write_text(textwrap.dedent(PES))
+    shutil.copy(ROOT / "config" / "flows" / "demo.yml", cfg / "flows" / "demo.yml")
+    (cfg / "connectors" / "demo.yml").write_text(
+        "instances:\n  - {id: demo-notify, family: notify, kind: test, entity: null, settings: {}}\n")
+    (cfg / "connectors" / "tdt.yml").write_text(textwrap.dedent(f"""
+        instances:
+          - id: s2low-actes
+            family: tdt-actes
+            kind: s2low
+            entity: null
+            settings: {{url: "{s2low.url}", departement: "034", siren: "123456789", classification_ttl: 1d}}
+          - id: s2low-helios
+            family: tdt-helios
+            kind: s2low
+            entity: null
+            settings: {{url: "{s2low.url}"}}
+        """))
+    return cfg
+
+
+async def _deliberation(rt: Any, entity_id: str, numero: str, pdf: bytes, **fields: Any) -> Any:
+    doc = await documents.create_document(rt, entity_id=entity_id, flow_id="deliberation", actor="test", fields={
+        "numero_interne": numero, "date_decision": "2026-01-02", "nature": "DE", "classification": "7.1",
+        "objet": f"Délibération {numero}", **fields})
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield pdf
+
+    await documents.attach_file(rt, doc.id, "acte", filename="deliberation.pdf", media_type="application/pdf",
+                                chunks=chunks(), actor="test")
+    await documents.run_action(rt, doc.id, "start", actor="test")
+    return doc
+
+
+async def test_deliberation_to_ar_visible_through_the_api(runtime_factory, tdt_config, s2low, wait_state,
+                                                          server_factory, pdf):
+    rt = await runtime_factory("embedded", config_dir=tdt_config)
+    ent = await create_entity(rt, name="Commune de Test", siren=None, parent=None, actor_name="test")
+    doc = await _deliberation(rt, ent.id, "DEL_2026_001", pdf)
+    done = await wait_state(rt, doc.id, "done", timeout=30)
+    assert done.fields["ar_identifier"] == "034-123456789-20260102-DEL_2026_001-DE"
+    assert done.fields["ar_date"] == rt.clock.now().date().isoformat()
+    server = await server_factory(rt)
+    async with server.client() as admin:
+        r = await admin.get(f"/api/v1/documents/{doc.id}")
+        body = await r.json()
+        assert body["fields"]["ar_identifier"] == "034-123456789-20260102-DEL_2026_001-DE"
+        assert {f["field"] for f in body["files"]} >= {"acte", "aractes", "bordereau_acquittement"}
+        r = await admin.get(f"/api/v1/documents/{doc.id}/files/aractes")
+        assert parse_message(await r.read()).event == "ar"
+    assert s2low.count("post_acte", "DEL_2026_001") == 1
+
+
+async def test_tdt_down_then_admin_retry(runtime_factory, tdt_config, s2low, wait_state, pdf):
+    rt = await runtime_factory("embedded", config_dir=tdt_config)
+    ent = await create_entity(rt, name="Commune", siren=None, parent=None, actor_name="test")
+    s2low.down = True
+    doc = await _deliberation(rt, ent.id, "DEL_DOWN", pdf)
+    err = await wait_state(rt, doc.id, "error", timeout=30)
+    assert "503" in err.last_error and s2low.failures["classification"] >= 2  # retried, then a visible error
+    s2low.down = False
+    await documents.run_action(rt, doc.id, "retry", actor="admin:alice")
+    done = await wait_state(rt, doc.id, "done", timeout=30)
+    assert done.fields["ar_identifier"].endswith("-DEL_DOWN-DE")
+    assert s2low.transmissions("DEL_DOWN") == 1
+
+
+async def test_refusal_and_anomaly_reach_the_refused_state(runtime_factory, tdt_config, s2low, wait_state, pdf):
+    rt = await runtime_factory("embedded", config_dir=tdt_config)
+    ent = await create_entity(rt, name="Commune", siren=None, parent=None, actor_name="test")
+    s2low.script_acte("DEL_REF", "refused", "Acte refusé : la délibération n'est pas signée")
+    s2low.script_acte("DEL_ANO", "anomaly")
+    ref = await _deliberation(rt, ent.id, "DEL_REF", pdf)
+    ano = await _deliberation(rt, ent.id, "DEL_ANO", pdf)
+    refused = await wait_state(rt, ref.id, "refuse", timeout=30)
+    assert refused.fields["rejection_reason"] == "Acte refusé : la délibération n'est pas signée"
+    assert refused.fields["tdt_status"] == "refuse"
+    anomaly = await wait_state(rt, ano.id, "refuse", timeout=30)
+    assert "Anomalie" in anomaly.fields["rejection_reason"] and anomaly.fields["tdt_status"] == "anomalie"
+
+
+async def test_pes_to_acquit(runtime_factory, tdt_config, s2low, wait_state, make_pes):
+    rt = await runtime_factory("embedded", config_dir=tdt_config)
+    ent = await create_entity(rt, name="Commune", siren=None, parent=None, actor_name="test")
+    doc = await documents.create_document(rt, entity_id=ent.id, flow_id="pes", fields={"title": "Mandats"},
+                                          actor="test")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield make_pes("PES_E2E_0001", pjs=[("TI0001", "facture.pdf", b"%PDF-1.4 facture")])
+
+    await documents.attach_file(rt, doc.id, "pes", filename="pes.xml", media_type="application/xml",
+                                chunks=chunks(), actor="test")
+    await documents.run_action(rt, doc.id, "start", actor="test")
+    done = await wait_state(rt, doc.id, "done", timeout=30)
+    assert done.fields["pes_acquit_ok"] is True and done.fields["pes_nomfic"] == "PES_E2E_0001"
+    assert done.fields["pes_nb_pj"] == 1
+    acquit = done.files_of("pes_acquit")[0]
+    assert parse_pes_acquit(await rt.blobs.read(acquit.blob_key)).nom_fic == "PES_E2E_0001"
+    assert s2low.count("post_pes", "PES_E2E_0001") == 1
+
+
+async def test_worker_restart_while_100_acts_wait_for_their_ar(runtime_factory, tdt_config, s2low, wait_state, pdf):
+    from flowbus.clock import ManualClock
+    s2low.clock = ManualClock(start=datetime.now(UTC))  # the préfecture answers only when this test says so
+    rt = await runtime_factory("embedded", config_dir=tdt_config)
+    ent = await create_entity(rt, name="Commune", siren=None, parent=None, actor_name="test")
+    t0 = time.monotonic()
+    docs = [await _deliberation(rt, ent.id, f"DEL_{i:03d}", pdf) for i in range(100)]
+    for d in docs:
+        await wait_state(rt, d.id, "waiting", timeout=60)
+    posted = time.monotonic() - t0
+    await rt.close()  # the worker stops while every act waits for its AR
+    assert s2low.count("post_acte") == 100
+    s2low.clock.advance(minutes=5)
+    rt2 = await runtime_factory("embedded", config_dir=tdt_config)
+    t1 = time.monotonic()
+    finals = [await wait_state(rt2, d.id, "done", timeout=60) for d in docs]
+    print(f"100 acts posted in {posted:.1f}s; all acknowledged {time.monotonic() - t1:.1f}s after the restart")
+    assert len({d.fields["ar_identifier"] for d in finals}) == 100
+    assert all(s2low.count("post_acte", f"DEL_{i:03d}") == 1 for i in range(100))
+    assert s2low.count("post_acte") == 100 and all(s2low.transmissions(f"DEL_{i:03d}") == 1 for i in range(100))
