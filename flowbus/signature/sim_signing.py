@@ -1,4 +1,4 @@
-"""Signing for the parapheur simulator: a throw-away signer certificate, real signatures, a tiny PDF writer.
+"""Signing for the parapheur simulator: a throw-away signer certificate, real signatures, re-exports ``simple_pdf``.
 
 The simulator must hand back really signed documents, made with the project's own signature
 code: PAdES (``flowbus.signature.pades``, when present) for a PDF of a ``pades`` type, XAdES
@@ -20,6 +20,7 @@ from cryptography.x509.oid import NameOID
 from flowbus.errors import PermanentError
 from flowbus.signature.cades import sign_cades
 from flowbus.signature.keys import SigningKey
+from flowbus.signature.textpdf import simple_pdf
 from flowbus.signature.xades import sign_pes
 
 
@@ -69,33 +70,4 @@ class SimSigner:
         return data, (f"{name}.p7s", sign_cades(data, self.identity))
 
 
-def _pdf_text(text: str) -> bytes:
-    raw = text.encode("cp1252", "replace")
-    return raw.replace(b"\\", b"\\\\").replace(b"(", b"\\(").replace(b")", b"\\)")
-
-
-def simple_pdf(lines: list[str], *, title: str = "") -> bytes:
-    """A one-page PDF 1.4 with the given lines in Helvetica (WinAnsi, so French accents show)."""
-    content = b"BT /F1 10 Tf 50 800 Td 14 TL\n" + b"".join(b"(" + _pdf_text(line) + b") Tj T*\n"
-                                                          for line in lines[:55]) + b"ET"
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 4 0 R >> >> "
-        b"/Contents 5 0 R >>",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
-        b"<< /Length " + str(len(content)).encode() + b" >>\nstream\n" + content + b"\nendstream",
-        b"<< /Title (" + _pdf_text(title) + b") /Producer (flowbus) >>",
-    ]
-    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for i, obj in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += f"{i} 0 obj\n".encode() + obj + b"\nendobj\n"
-    xref = len(out)
-    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
-    for off in offsets:
-        out += f"{off:010d} 00000 n \n".encode()
-    out += (f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R /Info {len(objects)} 0 R >>\n"
-            f"startxref\n{xref}\n%%EOF\n").encode()
-    return bytes(out)
+__all__ = ["SimSigner", "generate_identity", "pades_available", "simple_pdf"]
