@@ -36,7 +36,7 @@ from flowbus.flows.model import (
     Target,
     WaitPolicy,
 )
-from flowbus.flows.validate import Positions, did_you_mean, hint_for, shape_errors
+from flowbus.flows.validate import Positions, shape_errors
 
 _DURATION_RE = re.compile(r"^(?=\d)(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
@@ -385,4 +385,4 @@ def load_flows(paths: Iterable[Path], *, keep_invalid: bool = False
     return flows, errors
 
 
-__all__ = ["load_flow", "load_flows", "parse_duration", "format_duration", "read_yaml", "did_you_mean", "hint_for"]
+__all__ = ["load_flow", "load_flows", "parse_duration", "format_duration", "read_yaml"]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from flowbus.errors import FlowDefinitionError, SourcePosition
-from flowbus.flows.model import DEFAULT_REJECTED_STATE, FILE_TYPES, Flow, Step, Target
+from flowbus.flows.model import FILE_TYPES, Flow, Step, Target
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "flow.schema.json"
 
@@ -190,7 +190,7 @@ def validate_flow(flow: Flow, *, families: Iterable[str], instances: set[str] | 
     families = set(families)
     errors: list[FlowDefinitionError] = []
     step_ids = [s.id for s in flow.steps]
-    if flow.start is not None and flow.steps and not flow.has_step(flow.start):
+    if flow.start is not None and not flow.has_step(flow.start):
         errors.append(FlowDefinitionError(f'start: unknown step "{flow.start}"', position=flow.where.get("start"),
                                           hint=hint_for(flow.start, step_ids, "steps")))
     field_types = {f.name: f.type for f in flow.fields}

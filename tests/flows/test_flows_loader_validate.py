@@ -493,3 +493,15 @@ def test_durations(text: str, expected: timedelta) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_start_naming_an_unknown_step(tmp_path: Path) -> None:
+    path = tmp_path / "essai.yml"
+    errors = refs(tmp_path, BASE_FIELDS + """\
+        start: signatur
+        steps:
+          - {id: signature, label: "Signature", family: signature, connector: parapheur}
+        """)
+    err = only(errors, "start: unknown step")
+    at(err, path, 7, 8)
+    assert err.hint == 'did you mean "signature"?'
