@@ -137,6 +137,12 @@ class RabbitMQBus:
         await fut
 
     async def _route(self, queue: str, delay: timedelta | None) -> str:
+        try:
+            return await self._route_once(queue, delay)
+        except RETRYABLE:
+            return str(await self._retrying(lambda: self._route_once(queue, delay)))
+
+    async def _route_once(self, queue: str, delay: timedelta | None) -> str:
         work = self.work_queue(queue)
         await self._declare(work, QUORUM)
         if delay is None or delay <= timedelta(0):
@@ -193,7 +199,7 @@ class RabbitMQBus:
             if name in self._declared:
                 raise
             # the queue had vanished: declare it again and publish once more
-            name = await self._route(message.queue, delay)
+            name = await self._retrying(lambda: self._route(message.queue, delay))
             await self._send(name, amqp)
 
     # ---- Bus ---------------------------------------------------------------------------------
@@ -206,10 +212,9 @@ class RabbitMQBus:
 
     async def consume(self, queue: str, handler: Handler, *, prefetch: int = 16,
                       max_attempts: int = 5) -> RabbitConsumer:
-        await self._channel()
-        await self._declare(self.dead_queue(queue), QUORUM)
+        await self._retrying(lambda: self._declare(self.dead_queue(queue), QUORUM))
         consumer = RabbitConsumer(self, queue, handler, prefetch=prefetch, max_attempts=max_attempts)
-        await consumer.start()
+        await self._retrying(consumer.start)
         self._consumers.append(consumer)
         return consumer
 
@@ -230,7 +235,30 @@ class RabbitMQBus:
                 break
         return seen, channel
 
+    async def _retrying(self, operation: Callable[[], Any]) -> Any:
+        """Run an administrative operation again if the connection drops under it (shared broker)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.publish_timeout
+        while True:
+            await self._channel()
+            try:
+                return await operation()
+            except RETRYABLE as exc:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise BackendError(f"RabbitMQ at {safe_url(self.url)} unreachable: {exc!r}",
+                                       hint=START_HINT) from exc
+                assert self._conn is not None
+                try:
+                    await asyncio.wait_for(self._conn.connected.wait(), timeout=left)
+                except TimeoutError:
+                    pass
+                await asyncio.sleep(0.05)
+
     async def dead_letters(self, queue: str) -> list[DeadLetter]:
+        return await self._retrying(lambda: self._dead_letters(queue))
+
+    async def _dead_letters(self, queue: str) -> list[DeadLetter]:
         seen, channel = await self._browse(queue)
         try:
             letters = [_dead_letter(queue, m) for m in seen]
@@ -239,6 +267,9 @@ class RabbitMQBus:
         return sorted(letters, key=lambda d: d.failed_at)
 
     async def requeue_dead_letter(self, queue: str, message_id: str) -> None:
+        await self._retrying(lambda: self._requeue_dead_letter(queue, message_id))
+
+    async def _requeue_dead_letter(self, queue: str, message_id: str) -> None:
         seen, channel = await self._browse(queue, lambda m: m.message_id == message_id)
         try:
             found = next((m for m in seen if m.message_id == message_id), None)
@@ -254,6 +285,9 @@ class RabbitMQBus:
 
     async def pending(self, queue: str) -> int:
         """Ready messages in the work queue and in the delay buckets this bus declared, plus those being handled."""
+        return int(await self._retrying(lambda: self._pending(queue)))
+
+    async def _pending(self, queue: str) -> int:
         names = [self.work_queue(queue)] + sorted(n for n in self._queues
                                                   if n.startswith(f"{self.prefix}.{queue}.delay."))
         total = sum(c.in_flight for c in self._consumers if c.queue == queue)
@@ -298,6 +332,15 @@ class RabbitMQBus:
 
     async def delete_queues(self) -> None:
         """Delete every queue this bus declared (test teardown); works after close()."""
+        for attempt in range(3):
+            try:
+                return await self._delete_queues()
+            except RETRYABLE:
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(1)
+
+    async def _delete_queues(self) -> None:
         conn = await aio_pika.connect(self.url, timeout=10)
         try:
             for name in sorted(self._queues):
@@ -330,11 +373,17 @@ class RabbitConsumer:
 
     async def start(self) -> None:
         assert self.bus._conn is not None
-        self._channel = await self.bus._conn.channel(publisher_confirms=False)
-        await self._channel.set_qos(prefetch_count=self.prefetch)
-        self._queue = await self._channel.declare_queue(self.bus.work_queue(self.queue), durable=True,
-                                                        arguments=QUORUM)
-        self._tag = await self._queue.consume(self._on_message, no_ack=False)
+        channel = await self.bus._conn.channel(publisher_confirms=False)
+        try:
+            await channel.set_qos(prefetch_count=self.prefetch)
+            self._queue = await channel.declare_queue(self.bus.work_queue(self.queue), durable=True,
+                                                      arguments=QUORUM)
+            self._tag = await self._queue.consume(self._on_message, no_ack=False)
+        except BaseException:
+            if not channel.is_closed:
+                await channel.close()
+            raise
+        self._channel = channel
 
     async def stop(self, timeout: float = 30.0) -> None:
         if self._channel is None:
