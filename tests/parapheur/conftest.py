@@ -16,11 +16,12 @@ from flowbus.signature.pki import TestPKI, make_test_pki
 
 ROOT = Path(__file__).resolve().parents[2]
 SLOW_WAIT = "wait: {check_every: 15m, deadline: 30d}"
-FAST_WAIT = "wait: {check_every: 1s, deadline: 30d}"
+# poll every second and retry after 1 s (the shipped flow waits 15 min and uses the default backoff)
+FAST_WAIT = "wait: {check_every: 1s, deadline: 30d}\n    retry: {attempts: 5, backoff: 1s, max_backoff: 2s}"
 
 
 def deliberation_config(directory: Path, parapheur_instance: dict[str, Any]) -> Path:
-    """The shipped délibération flow (polling every second) with instance ``parapheur`` replaced."""
+    """The shipped délibération flow (signature step polling every second) with instance ``parapheur`` replaced."""
     cfg = directory / "config"
     (cfg / "flows").mkdir(parents=True)
     (cfg / "connectors").mkdir()
