@@ -42,7 +42,8 @@ def pes_with_bordereaux(count: int) -> bytes:
         bord.set("Id", f"BORD{1000 + i}")
         bord.find("BlocBordereau/IdBord").set("V", str(1000 + i))
         parent.append(bord)
-    return b'<?xml version="1.0" encoding="ISO-8859-1"?>\n' + etree.tostring(root, encoding="ISO-8859-1", xml_declaration=False)
+    body = etree.tostring(root, encoding="ISO-8859-1", xml_declaration=False)
+    return b'<?xml version="1.0" encoding="ISO-8859-1"?>\n' + body
 
 
 def rate(fn: Callable[[], object], seconds: float) -> tuple[float, int]:

@@ -82,7 +82,7 @@ def sign_pdf(data: bytes, key: SigningKey, *, now: datetime | None = None, tsa_u
                                  field="page")
         field_spec = fields.SigFieldSpec(sig_field_name=name, on_page=page, box=visible.box)
         stamp = TextStampStyle(stamp_text="Signé par %(signer)s\nle %(ts)s",
-                               timestamp_format="%d/%m/%Y à %H:%M UTC", border_width=1)
+                               timestamp_format="%d/%m/%Y à %H:%M %Z", border_width=1)
     pdf_signer = signers.PdfSigner(meta, signer=pyhanko_signer(key), timestamper=timestamper(tsa_url),
                                    stamp_style=stamp, new_field_spec=field_spec)
     out = BytesIO()

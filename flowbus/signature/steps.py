@@ -25,14 +25,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import ClassVar
 
-import structlog
-
 from flowbus.clock import isoformat
 from flowbus.connectors.base import BaseConnector, Outcome, StepContext
 from flowbus.errors import PermanentError
 from flowbus.signature.keys import SigningKey, load_pkcs12
-
-log = structlog.get_logger(__name__)
 
 FORMATS = ("xades-pes", "pades", "cades")
 

@@ -155,7 +155,30 @@ def test_accepts_a_pes_signed_by_xmlsec1(pki, pes3, tmp_path):
     assert result.reference == "BORD1001" and result.signer == "Marie Dupont"
     assert result.signed_at == datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
     assert result.policy == "urn:oid:1.2.250.1.131.1.5.18.21.1.7"
-    altered = signed.replace(b"Fournitures \xe9cole \xe9l\xe9mentaire n\xb02", b"Fournitures \xe9cole \xe9l\xe9mentaire n\xb09")
+    altered = signed.replace("élémentaire n°2".encode("iso-8859-1"), "élémentaire n°9".encode("iso-8859-1"))
     assert altered != signed
     [bad] = verify(altered, trusted=pki.trusted)
     assert not bad.intact and not bad.ok
+
+
+def test_accepts_a_global_signature_on_pes_aller(pki, pes3, tmp_path):
+    """The Hélios fallback shape: one signature of the whole PES_Aller (by its Id), last child of the root."""
+    cert = pki.signer.certificate
+    der = cert.public_bytes(serialization.Encoding.DER)
+    root_id = etree.fromstring(pes3).get("Id")
+    template = TEMPLATE.format(bord=root_id, cert_digest=base64.b64encode(hashlib.sha256(der).digest()).decode(),
+                               issuer=cert.issuer.rfc4514_string(), serial=cert.serial_number)
+    text = pes3.decode("iso-8859-1")
+    end = text.rindex("</n:PES_Aller>")
+    (tmp_path / "template.xml").write_bytes((text[:end] + template + text[end:]).encode("iso-8859-1"))
+    done = subprocess.run(
+        ["xmlsec1", "--sign", "--pkcs12", str(pki.signer_p12), "--pwd", pki.password, "--id-attr:Id",
+         "http://www.minefi.gouv.fr/cp/helios/pes_v2/Rev0/aller:PES_Aller", "--id-attr:Id", SP_ID_ATTR,
+         "--output", str(tmp_path / "global.xml"), str(tmp_path / "template.xml")],
+        capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    signed = (tmp_path / "global.xml").read_bytes()
+    [result] = verify(signed, trusted=pki.trusted)
+    assert result.ok and result.reference == root_id
+    [bad] = verify(signed.replace(b'<IdBord V="1000"/>', b'<IdBord V="1003"/>'), trusted=pki.trusted)
+    assert not bad.intact
