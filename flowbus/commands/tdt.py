@@ -1,4 +1,4 @@
-"""Télétransmission commands: ``pes inspect``, ``actes parse``, ``s2low-sim``."""
+"""Télétransmission commands: ``pes inspect``, ``actes parse``, ``tdt poll``, ``s2low-sim``."""
 
 from __future__ import annotations
 
@@ -69,6 +69,34 @@ def cmd_actes_parse(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_tdt_poll(args: argparse.Namespace) -> int:
+    """Fetch unread préfecture letters and PES_Retour of one entity into documents (run it periodically)."""
+    from flowbus import log as flog
+    from flowbus.app import build
+    from flowbus.connectors.tdt.inbox import collect_pes_retours, collect_prefecture_letters
+    from flowbus.errors import FlowbusError
+    from flowbus.settings import Settings
+    settings = Settings()
+    flog.configure(settings.log_format, settings.log_level)
+    rt = await build(settings)
+    out: dict[str, Any] = {}
+    try:
+        if args.letters_flow:
+            out["letters"] = await collect_prefecture_letters(rt, instance_id=args.actes_instance, entity_id=args.entity,
+                                                              flow_id=args.letters_flow, start=not args.no_start)
+        if args.retours_flow:
+            out["pes_retours"] = await collect_pes_retours(rt, instance_id=args.helios_instance, entity_id=args.entity,
+                                                           flow_id=args.retours_flow, start=not args.no_start)
+    except FlowbusError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await rt.close()
+    json.dump(out, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
 def cmd_s2low_sim(args: argparse.Namespace) -> int:
     from flowbus.connectors.tdt import s2low_sim
     argv = ["--host", args.host, "--port", str(args.port), "--delay-ar", str(args.delay_ar),
@@ -89,6 +117,17 @@ def register(sub: Any) -> None:
     parse = actes_sub.add_parser("parse", help="parse an ACTES message (AR, anomaly, letter…) to JSON")
     parse.add_argument("file")
     parse.set_defaults(func=cmd_actes_parse)
+
+    tdt = sub.add_parser("tdt", help="télétransmission (S²LOW)")
+    tdt_sub = tdt.add_subparsers(dest="tdt_command", metavar="COMMAND")
+    poll = tdt_sub.add_parser("poll", help="fetch unread préfecture letters and PES_Retour of an entity as documents")
+    poll.add_argument("--entity", required=True)
+    poll.add_argument("--actes-instance", default="s2low-actes")
+    poll.add_argument("--letters-flow", help="flow of the documents created for préfecture letters")
+    poll.add_argument("--helios-instance", default="s2low-helios")
+    poll.add_argument("--retours-flow", help="flow of the documents created for PES_Retour files")
+    poll.add_argument("--no-start", action="store_true", help="create the documents without starting their flow")
+    poll.set_defaults(func=cmd_tdt_poll)
 
     sim = sub.add_parser("s2low-sim", help="run the S²LOW simulator (demo, tests)")
     sim.add_argument("--host", default="127.0.0.1")

@@ -69,6 +69,50 @@ states:
 """
 
 
+COURRIER = """
+id: courrier
+label: "Courrier de la préfecture"
+description: "Courrier reçu de la préfecture et sa réponse"
+fields:
+  - {name: title, type: text, label: "Titre"}
+  - {name: letter_type, type: text, label: "Type de courrier"}
+  - {name: letter_label, type: text, label: "Courrier"}
+  - {name: id_acte, type: text, label: "Identifiant de l'acte"}
+  - {name: letter_date, type: date, label: "Date du courrier"}
+  - {name: letter_text, type: text, label: "Texte"}
+  - {name: letter_transaction_id, type: text, label: "Transaction du courrier"}
+  - {name: related_transaction_id, type: text, label: "Transaction de l'acte"}
+  - {name: acte_document_id, type: text, label: "Document de l'acte"}
+  - {name: type_envoie, type: number, label: "Type de réponse"}
+  - {name: courrier, type: files, label: "Courrier"}
+  - {name: courrier_xml, type: file, label: "Message ACTES"}
+  - {name: reponse, type: file, label: "Réponse"}
+  - {name: ar_reponse, type: file, label: "AR de la réponse"}
+steps:
+  - id: reponse
+    label: "Réponse à la préfecture"
+    family: tdt-actes
+    connector: s2low-actes
+    params: {action: reply}
+    wait: {check_every: 1s, deadline: 1h}
+"""
+
+RETOUR = """
+id: pes-retour
+label: "PES Retour"
+description: "PES_Retour reçu d'Hélios"
+fields:
+  - {name: title, type: text, label: "Titre"}
+  - {name: pes_retour_nomfic, type: text, label: "NomFic"}
+  - {name: pes_retour_typfic, type: text, label: "TypFic"}
+  - {name: pes_id_coll, type: text, label: "IdColl"}
+  - {name: pes_cod_col, type: text, label: "CodCol"}
+  - {name: pes_dte_str, type: date, label: "Date"}
+  - {name: pes_retour, type: file, label: "PES_Retour"}
+steps: []
+"""
+
+
 @pytest.fixture
 async def s2low() -> AsyncIterator[S2lowSimulator]:
     sim = S2lowSimulator(delays={"transmit": timedelta(milliseconds=200), "ar": timedelta(milliseconds=800),
@@ -85,6 +129,8 @@ def tdt_config(tmp_path: Path, s2low: S2lowSimulator) -> Path:
     (cfg / "connectors").mkdir()
     (cfg / "flows" / "deliberation.yml").write_text(textwrap.dedent(DELIBERATION))
     (cfg / "flows" / "pes.yml").write_text(textwrap.dedent(PES))
+    (cfg / "flows" / "courrier.yml").write_text(textwrap.dedent(COURRIER))
+    (cfg / "flows" / "pes-retour.yml").write_text(textwrap.dedent(RETOUR))
     shutil.copy(ROOT / "config" / "flows" / "demo.yml", cfg / "flows" / "demo.yml")
     (cfg / "connectors" / "demo.yml").write_text(
         "instances:\n  - {id: demo-notify, family: notify, kind: test, entity: null, settings: {}}\n")
@@ -205,3 +251,45 @@ async def test_worker_restart_while_100_acts_wait_for_their_ar(runtime_factory, 
     assert len({d.fields["ar_identifier"] for d in finals}) == 100
     assert all(s2low.count("post_acte", f"DEL_{i:03d}") == 1 for i in range(100))
     assert s2low.count("post_acte") == 100 and all(s2low.transmissions(f"DEL_{i:03d}") == 1 for i in range(100))
+
+
+async def test_prefecture_letter_becomes_a_document_and_is_answered(runtime_factory, tdt_config, s2low, wait_state,
+                                                                    pdf, shared: Path):
+    from flowbus.connectors.tdt.inbox import collect_pes_retours, collect_prefecture_letters
+    rt = await runtime_factory("embedded", config_dir=tdt_config)
+    ent = await create_entity(rt, name="Commune", siren=None, parent=None, actor_name="test")
+    acte = await _deliberation(rt, ent.id, "DEL_PC", pdf)
+    done = await wait_state(rt, acte.id, "done", timeout=30)
+    s2low.send_letter(done.fields["tdt_transaction_id"], "DemandePieceComplementaire",
+                      text="Merci de transmettre le procès-verbal de la séance")
+    created = await collect_prefecture_letters(rt, instance_id="s2low-actes", entity_id=ent.id, flow_id="courrier",
+                                               start=False)
+    assert len(created) == 1
+    assert await collect_prefecture_letters(rt, instance_id="s2low-actes", entity_id=ent.id,
+                                            flow_id="courrier") == []  # marked read: not twice
+    letter = await documents.get_document(rt, created[0])
+    assert letter.fields["letter_type"] == "demande_pieces"
+    assert letter.fields["letter_text"] == "Merci de transmettre le procès-verbal de la séance"
+    assert letter.fields["id_acte"] == done.fields["ar_identifier"]
+    assert letter.fields["acte_document_id"] == acte.id
+    assert [f.filename.endswith(".pdf") for f in letter.files_of("courrier")] == [True]
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield pdf
+
+    await documents.update_fields(rt, letter.id, {"type_envoie": 4}, actor="agent")
+    await documents.attach_file(rt, letter.id, "reponse", filename="pv.pdf", media_type="application/pdf",
+                                chunks=chunks(), actor="agent")
+    await documents.run_action(rt, letter.id, "start", actor="agent")
+    answered = await wait_state(rt, letter.id, "done", timeout=30)
+    assert answered.fields["tdt_status"] == "reponse_acquittee"
+    ar = answered.files_of("ar_reponse")[0]
+    assert parse_message(await rt.blobs.read(ar.blob_key)).root == "ARPieceComplementaire"
+    assert s2low.count("reply") == 1
+
+    retour = (shared / "samples" / "pes" / "HELIOS_SIMU_RETOUR_1565181244_184723364.xml").read_bytes()
+    s2low.add_pes_retour("HELIOS_SIMU_RETOUR.xml", retour)
+    (doc_id,) = await collect_pes_retours(rt, instance_id="s2low-helios", entity_id=ent.id, flow_id="pes-retour")
+    stored = await documents.get_document(rt, doc_id)
+    assert stored.fields["pes_retour_typfic"] == "PESRETOUR_DEP" and stored.fields["pes_id_coll"] == "12345678900012"
+    assert await rt.blobs.read(stored.files_of("pes_retour")[0].blob_key) == retour

@@ -184,6 +184,8 @@ class TdtActesConnector(_S2lowBase):
     async def start(self, ctx: StepContext) -> Outcome:
         if ctx.params.get("action") == "cancel":
             return await self._start_cancel(ctx)
+        if ctx.params.get("action") == "reply":
+            return await self._start_reply(ctx)
         if ctx.data.get("transaction_id"):
             return await self.check(ctx)
         s = self.instance.settings
@@ -227,6 +229,8 @@ class TdtActesConnector(_S2lowBase):
             raise PermanentError("aucune transaction S²LOW connue pour cette étape : relancez l'étape")
         if ctx.data.get("action") == "cancel":
             return await self._check_cancel(ctx)
+        if ctx.data.get("action") == "reply":
+            return await self._check_reply(ctx)
         client = self.client()
         st = await client.get_acte_status(str(tid))
         if st.status in (1, 2, 3, 17, 18):
@@ -302,6 +306,57 @@ class TdtActesConnector(_S2lowBase):
                                 message=f"Annulation acquittée par la préfecture le {msg.date}")
         if st.status in (-1, 6):
             return Outcome.rejected(st.message or "annulation refusée", data=dict(ctx.data))
+        return Outcome.waiting(self.check_in(ctx), data=dict(ctx.data))
+
+    async def _start_reply(self, ctx: StepContext) -> Outcome:
+        """Answer the préfecture letter this document carries (created by ``inbox.collect_prefecture_letters``).
+
+        Fields: ``letter_transaction_id``, ``type_envoie`` (2 réponse à un courrier simple, 3 refus, 4 envoi
+        des pièces / réponse); files ``reponse`` (the answer, PDF) and ``reponse_annexes`` (3-4 only).
+        """
+        if ctx.data.get("transaction_id"):
+            return await self.check(ctx)
+        f = ctx.document.fields
+        letter = f.get("letter_transaction_id")
+        if not letter:
+            raise PermanentError("le document ne porte pas de courrier de la préfecture auquel répondre",
+                                 field="letter_transaction_id")
+        try:
+            type_envoie = int(f.get("type_envoie") or 4)
+        except (TypeError, ValueError):
+            raise PermanentError(f"type_envoie {f.get('type_envoie')!r} invalide : 2, 3 ou 4",
+                                 field="type_envoie") from None
+        key = f"reponse:{ctx.document.entity_id}:{letter}"
+        rid = await self.recorded(key)
+        if rid is None:
+            ref = ctx.file("reponse")
+            document = A.ActeFile(ref.filename, await ctx.file_bytes("reponse"), f.get("type_acte") or "99_AU")
+            annexes = tuple([A.ActeFile(r.filename, await ctx.file_bytes("reponse_annexes", i), "99_AU")
+                             for i, r in enumerate(ctx.files("reponse_annexes"))])
+            for item in (document, *annexes):
+                if item.media_type != "application/pdf":
+                    raise PermanentError(f"la réponse {item.filename!r} doit être un PDF", field="reponse")
+            rid = await self.reply(str(letter), type_envoie, document, annexes)
+            await self.record(key, rid, ctx.document.id)
+        return Outcome.waiting(self.check_in(ctx), data={"transaction_id": rid, "action": "reply",
+                                                         "letter_type": f.get("letter_type")},
+                               fields={"reponse_transaction_id": rid, "tdt_status": "reponse_transmise"},
+                               message=f"Réponse à la préfecture déposée (transaction {rid})")
+
+    async def _check_reply(self, ctx: StepContext) -> Outcome:
+        st = await self.client().get_acte_status(str(ctx.data["transaction_id"]))
+        if st.status in (-1, 6, 10):
+            return Outcome.rejected(st.message or "réponse refusée", data=dict(ctx.data))
+        if st.status in (4, 11) and st.payload:
+            msg = parse_message(st.payload)
+            f = await ctx.new_file("ar_reponse", f"AR-reponse-{ctx.data['transaction_id']}.xml", "application/xml",
+                                   st.payload)
+            return Outcome.done(fields={"tdt_status": "reponse_acquittee",
+                                        "reponse_ar_date": msg.date.isoformat() if msg.date else None},
+                                files=[f], data=dict(ctx.data), message="La préfecture a acquitté la réponse")
+        if st.status >= 3 and ctx.data.get("letter_type") == "courrier_simple":
+            return Outcome.done(fields={"tdt_status": "reponse_transmise"}, data=dict(ctx.data),
+                                message="Réponse au courrier simple transmise (pas d'accusé de réception)")
         return Outcome.waiting(self.check_in(ctx), data=dict(ctx.data))
 
     # ---- préfecture messages (a global job calls these; marking read happens only after persisting) --
