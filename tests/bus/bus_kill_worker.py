@@ -1,6 +1,6 @@
 """A bus consumer in its own process, for the contract suite to kill with SIGKILL mid-batch.
 
-Usage: python bus_kill_worker.py embedded <sqlite path> <queue> <effects file>
+Usage: python bus_kill_worker.py embedded <sqlite path | postgresql:// DSN> <queue> <effects file>
        python bus_kill_worker.py rabbitmq <amqp url> <prefix> <queue> <effects file>
 
 The handler performs its effect (append the message key to the effects file, one write per
@@ -15,14 +15,19 @@ import os
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 
 async def main(argv: list[str]) -> None:
     kind = argv[0]
     if kind == "embedded":
         from flowbus.bus.embedded import EmbeddedBus
-        from flowbus.store.sqlite import SQLiteStore
-        store = SQLiteStore(Path(argv[1]))
+        if argv[1].startswith("postgresql://"):
+            from flowbus.store.postgres import PostgresStore
+            store: Any = PostgresStore(argv[1])
+        else:
+            from flowbus.store.sqlite import SQLiteStore
+            store = SQLiteStore(Path(argv[1]))
         await store.open()
         bus = EmbeddedBus(store, lease=timedelta(seconds=1))
         queue, effects = argv[2], Path(argv[3])

@@ -1,4 +1,4 @@
-"""Bus contract: the same cases against the embedded bus (SQLite) and RabbitMQ.
+"""Bus contract: the same cases against the embedded bus (on SQLite and on PostgreSQL) and RabbitMQ.
 
 RabbitMQ is this machine's broker (SERVICES.md); each test uses its own queue prefix and
 deletes its queues at teardown.  When the broker is unreachable the rabbitmq cases fail in CI
@@ -33,24 +33,38 @@ FAST_BACKOFF = timedelta(milliseconds=20)
 class BusEnv:
     """Opens buses of one kind on the same durable place (SQLite file / queue prefix)."""
 
-    def __init__(self, kind: str, tmp: Path, amqp_url: str | None) -> None:
+    def __init__(self, kind: str, tmp: Path, amqp_url: str | None, dsn: str | None = None) -> None:
         self.kind = kind
+        self.dsn = dsn
         self.tmp = tmp
         self.amqp_url = amqp_url
         self.prefix = f"t{uuid.uuid4().hex[:10]}"
         self.db = tmp / "bus.sqlite3"
         self.buses: list[Any] = []
-        self.stores: list[SQLiteStore] = []
+        self.stores: list[Any] = []
 
-    async def store(self) -> SQLiteStore:
-        store = SQLiteStore(self.db)
+    @property
+    def embedded(self) -> bool:
+        return self.kind.startswith("embedded")
+
+    @property
+    def location(self) -> str:
+        """Where the embedded bus keeps its messages: the SQLite file or the PostgreSQL DSN."""
+        return self.dsn if self.dsn else str(self.db)
+
+    async def store(self) -> Any:
+        if self.dsn:
+            from flowbus.store.postgres import PostgresStore
+            store: Any = PostgresStore(self.dsn)
+        else:
+            store = SQLiteStore(self.db)
         await store.open()
         await store.migrate()
         self.stores.append(store)
         return store
 
     async def open(self) -> Any:
-        if self.kind == "embedded":
+        if self.embedded:
             from flowbus.bus.embedded import EmbeddedBus
             bus: Any = EmbeddedBus(await self.store(), lease=timedelta(seconds=1), backoff_base=FAST_BACKOFF)
         else:
@@ -74,10 +88,11 @@ class BusEnv:
             await store.close()
 
 
-@pytest.fixture(params=["embedded", "rabbitmq"])
+@pytest.fixture(params=["embedded", "embedded-postgres", "rabbitmq"])
 async def env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BusEnv]:
     amqp = request.getfixturevalue("amqp_url") if request.param == "rabbitmq" else None
-    e = BusEnv(request.param, tmp_path, amqp)
+    dsn = request.getfixturevalue("pg_database") if request.param == "embedded-postgres" else None
+    e = BusEnv(request.param, tmp_path, amqp, dsn)
     yield e
     await e.close()
 
@@ -278,7 +293,7 @@ async def test_10000_messages_consumer_killed_midway_none_lost(env: BusEnv, tmp_
     total = 10_000
     bus = await env.open()
     sent = [msg(i, "big") for i in range(total)]
-    if env.kind == "embedded":
+    if env.embedded:
         async with env.stores[0].transaction() as tx:
             for m in sent:
                 await bus.publish(m, tx=tx)
@@ -288,8 +303,8 @@ async def test_10000_messages_consumer_killed_midway_none_lost(env: BusEnv, tmp_
     assert await bus.pending("big") == total
 
     effects = tmp_path / "effects.txt"
-    args = [str(env.db), "big"] if env.kind == "embedded" else [env.amqp_url or "", env.prefix, "big"]
-    proc = subprocess.Popen([sys.executable, str(WORKER), env.kind, *args, str(effects)], cwd=ROOT,
+    args = [env.location, "big"] if env.embedded else [env.amqp_url or "", env.prefix, "big"]
+    proc = subprocess.Popen([sys.executable, str(WORKER), "embedded" if env.embedded else "rabbitmq", *args, str(effects)], cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE)
     try:
         await wait_until(lambda: effects.exists() and effects.read_text().count("\n") >= 3000, 30,
