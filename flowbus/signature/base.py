@@ -48,8 +48,13 @@ class Verification:
 
 
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    if cert.issuer != issuer.subject:
+    if cert.issuer != issuer.subject or cert == issuer:
         return False
+    try:
+        if not issuer.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+            return False  # an end-entity certificate cannot issue others
+    except x509.ExtensionNotFound:
+        pass  # old v1 roots carry no extensions
     try:
         cert.verify_directly_issued_by(issuer)
     except (InvalidSignature, ValueError, TypeError):

@@ -65,3 +65,20 @@ def test_pki_follows_the_injected_clock(tmp_path):
     load_pkcs12(other.seal_p12.read_bytes(), "flowbus", now=then)
     with pytest.raises(PermanentError):
         load_pkcs12(other.seal_p12.read_bytes(), "flowbus")  # not valid yet today
+
+
+def test_chain_status_refuses_an_end_entity_as_issuer(pki):
+    """A certificate 'issued' by the seal (not a CA) never chains to the trusted root."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from flowbus.signature.base import chain_status
+    from flowbus.signature.pki import _issue, _name
+
+    now = datetime.now(UTC)
+    forged = _issue(pki.seal, _name("Faux signataire"), rsa.generate_private_key(public_exponent=65537, key_size=2048),
+                    now - timedelta(days=1), now + timedelta(days=30))
+    forged.verify_directly_issued_by(pki.seal.certificate)  # cryptographically issued by the seal…
+    status, path = chain_status(forged, [pki.seal.certificate], pki.trusted, now)
+    assert status == "untrusted" and path == [forged]  # …but the seal is not a CA
+    assert chain_status(pki.seal.certificate, [], pki.trusted, now)[0] == "trusted"
+    assert chain_status(pki.ca.certificate, [], pki.trusted, now)[0] == "trusted"
