@@ -339,3 +339,39 @@ async def test_restart_while_100_acts_wait_for_their_ar(fake_runtime, sim, clock
     assert all(sim.count("post_acte", f"DEL_{i:03d}") == 1 and sim.transmissions(f"DEL_{i:03d}") == 1
                for i in range(100))
     assert sim.count("post_acte") == 100
+
+
+async def test_newer_classification_in_the_ar_triggers_a_request(fake_runtime, sim, clock, pdf):
+    from flowbus.connectors.tdt.classification import sample_classification
+    rt = fake_runtime
+    conn = TdtActesConnector(_instance(sim), rt)
+    doc = await _document(rt, *_deliberation(pdf))
+    out = await conn.start(_ctx(rt, conn.instance, doc))
+    sim.classification = sample_classification(date(2025, 9, 1))  # the préfecture publishes a new classification
+    clock.advance(hours=3)
+    done = await conn.check(_ctx(rt, conn.instance, doc, out.data))
+    assert done.status == "done"
+    assert sim.count("classification_request") == 1
+    assert await conn.classifications.get(conn.instance.id, "mairie-test") is None
+    assert (await conn.classification("mairie-test")).date == date(2025, 9, 1)
+
+
+def test_simulator_runs_as_a_program(tmp_path):
+    import json
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "flowbus.connectors.tdt.s2low_sim", "--port", str(port)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        info = json.loads(proc.stdout.readline())
+        assert info["url"] == f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(f"{info['url']}/api/test-connexion.php", timeout=5) as r:
+            assert r.read() == b"OK\n"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

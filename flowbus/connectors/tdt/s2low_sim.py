@@ -316,12 +316,14 @@ class S2lowSimulator:
         assert t.acte is not None and t.archive is not None
         doc_name = t.archive.members[2]
         annex_names = list(t.archive.members[3:])
+        posted_with = self.classification.date
         if outcome == "ar":
-            ar = M.build_ar_acte(t.acte, id_acte=t.archive.id_acte, date_reception=final_at.date(),
-                                 classification_date=self.classification.date,
-                                 classification_en_cours=self.classification.date,
-                                 document_name=doc_name, annex_names=annex_names)
-            t.timeline.append((final_at, 4, ar))
+            def ar() -> bytes:  # written when the préfecture answers: it names its classification of that day
+                return M.build_ar_acte(t.acte, id_acte=t.archive.id_acte, date_reception=final_at.date(),
+                                       classification_date=posted_with,
+                                       classification_en_cours=self.classification.date,
+                                       document_name=doc_name, annex_names=annex_names)
+            t.timeline.append((final_at, 4, ar))  # type: ignore[arg-type]
         elif outcome == "anomaly":
             nature, detail = (self.anomaly[0], reason) if reason else self.anomaly
             xml = M.build_anomalie_acte(t.acte, on=final_at.date(), nature=nature, detail=detail,
@@ -352,6 +354,8 @@ class S2lowSimulator:
         if t is None:
             return self._ko("La transaction n'existe pas")
         status, payload = t.status_at(self._now())
+        if callable(payload):
+            payload = payload()
         body = b"OK\n" + str(status).encode() + b"\n" + payload
         return web.Response(body=body, content_type="text/plain", charset="ISO-8859-1")
 

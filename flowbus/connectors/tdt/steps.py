@@ -30,7 +30,7 @@ from flowbus.connectors.tdt.actes_messages import LETTER_LABELS, parse_message
 from flowbus.connectors.tdt.classification import Classification, ClassificationCache, parse_ttl
 from flowbus.connectors.tdt.helios import check_pes_aller, parse_pes_acquit, parse_pes_retour
 from flowbus.connectors.tdt.s2low import DUPLICATE_NUMBER, S2lowClient, S2lowKO, ssl_context
-from flowbus.errors import PermanentError, ValidationError
+from flowbus.errors import PermanentError, TransientError, ValidationError
 
 SECRETS = frozenset({"password", "client_cert_password", "client_cert_p12_base64"})
 NATURE_BY_ABBREV = {v: k for k, v in A.NATURES.items()}
@@ -272,12 +272,19 @@ class TdtActesConnector(_S2lowBase):
         raise PermanentError(f"statut S²LOW inattendu pour la transaction {tid} : {st.status} ({st.label})")
 
     async def _note_classification(self, ctx: StepContext, en_cours: date | None) -> None:
-        """A newer ``ClassificationDateVersionEnCours`` makes the cached classification stale."""
+        """A newer ``ClassificationDateVersionEnCours`` makes the cached classification stale: drop it and ask
+        the préfecture for the new one (7-1), so the next act is checked against it (tdt.md §6.4)."""
         if en_cours is None:
             return
         cached = await self.classifications.get(self.instance.id, ctx.document.entity_id)
         if cached is not None and cached.classification.date < en_cours:
             await self.classifications.invalidate(self.instance.id, ctx.document.entity_id)
+            try:
+                await self.client().request_classification()
+            except (S2lowKO, TransientError) as exc:  # best effort: the AR itself is what this step waited for
+                ctx.log.warning("tdt.classification.request_failed", error=str(exc))
+            ctx.log.info("tdt.classification.stale", cached=cached.classification.date.isoformat(),
+                         current=en_cours.isoformat())
 
     async def _start_cancel(self, ctx: StepContext) -> Outcome:
         if ctx.data.get("transaction_id"):
