@@ -38,6 +38,20 @@ class VisibleSignature:
     box: tuple[int, int, int, int] = (340, 40, 560, 100)
 
 
+class _ClockedPdfSigner(signers.PdfSigner):
+    """pyHanko's PdfSigner with the signing time (the /M entry, the visible block) taken from ``now``."""
+
+    def __init__(self, *args: object, now: datetime | None = None, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self._now = now
+
+    def init_signing_session(self, pdf_out, existing_fields_only=False):  # noqa: ANN001 (pyHanko's signature)
+        session = super().init_signing_session(pdf_out, existing_fields_only=existing_fields_only)
+        if self._now is not None:
+            session.system_time = self._now
+        return session
+
+
 def _open(data: bytes, field_name: str = "document") -> PdfFileReader:
     if not data.lstrip()[:5].startswith(b"%PDF"):
         raise PermanentError("the file is not a PDF (no %PDF header)", field=field_name)
@@ -83,8 +97,8 @@ def sign_pdf(data: bytes, key: SigningKey, *, now: datetime | None = None, tsa_u
         field_spec = fields.SigFieldSpec(sig_field_name=name, on_page=page, box=visible.box)
         stamp = TextStampStyle(stamp_text="Signé par %(signer)s\nle %(ts)s",
                                timestamp_format="%d/%m/%Y à %H:%M %Z", border_width=1)
-    pdf_signer = signers.PdfSigner(meta, signer=pyhanko_signer(key), timestamper=timestamper(tsa_url),
-                                   stamp_style=stamp, new_field_spec=field_spec)
+    pdf_signer = _ClockedPdfSigner(meta, signer=pyhanko_signer(key), timestamper=timestamper(tsa_url),
+                                   stamp_style=stamp, new_field_spec=field_spec, now=now)
     out = BytesIO()
     try:
         run_sync(pdf_signer.async_sign_pdf(writer, output=out, appearance_text_params={"signer": key.subject}))
@@ -103,12 +117,15 @@ def verify_pdf(data: bytes, *, trusted: list[x509.Certificate] | None = None,
     allowed updates (form filling, validation data, timestamps) was added after it.
     """
     reader = _open(data)
-    context = ValidationContext(trust_roots=list(_asn1(trusted or [])), allow_fetching=False,
-                                moment=now)
     results = []
     for embedded in reader.embedded_signatures:
         errors: list[str] = []
         try:
+            # pyHanko is used for integrity only: the chain is judged by chain_status() below, the same
+            # way for every format.  Giving it the embedded certificates as roots keeps its path
+            # building from failing (and logging errors) on chains we judge ourselves.
+            roots = [embedded.signer_cert, *embedded.other_embedded_certs, *_asn1(trusted or [])]
+            context = ValidationContext(trust_roots=roots, allow_fetching=False, moment=now)
             status = run_sync(async_validate_pdf_signature(embedded, signer_validation_context=context))
         except Exception as exc:  # pyHanko raises on malformed signature dictionaries
             results.append(Verification("pades", None, None, "unknown", False, reference=embedded.field_name,

@@ -131,3 +131,14 @@ def test_pades_refuses_encrypted_and_broken_pdfs(pki, pdf5):
     with pytest.raises(PermanentError):
         sign_pdf(b"%PDF-1.7\n garbage with no xref", pki.seal)
     assert verify(make_test_pdf(2)) == []  # unsigned PDF: no signature found
+
+
+def test_signing_time_follows_the_injected_clock(pki, pdf5):
+    when = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=5)
+    [pades] = verify(sign_pdf(pdf5, pki.seal, now=when))
+    assert pades.signed_at == when and pades.chain_status == "unknown" and pades.ok
+    [cades] = verify(b"data", detached=sign_cades(b"data", pki.seal, now=when))
+    assert cades.signed_at == when
+    # Judged three years later, the seal certificate has expired.
+    [late] = verify(b"data", detached=sign_cades(b"data", pki.seal, now=when), now=when + timedelta(days=3 * 365))
+    assert late.chain_status == "expired" and late.intact and not late.ok
