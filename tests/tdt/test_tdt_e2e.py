@@ -1,4 +1,4 @@
-"""Through the engine (embedded backends): délibération → tdt-actes → AR; PES → tdt-helios → PES_Acquit;
+"""Through the engine (embedded backends; the AR and acquit cases on PostgreSQL + RabbitMQ + S3 too): délibération → tdt-actes → AR; PES → tdt-helios → PES_Acquit;
 TdT down then an administrator's retry; refusal; worker restart while 100 acts wait for their AR."""
 
 from __future__ import annotations
@@ -164,9 +164,9 @@ async def _deliberation(rt: Any, entity_id: str, numero: str, pdf: bytes, **fiel
     return doc
 
 
-async def test_deliberation_to_ar_visible_through_the_api(runtime_factory, tdt_config, s2low, wait_state,
+async def test_deliberation_to_ar_visible_through_the_api(backend, runtime_factory, tdt_config, s2low, wait_state,
                                                           server_factory, pdf):
-    rt = await runtime_factory("embedded", config_dir=tdt_config)
+    rt = await runtime_factory(backend, config_dir=tdt_config)
     ent = await create_entity(rt, name="Commune de Test", siren=None, parent=None, actor_name="test")
     doc = await _deliberation(rt, ent.id, "DEL_2026_001", pdf)
     done = await wait_state(rt, doc.id, "done", timeout=30)
@@ -211,8 +211,8 @@ async def test_refusal_and_anomaly_reach_the_refused_state(runtime_factory, tdt_
     assert "Anomalie" in anomaly.fields["rejection_reason"] and anomaly.fields["tdt_status"] == "anomalie"
 
 
-async def test_pes_to_acquit(runtime_factory, tdt_config, s2low, wait_state, make_pes):
-    rt = await runtime_factory("embedded", config_dir=tdt_config)
+async def test_pes_to_acquit(backend, runtime_factory, tdt_config, s2low, wait_state, make_pes):
+    rt = await runtime_factory(backend, config_dir=tdt_config)
     ent = await create_entity(rt, name="Commune", siren=None, parent=None, actor_name="test")
     doc = await documents.create_document(rt, entity_id=ent.id, flow_id="pes", fields={"title": "Mandats"},
                                           actor="test")

@@ -102,7 +102,7 @@ class Emetteur:
     siren: str
     departement: str
     arrondissement: int = 0
-    nature: str = "02"  # code nature de la collectivité, 2 digits (02 = commune? per the préfecture's table)
+    nature: str = "02"  # code nature de la collectivité (2 digits), as the préfecture registered the account
     adresses_retour: tuple[str, ...] = ()
     referent_nom: str | None = None
     referent_telephone: str | None = None
