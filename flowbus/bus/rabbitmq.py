@@ -52,6 +52,7 @@ H_ERROR = "x-flowbus-error"
 H_ATTEMPTS = "x-flowbus-attempts"
 H_FAILED_AT = "x-flowbus-failed-at"
 DELAY_EXPIRES_MARGIN_MS = 10 * 60 * 1000  # a delay bucket lives this long after its TTL once unused
+MAX_TTL_MS = 4_000_000_000  # x-message-ttl must fit in 32 bits (≈ 46 days here)
 REDECLARE_AFTER_S = 5 * 60  # redeclare a bucket before publishing if declared longer ago (see x-expires)
 RETRYABLE = (*CONNECTION_EXCEPTIONS, ChannelInvalidStateError, ConnectionError, asyncio.TimeoutError)
 START_HINT = "start RabbitMQ: rabbitmq-server -detached && rabbitmqctl await_startup"
@@ -148,6 +149,9 @@ class RabbitMQBus:
         if delay is None or delay <= timedelta(0):
             return work
         ms = delay_bucket_ms(delay)
+        if ms > MAX_TTL_MS:  # RabbitMQ refuses a larger x-message-ttl; the handler sees it early and waits again
+            log.warning("bus.delay_capped", queue=queue, delay_s=delay.total_seconds(), capped_s=MAX_TTL_MS / 1000)
+            ms = MAX_TTL_MS
         name = self.delay_queue(queue, ms)
         await self._declare(name, {**QUORUM, "x-message-ttl": ms, "x-dead-letter-exchange": "",
                                    "x-dead-letter-routing-key": work, "x-dead-letter-strategy": "at-least-once",
