@@ -1,0 +1,133 @@
+"""Engine benchmark: documents/s through a 4-step flow of instant test connectors, and step-to-step
+latency p50/p99 at a steady 100 documents/s — on the embedded backend and on PostgreSQL + RabbitMQ + S3.
+
+    .venv/bin/python bench/bench_engine.py [--documents 2000] [--rate 100] [--seconds 10]
+
+Targets (2-core machine): ≥ 500 documents/s embedded; p99 step-to-step latency < 50 ms at 100 documents/s.
+Step-to-step latency: from the commit that enters a step (its message is published) to the moment
+a worker starts that step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import Backends, configure_quiet_logs  # noqa: E402
+
+
+def config(tmp: Path) -> Path:
+    cfg = tmp / "bench-config"
+    (cfg / "flows").mkdir(parents=True, exist_ok=True)
+    (cfg / "connectors").mkdir(exist_ok=True)
+    (cfg / "connectors" / "c.yml").write_text(
+        "instances:\n  - {id: instant, family: notify, kind: test, entity: null, settings: {}}\n")
+    (cfg / "flows" / "four.yml").write_text(textwrap.dedent("""\
+        id: four
+        label: "Quatre étapes"
+        description: "Banc d'essai"
+        fields:
+          - {name: title, type: text, label: "Titre"}
+        steps:
+          - {id: s1, label: "1", family: notify, connector: instant}
+          - {id: s2, label: "2", family: notify, connector: instant}
+          - {id: s3, label: "3", family: notify, connector: instant}
+          - {id: s4, label: "4", family: notify, connector: instant}
+        """))
+    return cfg
+
+
+async def _create(rt, entity_id: str, n: int) -> list[str]:
+    from flowbus import documents
+    ids = []
+    for i in range(n):
+        doc = await documents.create_document(rt, entity_id=entity_id, flow_id="four", fields={"title": f"d{i}"},
+                                              actor="bench")
+        ids.append(doc.id)
+    return ids
+
+
+async def _done_count(rt, entity_id: str) -> int:
+    async with rt.store.transaction() as tx:
+        return int(await tx.fetchval("SELECT COUNT(*) FROM documents WHERE entity_id = $1 AND state = 'done'",
+                                     entity_id))
+
+
+async def _wait_done(rt, entity_id: str, n: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while await _done_count(rt, entity_id) < n:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {await _done_count(rt, entity_id)}/{n} documents done after {timeout}s")
+        await asyncio.sleep(0.2)
+
+
+async def throughput(backends: Backends, kind: str, n: int, workers: int) -> float:
+    from flowbus import documents
+    from flowbus.api.entities import create_entity
+    rt = await backends.runtime(kind, config_dir=config(backends.tmp), workers=workers)
+    ent = await create_entity(rt, name="Bench", siren=None, parent=None, actor_name="bench")
+    ids = await _create(rt, ent.id, n)
+    for chunk in range(0, n, 200):  # queue every first step, then let the workers run
+        await asyncio.gather(*(documents.run_action(rt, d, "start", actor="bench") for d in ids[chunk:chunk + 200]))
+    start = time.perf_counter()
+    await rt.engine.start_workers()
+    await _wait_done(rt, ent.id, n, timeout=600)
+    elapsed = time.perf_counter() - start
+    await rt.engine.stop()
+    return n / elapsed
+
+
+async def latency(backends: Backends, kind: str, rate: float, seconds: float, workers: int) -> tuple[float, float, int]:
+    from flowbus import documents
+    from flowbus.api.entities import create_entity
+    rt = await backends.runtime(kind, config_dir=config(backends.tmp), workers=workers)
+    ent = await create_entity(rt, name="Latence", siren=None, parent=None, actor_name="bench")
+    n = int(rate * seconds)
+    ids = await _create(rt, ent.id, n)
+    await rt.engine.start_workers()
+    rt.engine.stats["latencies"].clear()
+    interval = 1.0 / rate
+    t0 = time.perf_counter()
+    pending = []
+    for i, doc_id in enumerate(ids):
+        delay = t0 + i * interval - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        pending.append(asyncio.ensure_future(documents.run_action(rt, doc_id, "start", actor="bench")))
+    await asyncio.gather(*pending)
+    await _wait_done(rt, ent.id, n, timeout=120)
+    lat = sorted(rt.engine.stats["latencies"])
+    await rt.engine.stop()
+    return statistics.median(lat) * 1000, lat[max(0, int(len(lat) * 0.99) - 1)] * 1000, len(lat)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--documents", type=int, default=2000)
+    parser.add_argument("--rate", type=float, default=100)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--workers", type=int, default=32, help="concurrent step runs per worker")
+    parser.add_argument("--backends", default="embedded,scaleout")
+    args = parser.parse_args()
+    configure_quiet_logs()
+    backends = Backends()
+    try:
+        for kind in args.backends.split(","):
+            rate = await throughput(backends, kind, args.documents, args.workers)
+            print(f"{kind:9s} 4-step flow, instant connectors: {rate:8.1f} documents/s "
+                  f"({rate * 4:.0f} steps/s, {args.documents} documents)", flush=True)
+            p50, p99, samples = await latency(backends, kind, args.rate, args.seconds, args.workers)
+            print(f"{kind:9s} step-to-step latency at {args.rate:.0f} documents/s: p50 {p50:.1f} ms, "
+                  f"p99 {p99:.1f} ms ({samples} steps)", flush=True)
+    finally:
+        await backends.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
