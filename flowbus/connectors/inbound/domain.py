@@ -23,6 +23,7 @@ from flowbus.store import repo
 
 log = structlog.get_logger(__name__)
 CHUNK = 256 * 1024
+CONTROL = frozenset({"entity", "siren", "start", "type"})  # how to submit, not document data
 
 
 @dataclass
@@ -68,7 +69,7 @@ def to_flow(rt: Any, flow_id: str, spec: DomainSpec, payload: Payload) -> tuple[
     flow = rt.flow(flow_id)
     fields: dict[str, Any] = {}
     for name, value in payload.form.items():
-        if name in ("entity", "siren", "start") or value in (None, ""):
+        if name in CONTROL or value in (None, ""):
             continue
         candidates = spec.fields.get(name)
         if candidates is None:
@@ -128,11 +129,24 @@ async def read_payload(request: web.Request, spec: DomainSpec) -> Payload:
                 yield chunk
 
         blob = await rt.blobs.put(chunks(), max_size=rt.settings.max_upload_size)
-        media_type = part.headers.get("Content-Type", "application/octet-stream").split(";")[0].strip().lower()
+        media_type = sniff_media_type(part.headers.get("Content-Type", ""), bytes(head), part.filename)
         index = len(payload.files.get(name, []))
         payload.magic[(name, index)] = bytes(head)
         payload.files.setdefault(name, []).append(blob_upload(rt, name, part.filename, media_type, blob))
     return payload
+
+
+def sniff_media_type(declared: str, head: bytes, filename: str) -> str:
+    """The declared type, or (when a client sends none or octet-stream) one read from the first bytes."""
+    media_type = (declared or "").split(";")[0].strip().lower()
+    if media_type and media_type != "application/octet-stream":
+        return media_type
+    if head.startswith(b"%PDF"):
+        return "application/pdf"
+    if head.lstrip().startswith(b"<"):
+        return "application/xml"
+    import mimetypes
+    return mimetypes.guess_type(filename)[0] or "application/octet-stream"
 
 
 async def entity_of(request: web.Request, payload: Payload) -> str:
@@ -160,7 +174,9 @@ def raise_first(errors: list[ValidationError]) -> None:
 
 
 def handler(spec: DomainSpec, *, extra_check: Callable[[Any, Payload], Any] | None = None,
-            flow_for: Callable[[Payload], str] | None = None) -> Callable[[web.Request], Any]:
+            flow_for: Callable[[Payload], str] | None = None,
+            adjust: Callable[[Any, dict[str, Any], Payload], dict[str, Any]] | None = None
+            ) -> Callable[[web.Request], Any]:
     """The POST handler: parse, authorise, validate (``spec.validate`` then ``extra_check``), submit."""
 
     async def post(request: web.Request) -> web.Response:
@@ -174,6 +190,8 @@ def handler(spec: DomainSpec, *, extra_check: Callable[[Any, Payload], Any] | No
         flow_id = flow_for(payload) if flow_for else spec.flow_id(rt, payload)
         rt.flow(flow_id)
         fields, uploads = to_flow(rt, flow_id, spec, payload)
+        if adjust is not None:
+            fields = adjust(rt.flow(flow_id), fields, payload)
         start = payload.text("start").lower() not in ("false", "0", "non", "no")
         doc = await submit(rt, entity_id=entity, flow_id=flow_id, fields=fields, uploads=uploads,
                            actor=actor(request), start=start)

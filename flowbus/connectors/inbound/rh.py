@@ -61,20 +61,21 @@ STATUS_ROUTE = "/api/v1/inbound/batches/{id}"
 QUEUE = "inbound-batches"
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 PERIODE = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
-TYPES = {"contrat": "rh-contrat", "arrete": "rh-contrat", "bulletin": "rh-paie"}
+TYPES = {"contrat": "rh-contrat", "bulletin": "rh-paie"}
 LEASE = 300.0
 CHUNK = 1024 * 1024
 
-FIELDS = {"type": ("type_document", "type", "nature"), "agent_nom": ("agent_nom", "nom"),
+FIELDS = {"type_contrat": ("type_contrat",), "agent_nom": ("agent_nom", "nom"),
           "agent_prenom": ("agent_prenom", "prenom"), "agent_matricule": ("agent_matricule", "matricule"),
           "agent_email": ("agent_email", "email", "courriel"), "periode": ("periode", "mois"),
-          "objet": ("objet", "title", "libelle"), "date_effet": ("date_effet",)}
+          "objet": ("objet", "title", "libelle"), "date_effet": ("date_debut", "date_effet"),
+          "date_debut": ("date_debut",)}
 FILES = {"document": ("document", "fichier", "bulletin", "contrat", "pdf")}
 
 
 def _check_agent(get: Any, err: Any, *, kind: str) -> None:
     if kind not in TYPES:
-        err("type", f"type {kind!r} inconnu : contrat, arrete ou bulletin")
+        err("type", f"type {kind!r} inconnu : contrat ou bulletin")
     if not get("agent_nom"):
         err("agent_nom", "le nom de l'agent est obligatoire")
     email = get("agent_email")
@@ -83,6 +84,15 @@ def _check_agent(get: Any, err: Any, *, kind: str) -> None:
     periode = get("periode")
     if kind == "bulletin" and not PERIODE.fullmatch(periode or ""):
         err("periode", f"période {periode!r} invalide : AAAA-MM (mois de paie)")
+
+
+def full_name(flow: Any, fields: dict[str, Any], payload: Payload | None = None,
+              prenom: str | None = None) -> dict[str, Any]:
+    """A flow without a first-name field gets « Prénom Nom » in agent_nom."""
+    prenom = prenom if prenom is not None else (payload.text("agent_prenom") if payload else "")
+    if prenom and "agent_prenom" not in {f.name for f in flow.fields} and fields.get("agent_nom"):
+        fields = {**fields, "agent_nom": f"{prenom} {fields['agent_nom']}"}
+    return fields
 
 
 def validate(p: Payload) -> list[ValidationError]:
@@ -138,8 +148,25 @@ def read_manifest(zf: zipfile.ZipFile) -> list[dict[str, str]]:
     raise ValidationError("l'archive ne contient ni manifest.csv ni manifest.json", field="archive")
 
 
-def check_entries(zf: zipfile.ZipFile, entries: list[dict[str, str]]) -> list[tuple[int, str | None, str | None]]:
-    """One (position, error, field) per entry; error None when the entry is valid."""
+def entry_fields(flow: Any, entry: dict[str, str]) -> dict[str, Any]:
+    """A manifest entry → the flow's fields."""
+    values = {"agent_nom": entry.get("nom", ""), "agent_prenom": entry.get("prenom", ""),
+              "agent_matricule": entry.get("matricule", ""), "agent_email": entry.get("email", ""),
+              "periode": entry.get("periode", ""),
+              "objet": entry.get("objet") or f"Bulletin de paie {entry.get('periode', '')} — "
+                                              f"{entry.get('prenom', '')} {entry.get('nom', '')}".strip()}
+    names = {d: resolve_name(flow, d, c) for d, c in FIELDS.items()}
+    fields = {names[k]: v for k, v in values.items() if names.get(k) and v}
+    return full_name(flow, fields, prenom=values["agent_prenom"])
+
+
+def check_entries(zf: zipfile.ZipFile, entries: list[dict[str, str]],
+                  flow: Any = None) -> list[tuple[int, str | None, str | None]]:
+    """One (position, error, field) per entry; error None when the entry is valid.
+
+    With ``flow``, an entry that passes the RH checks is also checked against the flow's fields
+    (patterns, required fields), so that every rejection is known before anything is created.
+    """
     members = {i.filename: i for i in zf.infolist()}
     out: list[tuple[int, str | None, str | None]] = []
     seen: set[str] = set()
@@ -168,6 +195,16 @@ def check_entries(zf: zipfile.ZipFile, entries: list[dict[str, str]]) -> list[tu
         seen.add(name)
         kind = (entry.get("type") or "bulletin").lower()
         _check_agent(get, lambda f, m: problems.append((f, m)), kind=kind)
+        if not problems and flow is not None:
+            from flowbus.flows.fields import check_fields, missing_for_start
+            try:
+                values = check_fields(flow, entry_fields(flow, entry), partial=True)
+                file_field = resolve_name(flow, "document", FILES["document"]) or "document"
+                missing = missing_for_start(flow, values, {file_field})
+                if missing:
+                    problems.append((missing[0], f"champ obligatoire manquant : {', '.join(missing)}"))
+            except ValidationError as exc:
+                problems.append((exc.field or "", exc.message))
         if problems:
             out.append((pos, "; ".join(m for _, m in problems), problems[0][0]))
         else:
@@ -217,7 +254,7 @@ async def post_batch(request: web.Request) -> web.Response:
             try:
                 with zipfile.ZipFile(path) as zf:
                     entries = read_manifest(zf)
-                    return entries, check_entries(zf, entries)
+                    return entries, check_entries(zf, entries, rt.flow(flow_id))
             except zipfile.BadZipFile as exc:
                 raise ValidationError(f"l'archive n'est pas un zip lisible : {exc}", field="archive") from exc
         entries, checks = await asyncio.to_thread(inspect)
@@ -296,7 +333,6 @@ class BatchWorker:
                 "ORDER BY position", batch_id)]
         path = await _spool_blob(rt, batch["blob_key"])
         flow = rt.flow(batch["flow_id"])
-        names = {d: resolve_name(flow, d, c) for d, c in FIELDS.items()}
         file_field = resolve_name(flow, "document", FILES["document"]) or "document"
         try:
             zf = zipfile.ZipFile(path)
@@ -305,12 +341,7 @@ class BatchWorker:
             for pos in todo:
                 entry = entries[pos - 1]
                 name = entry.get("fichier") or entry.get("file") or ""
-                values = {"type": (entry.get("type") or "bulletin").lower(), "agent_nom": entry.get("nom", ""),
-                          "agent_prenom": entry.get("prenom", ""), "agent_matricule": entry.get("matricule", ""),
-                          "agent_email": entry.get("email", ""), "periode": entry.get("periode", ""),
-                          "objet": entry.get("objet") or f"Bulletin de paie {entry.get('periode', '')} — "
-                                                          f"{entry.get('prenom', '')} {entry.get('nom', '')}".strip()}
-                fields = {names[k]: v for k, v in values.items() if names.get(k) and v}
+                fields = entry_fields(flow, entry)
                 upload = Upload(file_field, Path(name).name, "application/pdf", _member_reader(zf, name))
                 status, doc_id, error, field = "done", None, None, None
                 try:
@@ -388,7 +419,7 @@ def setup(app: web.Application, runtime: Any) -> None:
         await worker.start()
 
     app.on_startup.append(start)
-    app.router.add_post(ROUTE, handler(SPEC, flow_for=_flow_for))
+    app.router.add_post(ROUTE, handler(SPEC, flow_for=_flow_for, adjust=full_name))
     app.router.add_post(BATCH_ROUTE, post_batch)
     app.router.add_get(STATUS_ROUTE, get_batch)
 
