@@ -129,8 +129,11 @@ class RabbitMQBus:
                 await channel.declare_queue(name, durable=True, arguments=arguments)
             except BaseException as exc:
                 self._declared.pop(name, None)
-                fut.set_exception(exc)
-                fut.exception()  # mark retrieved: the caller gets it below
+                if isinstance(exc, asyncio.CancelledError):
+                    fut.cancel()
+                else:
+                    fut.set_exception(exc)
+                    fut.exception()  # mark retrieved: concurrent callers get it from the future
                 raise
             self._queues.add(name)
             self._declared_at[name] = time.monotonic()
@@ -425,7 +428,18 @@ class RabbitConsumer:
         deliveries = int(headers.get(H_DELIVERIES, 0)) + returned + 1
         retries = int(headers.get(H_RETRIES, 0))
         last_error = headers.get(H_LAST_ERROR)
-        message = Message(queue=self.queue, body=json.loads(incoming.body), key=str(headers.get(H_KEY, "")),
+        try:
+            body = json.loads(incoming.body)
+        except ValueError as exc:  # not ours (published by hand?): straight to the dead letters, kept as text
+            body = {"undecodable": incoming.body.decode("utf-8", "replace")[:10_000]}
+            message = Message(queue=self.queue, body=body, key=_text(headers.get(H_KEY, "")),
+                              id=incoming.message_id or uuid4().hex, deliveries=deliveries)
+            dead = {H_DELIVERIES: deliveries, H_ERROR: f"undecodable message body: {exc}", H_ATTEMPTS: 0,
+                    H_FAILED_AT: isoformat(datetime.now(UTC))}
+            log.warning("bus.undecodable", queue=self.queue, message_id=message.id, error=str(exc))
+            await self._send_then_ack(incoming, self.bus.dead_queue(self.queue), message, dead)
+            return
+        message = Message(queue=self.queue, body=body, key=_text(headers.get(H_KEY, "")),
                           id=incoming.message_id or uuid4().hex, deliveries=deliveries,
                           last_error=_text(last_error) if last_error is not None else None)
         try:

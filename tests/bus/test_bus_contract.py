@@ -377,3 +377,30 @@ def close_connections(connection_name: str) -> None:
     for pid in pids:
         subprocess.run(["rabbitmqctl", "-q", "close_connection", pid, "test: abrupt close"],
                        capture_output=True, timeout=30, check=True)
+
+
+async def test_rabbitmq_undecodable_message_goes_to_dead_letters(tmp_path: Path, amqp_url: str) -> None:
+    """A message that is not ours (published by hand, not JSON) must not block the queue."""
+    import aio_pika
+    env = BusEnv("rabbitmq", tmp_path, amqp_url)
+    try:
+        bus = await env.open()
+        got: list[str] = []
+
+        async def handler(m: Message) -> None:
+            got.append(m.key)
+
+        await bus.consume("q", handler)
+        conn = await aio_pika.connect(amqp_url)
+        async with conn:
+            channel = await conn.channel()
+            await channel.default_exchange.publish(aio_pika.Message(b"<not json>", message_id="raw-1"),
+                                                   routing_key=bus.work_queue("q"))
+        await bus.publish(msg(1))
+        await wait_until(lambda: got == ["k1"], 10, "the next message")
+        letters = await bus.dead_letters("q")
+        assert [d.message.id for d in letters] == ["raw-1"]
+        assert letters[0].error.startswith("undecodable message body")
+        assert letters[0].message.body == {"undecodable": "<not json>"}
+    finally:
+        await env.close()
