@@ -79,6 +79,8 @@ class Bus(Protocol):
         """Send ``message`` to ``message.queue``, delivered after ``delay`` if given.
 
         With ``tx``, the message is sent only if and once that store transaction commits.
+        Inside a store transaction always pass it as ``tx``: the embedded bus writes through the
+        store, and a publish without ``tx`` would wait for the transaction that is waiting for it.
         Returns once the message is durable (written to the store / confirmed by the broker).
 
         Raises:
