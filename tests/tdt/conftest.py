@@ -124,15 +124,47 @@ async def fake_runtime(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Fake
     await store.close()
 
 
+def actes_messages_of(sim: S2lowSimulator) -> list[tuple[str, bytes]]:
+    """Every ACTES XML message the simulator built or sent: archives, letters, answers, ARs, anomalies."""
+    from flowbus.connectors.tdt.actes import untar_gz
+    out: list[tuple[str, bytes]] = []
+    for t in sim.transactions.values():
+        if t.archive is not None:
+            out += [(n, c) for n, c in t.archive.files.items() if n.endswith(".xml")]
+        for name, content in t.files.items():
+            if name == "archive":
+                out += [(n, c) for n, c in untar_gz(content).items() if n.endswith(".xml")]
+            else:
+                out.append((f"{t.id}:{name}", content))
+        for _, _, payload in t.timeline:
+            payload = payload() if callable(payload) else payload
+            if payload.lstrip().startswith(b"<?xml"):
+                out.append((f"{t.id}:status", payload))
+    return out
+
+
 @pytest.fixture
-async def sim(clock: ManualClock) -> AsyncIterator[S2lowSimulator]:
+async def sim(clock: ManualClock, actes_schema: xmlschema.XMLSchema) -> AsyncIterator[S2lowSimulator]:
+    """The simulator; at teardown every ACTES message it produced is validated against the official XSD."""
     simulator = S2lowSimulator(clock=clock, delays={"validate": timedelta(minutes=1), "transmit": timedelta(minutes=5),
                                                     "ar": timedelta(hours=2), "pes_transmit": timedelta(minutes=5),
                                                     "pes_acquit": timedelta(hours=1)})
     await simulator.start()
     yield simulator
     await simulator.stop()
+    validate_simulator_messages(simulator, actes_schema)
 
 
-def xml_of(data: bytes) -> etree._Element:
-    return etree.fromstring(data)
+def validate_simulator_messages(simulator: S2lowSimulator, schema: xmlschema.XMLSchema) -> int:
+    messages = actes_messages_of(simulator)
+    for name, content in messages:
+        errors = list(schema.iter_errors(etree.fromstring(content)))
+        assert not errors, f"simulator message {name} is not valid ACTES: {errors[0]}"
+    return len(messages)
+
+
+@pytest.fixture
+def check_actes_messages(actes_schema: xmlschema.XMLSchema) -> Any:
+    """``check_actes_messages(sim)`` validates every ACTES message ``sim`` produced; returns how many."""
+    return lambda simulator: validate_simulator_messages(simulator, actes_schema)
+

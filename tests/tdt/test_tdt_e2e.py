@@ -114,12 +114,13 @@ steps: []
 
 
 @pytest.fixture
-async def s2low() -> AsyncIterator[S2lowSimulator]:
+async def s2low(check_actes_messages: Any) -> AsyncIterator[S2lowSimulator]:
     sim = S2lowSimulator(delays={"transmit": timedelta(milliseconds=200), "ar": timedelta(milliseconds=800),
                                  "pes_transmit": timedelta(milliseconds=200), "pes_acquit": timedelta(milliseconds=800)})
     await sim.start()
     yield sim
     await sim.stop()
+    check_actes_messages(sim)  # every enveloppe, act message, AR, letter and answer against the official XSD
 
 
 @pytest.fixture

@@ -238,3 +238,19 @@ async def test_tls_client_certificate_from_pkcs12(tmp_path: Path, clock):
     with pytest.raises(PermanentError) as err:
         ssl_context({**settings, "client_cert_password": "faux"})
     assert err.value.field == "client_cert_password"
+
+
+async def test_every_simulator_message_is_checked_against_the_xsd(sim, clock, pdf, check_actes_messages):
+    async with S2lowClient(sim.url) as client:
+        tid = await client.post_acte(_acte(pdf))
+        clock.advance(hours=3)
+        await client.cancel_acte(tid)
+        sim.send_letter(tid, "LettreObservations", text="Motif")
+    # enveloppe + act message, annulation + its AR, the AR of the act, letter + its enveloppe (twice: file and archive)
+    assert check_actes_messages(sim) >= 7
+    t = sim.transactions[int(tid)]
+    t.files["broken"] = t.files.get("anomalie", b"") or b"<?xml version='1.0'?><actes:Acte " \
+        b"xmlns:actes='http://www.interieur.gouv.fr/ACTES#v1.1-20040216'/>"
+    with pytest.raises(AssertionError, match="not valid ACTES"):
+        check_actes_messages(sim)
+    del t.files["broken"]
