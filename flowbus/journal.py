@@ -32,24 +32,47 @@ def entry_hash(entity_id: str, seq: int, at: str, actor: str, kind: str, documen
 
 
 async def append(tx: Tx, *, entity_id: str, actor: str, kind: str, at: datetime,
-                 document_id: str | None = None, data: dict[str, Any] | None = None) -> JournalEntry:
-    """Append one entry to the entity's chain (inside the caller's transaction)."""
+                 document_id: str | None = None, data: dict[str, Any] | None = None) -> None:
+    """Append one entry to the entity's chain, written with the caller's transaction.
+
+    Entries are queued and chained at the end of the transaction (``Tx.before_commit``), so
+    the chain head of a busy entity is locked only for the last moment of each transaction,
+    and several entries of one transaction take that lock once.
+    """
+    pending: list[tuple] | None = getattr(tx, "_journal_pending", None)
+    if pending is None:
+        pending = []
+        tx._journal_pending = pending  # type: ignore[attr-defined]
+        tx.before_commit(lambda: _flush(tx, pending))
+    pending.append((entity_id, isoformat(at), actor, kind, document_id, canonical(data or {})))
+
+
+async def _flush(tx: Tx, pending: list[tuple]) -> None:
     lock = " FOR UPDATE" if tx.dialect == "postgres" else ""
-    head = await tx.fetchrow(f"SELECT seq, hash FROM journal_heads WHERE entity_id = $1{lock}", entity_id)
-    if head is None:
-        await tx.execute("INSERT INTO journal_heads (entity_id, seq, hash) VALUES ($1, 0, $2) "
-                         "ON CONFLICT (entity_id) DO NOTHING", entity_id, GENESIS)
+    by_entity: dict[str, list[tuple]] = {}
+    for entry in pending:
+        by_entity.setdefault(entry[0], []).append(entry)
+    pending.clear()
+    for entity_id in sorted(by_entity):  # a fixed order: two transactions never lock heads crosswise
         head = await tx.fetchrow(f"SELECT seq, hash FROM journal_heads WHERE entity_id = $1{lock}", entity_id)
-        assert head is not None
-    seq, prev = int(head["seq"]) + 1, head["hash"]
-    at_s = isoformat(at)
-    data_json = canonical(data or {})
-    digest = entry_hash(entity_id, seq, at_s, actor, kind, document_id, data_json, prev)
-    await tx.execute("INSERT INTO journal (entity_id, seq, at, actor, kind, document_id, data, prev_hash, hash) "
-                     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                     entity_id, seq, at_s, actor, kind, document_id, data_json, prev, digest)
-    await tx.execute("UPDATE journal_heads SET seq = $2, hash = $3 WHERE entity_id = $1", entity_id, seq, digest)
-    return JournalEntry(entity_id, seq, at, actor, kind, document_id, data or {}, prev, digest)
+        if head is None:
+            await tx.execute("INSERT INTO journal_heads (entity_id, seq, hash) VALUES ($1, 0, $2) "
+                             "ON CONFLICT (entity_id) DO NOTHING", entity_id, GENESIS)
+            head = await tx.fetchrow(f"SELECT seq, hash FROM journal_heads WHERE entity_id = $1{lock}", entity_id)
+            assert head is not None
+        seq, prev = int(head["seq"]), head["hash"]
+        rows: list[Any] = []
+        for _eid, at_s, actor, kind, document_id, data_json in by_entity[entity_id]:
+            seq += 1
+            digest = entry_hash(entity_id, seq, at_s, actor, kind, document_id, data_json, prev)
+            rows.append((entity_id, seq, at_s, actor, kind, document_id, data_json, prev, digest))
+            prev = digest
+        for i in range(0, len(rows), 100):
+            chunk = rows[i:i + 100]
+            values = ", ".join("(" + ", ".join(f"${j * 9 + k + 1}" for k in range(9)) + ")" for j in range(len(chunk)))
+            await tx.execute("INSERT INTO journal (entity_id, seq, at, actor, kind, document_id, data, prev_hash, hash) "
+                             f"VALUES {values}", *[v for row in chunk for v in row])
+        await tx.execute("UPDATE journal_heads SET seq = $2, hash = $3 WHERE entity_id = $1", entity_id, seq, prev)
 
 
 def row_to_entry(row: dict[str, Any]) -> JournalEntry:

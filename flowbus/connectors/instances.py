@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -94,8 +95,11 @@ def load_yaml_instances(directory: Path) -> list[ConnectorInstance]:
 class InstanceRegistry:
     """Looks up the instance a step names for a document's entity (walking up the parents)."""
 
+    CACHE_SECONDS = 5.0  # how long a resolution is reused (another process's API change shows within this)
+
     def __init__(self, yaml_instances: Iterable[ConnectorInstance]) -> None:
         self._yaml: dict[tuple[str, str | None], ConnectorInstance] = {}
+        self._cache: dict[tuple[str, str], tuple[float, ConnectorInstance]] = {}
         for inst in yaml_instances:
             self._yaml[(inst.id, inst.entity_id)] = inst
 
@@ -108,6 +112,14 @@ class InstanceRegistry:
         return self.ids | {r["id"] for r in rows}
 
     async def resolve(self, tx: Tx, instance_id: str, entity_id: str) -> ConnectorInstance:
+        cached = self._cache.get((instance_id, entity_id))
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        inst = await self._resolve(tx, instance_id, entity_id)
+        self._cache[(instance_id, entity_id)] = (time.monotonic() + self.CACHE_SECONDS, inst)
+        return inst
+
+    async def _resolve(self, tx: Tx, instance_id: str, entity_id: str) -> ConnectorInstance:
         chain = await repo.ancestors(tx, entity_id)
         for eid in [*chain, None]:
             row = await tx.fetchrow("SELECT * FROM connector_instances WHERE id = $1 AND entity_id = $2",
@@ -153,6 +165,7 @@ class InstanceRegistry:
             for key in inst.secret_keys | set(previous):
                 if settings.get(key) == "********" and key in previous:
                     settings[key] = previous[key]
+        self._cache.clear()
         await tx.execute("DELETE FROM connector_instances WHERE id = $1 AND entity_id = $2", inst.id, entity)
         await tx.execute("INSERT INTO connector_instances (id, entity_id, family, kind, settings, updated_at) "
                          "VALUES ($1, $2, $3, $4, $5, $6)", inst.id, entity, inst.family, inst.kind,
@@ -160,6 +173,7 @@ class InstanceRegistry:
         return ConnectorInstance(inst.id, inst.family, inst.kind, inst.entity_id, settings, inst.secret_keys)
 
     async def delete(self, tx: Tx, instance_id: str, entity_id: str | None) -> None:
+        self._cache.clear()
         if not await tx.execute("DELETE FROM connector_instances WHERE id = $1 AND entity_id = $2",
                                 instance_id, entity_id or ""):
             raise NotFound(f"connector instance {instance_id!r} is not configured through the API", field="id")

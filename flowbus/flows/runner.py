@@ -75,13 +75,12 @@ class Engine:
         await journal.append(tx, entity_id=doc.entity_id, actor=actor, kind=kind, at=self.rt.clock.now(),
                              document_id=doc.id, data=data)
 
-    async def _set_state(self, tx: Tx, doc: Document, expected_version: int, *, actor: str,
+    async def _set_state(self, tx: Tx, doc: Document, row: dict[str, Any], *, actor: str,
                          step_seq: int | None = None, reason: str | None = None) -> Document:
-        """Write the document; journal and announce the state change if the state changed."""
-        old = await tx.fetchrow("SELECT state FROM documents WHERE id = $1", doc.id)
-        new = await repo.update_document(tx, doc, expected_version=expected_version, at=self.rt.clock.now(),
+        """Write the document over ``row`` (its stored version); journal and announce a state change."""
+        new = await repo.update_document(tx, doc, expected_version=int(row["version"]), at=self.rt.clock.now(),
                                          step_seq=step_seq)
-        old_state = old["state"] if old else None
+        old_state = row["state"]
         if old_state != doc.state:
             data: dict[str, Any] = {"from": old_state, "to": doc.state, "step": doc.step}
             if reason:
@@ -92,10 +91,11 @@ class Engine:
         return new
 
     async def _enter(self, tx: Tx, doc: Document, target: Any, fields: dict[str, Any], *, actor: str,
-                     reason: str | None = None) -> Document:
+                     reason: str | None = None, row: dict[str, Any] | None = None) -> Document:
         """Follow ``target`` (skipping steps whose condition is false) and enter where it lands."""
         flow = self.rt.flow(doc.flow_id)
-        row = await repo.document_row(tx, doc.id)
+        if row is None:
+            row = await repo.document_row(tx, doc.id)
         seq = int(row["step_seq"])
         seen: set[str] = set()
         while target.kind == "step":
@@ -110,16 +110,16 @@ class Engine:
             target = machine.decide(flow, step.id, "skipped")
         now = isoformat(self.rt.clock.now())
         if target.kind == "step":
-            prev = await tx.fetchrow("SELECT attempt FROM step_states WHERE document_id = $1 AND step = $2",
-                                     doc.id, target.name)
-            attempt = int(prev["attempt"]) + 1 if prev else 1
-            await tx.execute("DELETE FROM step_states WHERE document_id = $1 AND step = $2", doc.id, target.name)
-            await tx.execute("INSERT INTO step_states (document_id, step, attempt, status, data, checks, started_at, "
-                             "updated_at) VALUES ($1, $2, $3, 'pending', '{}', 0, $4, $4)",
-                             doc.id, target.name, attempt, now)
+            # re-entering a step (a loop, an administrator's retry) continues its attempt numbers,
+            # so idempotency keys never repeat
+            attempt = int(await tx.fetchval(
+                "INSERT INTO step_states (document_id, step, attempt, status, data, checks, started_at, updated_at) "
+                "VALUES ($1, $2, 1, 'pending', '{}', 0, $3, $3) ON CONFLICT (document_id, step) DO UPDATE SET "
+                "attempt = step_states.attempt + 1, status = 'pending', claim = NULL, lease_until = NULL, data = '{}', "
+                "checks = 0, last_error = NULL, started_at = excluded.started_at, updated_at = excluded.updated_at "
+                "RETURNING attempt", doc.id, target.name, now))
             new_doc = replace(doc, state="running", step=target.name, fields=fields, last_error=None)
-            new_doc = await self._set_state(tx, new_doc, int(row["version"]), actor=actor, step_seq=seq + 1,
-                                            reason=reason)
+            new_doc = await self._set_state(tx, new_doc, row, actor=actor, step_seq=seq + 1, reason=reason)
             await self._publish(tx, self._message(doc.id, target.name, attempt, seq + 1))
             return new_doc
         if target.kind == "end":
@@ -128,7 +128,7 @@ class Engine:
             if reason:
                 fields = {**fields, "rejection_reason": reason}
             new_doc = replace(doc, state=target.name, fields=fields, last_error=None)
-        return await self._set_state(tx, new_doc, int(row["version"]), actor=actor, step_seq=seq + 1, reason=reason)
+        return await self._set_state(tx, new_doc, row, actor=actor, step_seq=seq + 1, reason=reason)
 
     # ---- commands from the API ---------------------------------------------------------------
 
@@ -158,7 +158,7 @@ class Engine:
             if doc.state in FINAL:
                 raise Conflict(f"a {doc.state} document cannot be cancelled", field="state")
             await self._journal(tx, doc, "admin.action", actor, data)
-            return await self._set_state(tx, replace(doc, state="cancelled"), int(row["version"]), actor=actor,
+            return await self._set_state(tx, replace(doc, state="cancelled"), row, actor=actor,
                                          step_seq=int(row["step_seq"]) + 1, reason=comment)
         if action in ("retry", "resume"):
             if doc.step is None or doc.state in ("done", "draft") or (action == "retry" and doc.state != "error"):
@@ -185,8 +185,7 @@ class Engine:
                                              body.get("op", "start"))
         now = self.rt.clock.now()
         async with self.rt.store.transaction() as tx:
-            row = await tx.fetchrow("SELECT state, step, step_seq, entity_id, flow_id FROM documents WHERE id = $1",
-                                    doc_id)
+            row = await tx.fetchrow("SELECT * FROM documents WHERE id = $1", doc_id)
             if row is None:
                 return
             ss = await tx.fetchrow("SELECT * FROM step_states WHERE document_id = $1 AND step = $2", doc_id, step_id)
@@ -205,7 +204,7 @@ class Engine:
             await tx.execute("UPDATE step_states SET claim = $3, lease_until = $4, status = 'running', updated_at = $5 "
                              "WHERE document_id = $1 AND step = $2", doc_id, step_id, msg.id, isoformat(lease),
                              isoformat(now))
-            doc = await repo.get_document(tx, doc_id)
+            doc = repo.document_from_row(row, await repo.list_files(tx, doc_id))
             try:
                 instance = await self.rt.instances.resolve(tx, step.connector, doc.entity_id)
             except FlowbusError as exc:
@@ -267,14 +266,13 @@ class Engine:
         if row["step"] != step_id or int(row["step_seq"]) != seq or ss is None or int(ss["attempt"]) != attempt \
                 or ss["claim"] != msg.id or row["state"] not in ACTIVE:
             return  # an administrator acted meanwhile (cancel, skip): the outcome is no longer wanted
-        doc = await repo.get_document(tx, doc_id)
+        doc = repo.document_from_row(row, [])
         flow = self.rt.flow(doc.flow_id)
         step = flow.step(step_id)
         now = self.rt.clock.now()
-        version = int(row["version"])
         if outcome is None:
             assert error is not None
-            await self._failed(tx, doc, step, ss, seq, op, error, version)
+            await self._failed(tx, doc, step, ss, seq, op, error, row)
             return
         fields = dict(doc.fields)
         fields.update(outcome.fields)
@@ -286,6 +284,7 @@ class Engine:
                                                                 "step": step_id})
         if outcome.fields:
             await self._journal(tx, doc, "fields.changed", ENGINE, {"fields": sorted(outcome.fields), "step": step_id})
+        doc = replace(doc, files=tuple(await repo.list_files(tx, doc_id)))  # conditions may test files.x
         data = json.dumps(dict(outcome.data) if outcome.data else json.loads(ss["data"] or "{}"))
         if outcome.status == "waiting":
             deadline = step.wait.deadline if step.wait else None
@@ -297,9 +296,9 @@ class Engine:
                 await self._journal(tx, doc, "step.deadline", ENGINE, {"step": step_id, "deadline": str(deadline)})
                 if "timeout" in step.on:
                     await self._enter(tx, doc, machine.decide(flow, step_id, "timeout"), fields, actor=ENGINE,
-                                      reason=reason)
+                                      reason=reason, row=row)
                 else:
-                    await self._set_state(tx, replace(doc, state="error", fields=fields, last_error=reason), version,
+                    await self._set_state(tx, replace(doc, state="error", fields=fields, last_error=reason), row,
                                           actor=ENGINE, reason=reason)
                 return
             checks = int(ss["checks"]) + (1 if op == "check" else 0)
@@ -311,7 +310,7 @@ class Engine:
             delay = outcome.check_in or (step.wait.check_every if step.wait else timedelta(minutes=5))
             await self._publish(tx, self._message(doc.id, step_id, int(ss["attempt"]), seq, "check"), delay)
             if doc.state != "waiting" or outcome.fields:
-                await self._set_state(tx, replace(doc, state="waiting", fields=fields), version, actor=ENGINE)
+                await self._set_state(tx, replace(doc, state="waiting", fields=fields), row, actor=ENGINE)
             return
         await tx.execute("UPDATE step_states SET status = 'done', data = $3, last_error = NULL, updated_at = $4 "
                          "WHERE document_id = $1 AND step = $2", doc.id, step_id, data, isoformat(now))
@@ -319,10 +318,10 @@ class Engine:
         await self._journal(tx, doc, kind, ENGINE, {"step": step_id, "outcome": outcome.name,
                                                     "message": outcome.message, "reason": outcome.reason})
         target = machine.decide(flow, step_id, outcome.name)
-        await self._enter(tx, replace(doc, fields=fields), target, fields, actor=ENGINE, reason=outcome.reason)
+        await self._enter(tx, replace(doc, fields=fields), target, fields, actor=ENGINE, reason=outcome.reason, row=row)
 
     async def _failed(self, tx: Tx, doc: Document, step: Any, ss: dict[str, Any], seq: int, op: str,
-                      error: FlowbusError, version: int) -> None:
+                      error: FlowbusError, row: dict[str, Any]) -> None:
         now = self.rt.clock.now()
         attempt = int(ss["attempt"])
         failures = int(ss["checks"]) + 1 if op == "check" else attempt
@@ -346,5 +345,5 @@ class Engine:
             return
         await tx.execute("UPDATE step_states SET status = 'error', claim = NULL, last_error = $3, updated_at = $4 "
                          "WHERE document_id = $1 AND step = $2", doc.id, step.id, message, isoformat(now))
-        await self._set_state(tx, replace(doc, state="error", last_error=message), version, actor=ENGINE,
+        await self._set_state(tx, replace(doc, state="error", last_error=message), row, actor=ENGINE,
                               reason=message)

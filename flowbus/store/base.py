@@ -36,6 +36,9 @@ class Tx(Protocol):
     def after_commit(self, callback: AfterCommit) -> None:
         """Run ``callback`` once the transaction has committed (never if it rolls back)."""
 
+    def before_commit(self, callback: AfterCommit) -> None:
+        """Run ``callback`` inside the transaction, after the caller's block, just before COMMIT."""
+
 
 class Store(Protocol):
     dialect: str

@@ -23,6 +23,7 @@ class PostgresTx:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
         self._after: list[AfterCommit] = []
+        self._before: list[AfterCommit] = []
 
     async def execute(self, sql: str, *args: Any) -> int:
         try:
@@ -46,6 +47,16 @@ class PostgresTx:
 
     def after_commit(self, callback: AfterCommit) -> None:
         self._after.append(callback)
+
+    def before_commit(self, callback: AfterCommit) -> None:
+        """Run ``callback`` at the end of the transaction, just before it commits (inside it)."""
+        self._before.append(callback)
+
+    async def _run_before(self) -> None:
+        while self._before:
+            result = self._before.pop(0)()
+            if asyncio.iscoroutine(result):
+                await result
 
 
 class PostgresStore:
@@ -96,6 +107,7 @@ class PostgresStore:
             tx = PostgresTx(conn)
             async with conn.transaction():
                 yield tx
+                await tx._run_before()
         for cb in tx._after:
             result = cb()
             if asyncio.iscoroutine(result):

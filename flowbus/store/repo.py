@@ -123,6 +123,10 @@ async def get_document(tx: Tx, document_id: str, *, with_files: bool = True) -> 
     return _document(row, files)
 
 
+def document_from_row(row: dict[str, Any], files: list[FileRef]) -> Document:
+    return _document(row, files)
+
+
 async def document_row(tx: Tx, document_id: str) -> dict[str, Any]:
     row = await tx.fetchrow("SELECT * FROM documents WHERE id = $1", document_id)
     if row is None:

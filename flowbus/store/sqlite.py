@@ -34,6 +34,7 @@ class SQLiteTx:
     def __init__(self, store: SQLiteStore) -> None:
         self._store = store
         self._after: list[AfterCommit] = []
+        self._before: list[AfterCommit] = []
 
     # Inside a transaction the write lock is already held (BEGIN IMMEDIATE), so no statement can
     # wait on another process: they run inline on the event loop thread, which costs tens of
@@ -55,6 +56,16 @@ class SQLiteTx:
 
     def after_commit(self, callback: AfterCommit) -> None:
         self._after.append(callback)
+
+    def before_commit(self, callback: AfterCommit) -> None:
+        """Run ``callback`` at the end of the transaction, just before it commits (inside it)."""
+        self._before.append(callback)
+
+    async def _run_before(self) -> None:
+        while self._before:
+            result = self._before.pop(0)()
+            if asyncio.iscoroutine(result):
+                await result
 
 
 def _execute(conn: sqlite3.Connection, sql: str, args: tuple) -> int:
@@ -140,6 +151,7 @@ class SQLiteStore:
             await self._begin()
             try:
                 yield tx
+                await tx._run_before()
             except BaseException:
                 _execute(self._conn, "ROLLBACK", ())
                 raise
