@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "flowbus.commands.tdt",  # pes inspect, actes …
     "flowbus.commands.archive",  # archive verify|build
     "flowbus.commands.glaneur",  # glaneur <directory>: folder pickup
+    "flowbus.commands.parapheur",  # parapheur desk-add|signer-add|circuit-add|delegate|list|demo
 ]
 
 
