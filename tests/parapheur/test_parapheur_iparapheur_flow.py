@@ -26,8 +26,8 @@ async def _entity(rt):
     return await create_entity(rt, name="Commune de Flowbus-sur-Mer", siren=None, parent=None, actor_name="test")
 
 
-async def test_approve_path(sim, acte_pdf, deliberation_runtime, deliberation, wait_state):
-    rt = await deliberation_runtime(instance(sim))
+async def test_approve_path(backend, sim, acte_pdf, deliberation_runtime, deliberation, wait_state):
+    rt = await deliberation_runtime(instance(sim), backend)
     ent = await _entity(rt)
     doc = await deliberation(rt, ent.id, acte_pdf)
     await wait_state(rt, doc.id, "waiting")

@@ -42,9 +42,9 @@ async def wait_for_task(rt, signer, timeout=15.0):
     raise AssertionError(f"no task reached {signer.login}'s inbox")
 
 
-async def test_visa_then_signature_by_delegation_seals_the_act(seal_pki, acte_pdf, deliberation_runtime,
+async def test_visa_then_signature_by_delegation_seals_the_act(backend, seal_pki, acte_pdf, deliberation_runtime,
                                                                  deliberation, wait_state):
-    rt = await deliberation_runtime(local_instance(seal_pki))
+    rt = await deliberation_runtime(local_instance(seal_pki), backend)
     c = await seed_commune(rt)
     now = rt.clock.now()
     async with rt.store.transaction() as tx:  # the mayor is away: the first deputy signs for her this week
