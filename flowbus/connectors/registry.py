@@ -38,6 +38,7 @@ CONNECTOR_CLASSES: dict[str, dict[str, str]] = {
     },
     "mailsec": {
         **TEST_KINDS,
+        "smtp": "flowbus.connectors.mailsec.steps:MailsecConnector",
     },
     "ged": {
         **TEST_KINDS,
