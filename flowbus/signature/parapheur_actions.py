@@ -23,7 +23,7 @@ import structlog
 from flowbus import journal
 from flowbus.blobs.base import put_bytes
 from flowbus.clock import isoformat
-from flowbus.errors import Conflict, ConfigError, Forbidden, PermanentError, ValidationError
+from flowbus.errors import ConfigError, Conflict, Forbidden, ValidationError
 from flowbus.signature import parapheur
 from flowbus.signature.keys import SigningKey, load_pkcs12
 
@@ -104,6 +104,8 @@ async def decide(rt: Any, task_id: str, decision: str, actor: Actor, *, comment:
     now = rt.clock.now()
     async with rt.store.transaction() as tx:
         task, folder, on_behalf = await _check_actor(tx, task_id, actor, now)
+    if task.status == "waiting":
+        raise Conflict("ce dossier n'est pas encore arrivé à cette étape du circuit", field="task")
     if task.status != "active" or folder.status != "pending":
         raise Conflict("ce dossier a déjà été traité", field="task")
 
@@ -201,7 +203,3 @@ async def regenerate_link(rt: Any, task_id: str, signer: parapheur.Signer) -> st
                              data={"task": task.id, "external": task.external_name})
     return token
 
-
-def ensure_pdf_viewable(folder: parapheur.Folder) -> None:
-    if folder.media_type != "application/pdf":
-        raise PermanentError("ce document n'est pas un PDF : téléchargez-le pour le lire", field="document")
