@@ -27,6 +27,7 @@ CONNECTOR_CLASSES: dict[str, dict[str, str]] = {
         **TEST_KINDS,
         "iparapheur": "flowbus.signature.iparapheur_connector:IParapheurConnector",
         "seal": "flowbus.signature.steps:SealConnector",
+        "local": "flowbus.signature.local_connector:LocalParapheurConnector",
     },
     "tdt-actes": {
         **TEST_KINDS,
