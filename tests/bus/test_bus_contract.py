@@ -277,6 +277,8 @@ async def test_messages_survive_a_restart(env: BusEnv) -> None:
         await first.publish(msg(i))
     await first.publish(msg(50), delay=timedelta(milliseconds=300))
     await first.close()
+    for store in env.stores:  # the whole process goes away: its database connection too
+        await store.close()
 
     second = await env.open()
     got: set[str] = set()
