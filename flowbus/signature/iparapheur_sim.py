@@ -15,8 +15,9 @@ answers errors; ``sim.latency`` slows every answer; ``sim.count("create_folder",
 Run alone for a demo: ``python -m flowbus.signature.iparapheur_sim --port 8090`` (an HTML
 page at ``/sim/`` lists pending folders with « Signer » / « Refuser » buttons).
 
-Module size: the HTTP handlers, the folder state machine and the test hooks share one
-in-memory model; they are kept together (~500 lines) so that the model has one owner.
+Module size (~700 lines): the HTTP handlers, the folder state machine and the test hooks share
+one in-memory model; they are kept together so that the model has one owner.  The default
+tenants, desks, users and typology live in ``iparapheur_sim.yml`` beside this module.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import secrets
 import uuid
 import zipfile
 from collections import Counter
+from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,38 +59,10 @@ from flowbus.signature.sim_signing import SimSigner, simple_pdf
 PARIS = ZoneInfo("Europe/Paris")
 API = "/api/standard/v1"
 
-DEFAULT_CONFIG: dict[str, Any] = {
-    "tenants": [{"id": "t-collectivite", "name": "Commune de Flowbus-sur-Mer"}],
-    "desks": [
-        {"id": "d-secretariat", "name": "Secrétariat général", "tenant": "t-collectivite"},
-        {"id": "d-maire", "name": "Maire", "tenant": "t-collectivite"},
-        {"id": "d-dgs", "name": "Directeur général des services", "tenant": "t-collectivite"},
-    ],
-    "users": [
-        {"id": "u-flowbus", "username": "flowbus", "password": "flowbus-secret", "name": "Compte flowbus",
-         "desks": ["d-secretariat"]},
-        {"id": "u-maire", "username": "maire", "password": "maire-secret", "name": "Jeanne Martin",
-         "desks": ["d-maire"]},
-        {"id": "u-dgs", "username": "dgs", "password": "dgs-secret", "name": "Paul Durand", "desks": ["d-dgs"]},
-    ],
-    "types": [
-        {"id": "ty-pades", "name": "Pades", "description": "Signature PAdES", "format": "pades", "subtypes": [
-            {"id": "st-deliberation", "name": "Délibération",
-             "circuit": [{"action": "SIGNATURE", "desk": "d-maire"}]},
-            {"id": "st-visa-signature", "name": "Visa puis signature",
-             "circuit": [{"action": "VISA", "desk": "d-dgs"}, {"action": "SIGNATURE", "desk": "d-maire"}]},
-        ]},
-        {"id": "ty-xades", "name": "Xades", "description": "Signature XAdES (PES)", "format": "xades", "subtypes": [
-            {"id": "st-pes", "name": "Bordereau PES", "circuit": [{"action": "SIGNATURE", "desk": "d-maire"}]},
-        ]},
-        {"id": "ty-cades", "name": "Cades", "description": "Signature CAdES détachée", "format": "cades",
-         "subtypes": [{"id": "st-cades", "name": "Document", "circuit": [{"action": "SIGNATURE", "desk": "d-maire"}]}]},
-        {"id": "ty-visa", "name": "Visa", "description": "Visa seul", "format": "visa", "subtypes": [
-            {"id": "st-visa", "name": "Visa", "circuit": [{"action": "VISA", "desk": "d-dgs"}]},
-        ]},
-    ],
-    "creation_allowed": {"d-secretariat": ["ty-pades", "ty-xades", "ty-cades", "ty-visa"]},
-}
+def default_config() -> dict[str, Any]:
+    """The packaged configuration (``iparapheur_sim.yml``): one commune, three desks, four types."""
+    text = resources.files("flowbus.signature").joinpath("iparapheur_sim.yml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)
 
 
 @dataclass
@@ -159,7 +133,7 @@ class IParapheurSimulator:
     def __init__(self, config: dict[str, Any] | None = None, *, clock: Clock | None = None,
                  token_ttl: int = 900, refresh_ttl: int = 1800, signer: SimSigner | None = None,
                  host: str = "127.0.0.1", port: int = 0) -> None:
-        self.config = config or DEFAULT_CONFIG
+        self.config = config or default_config()
         self.clock = clock or SystemClock()
         self.token_ttl = token_ttl
         self.refresh_ttl = refresh_ttl
@@ -732,7 +706,7 @@ async def _serve(port: int, config: Path | None, auto: str | None, delay: float)
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m flowbus.signature.iparapheur_sim")
     parser.add_argument("--port", type=int, default=8090)
-    parser.add_argument("--config", type=Path, help="YAML file: tenants, desks, users, types (see DEFAULT_CONFIG)")
+    parser.add_argument("--config", type=Path, help="YAML file: tenants, desks, users, types (see iparapheur_sim.yml)")
     parser.add_argument("--auto", choices=["approve", "reject"], help="act on every started folder by itself")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before --auto acts")
     args = parser.parse_args(argv)

@@ -225,3 +225,24 @@ async def test_xades_type_signs_each_pes_bordereau(sim, session):
     assert results and all(r.intact for r in results)
     assert results[0].signer == "Simulateur i-Parapheur"
     assert not [n for n in archive.namelist() if n.endswith(".p7s")]
+
+
+async def test_demo_page_and_config_file(tmp_path, session):
+    import yaml
+
+    from flowbus.signature.iparapheur_sim import default_config
+    cfg = default_config()
+    cfg["tenants"][0]["name"] = "Syndicat des eaux"
+    path = tmp_path / "sim.yml"
+    path.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
+    async with IParapheurSimulator.from_file(path) as sim:
+        client = make_client(sim, session)
+        assert (await client.list_tenants())[0]["name"] == "Syndicat des eaux"
+        created, _ = await create_and_start(client)
+        page = await (await session.get(f"{sim.url}/sim/")).text()
+        assert "Délib 2026-001" in page and "Refuser" in page
+        resp = await session.post(f"{sim.url}/sim/folders/{created['id']}/reject", data={"comment": "Pas à l'ordre du jour"},
+                                  allow_redirects=False)
+        assert resp.status == 303
+        summary = await client.premis(created["id"])
+        assert summary.state == "rejected" and summary.rejection.note == "Pas à l'ordre du jour"
