@@ -385,12 +385,10 @@ def _member_reader(zf: zipfile.ZipFile, name: str):
 async def get_batch(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     batch_id = request.match_info["id"]
+    visible = await visible_entities(rt, principal(request))  # its own transaction: not nested below
     async with rt.store.transaction() as tx:
         batch = await tx.fetchrow("SELECT * FROM inbound_batches WHERE id = $1", batch_id)
-        if batch is None:
-            raise NotFound(f"batch {batch_id} does not exist", field="id")
-        visible = await visible_entities(rt, principal(request))
-        if visible is not None and batch["entity_id"] not in visible:
+        if batch is None or (visible is not None and batch["entity_id"] not in visible):
             raise NotFound(f"batch {batch_id} does not exist", field="id")
         entries = await tx.fetch("SELECT position, status, document_id, error, field FROM inbound_batch_entries "
                                  "WHERE batch_id = $1 ORDER BY position", batch_id)
