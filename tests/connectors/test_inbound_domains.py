@@ -20,8 +20,8 @@ PDF = b"%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"
 
 
 @pytest.fixture
-async def api(runtime_factory, server_factory) -> Any:
-    rt = await runtime_factory("embedded")
+async def api(backend, runtime_factory, server_factory) -> Any:
+    rt = await runtime_factory(backend)
     srv = await server_factory(rt)
     async with rt.store.transaction() as tx:
         await repo.insert_entity(tx, Entity("ville", "Ville de Test", "213400013", None, rt.clock.now()))

@@ -66,8 +66,9 @@ def _basic(login: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{login}:{password}".encode()).decode()}
 
 
-async def _setup(runtime_factory: Any, server_factory: Any, config: Path) -> tuple[Any, str, dict[str, str]]:
-    rt = await runtime_factory("embedded", config_dir=config)
+async def _setup(runtime_factory: Any, server_factory: Any, config: Path,
+                 backend: str = "embedded") -> tuple[Any, str, dict[str, str]]:
+    rt = await runtime_factory(backend, config_dir=config)
     srv = await server_factory(rt)
     async with rt.store.transaction() as tx:
         await repo.insert_entity(tx, Entity("ville-test", "Ville de Test", "213400013", None, rt.clock.now()))
@@ -79,9 +80,9 @@ def _only_auth(headers: dict[str, str]) -> dict[str, str]:
     return {"Authorization": headers["Authorization"]}
 
 
-async def test_pastell_client_sequence_through_the_deliberation_flow(runtime_factory, server_factory,
+async def test_pastell_client_sequence_through_the_deliberation_flow(backend, runtime_factory, server_factory,
                                                                      pastell_config: Path) -> None:
-    rt, url, auth = await _setup(runtime_factory, server_factory, pastell_config)
+    rt, url, auth = await _setup(runtime_factory, server_factory, pastell_config, backend)
     async with aiohttp.ClientSession(base_url=url, headers=_only_auth(auth)) as api:
         r = await api.get("/api/v2/version")
         assert r.status == 200 and (await r.json())["version"].startswith("2.")

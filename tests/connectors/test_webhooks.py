@@ -124,8 +124,8 @@ async def test_url_checks(runtime_factory) -> None:
     assert len(secret) >= 32 and "secret" not in hook
 
 
-async def test_receiver_down_then_back_gets_every_event_in_order(runtime_factory) -> None:
-    rt = await runtime_factory("embedded", workers=False)
+async def test_receiver_down_then_back_gets_every_event_in_order(backend, runtime_factory) -> None:
+    rt = await runtime_factory(backend, workers=False)
     await _entity(rt)
     await _entity(rt, "ecole", parent="ville")
     service = webhooks.install(rt, FAST)
@@ -201,8 +201,8 @@ async def test_http_errors_are_retried_and_filters_apply(runtime_factory) -> Non
         await receiver.stop()
 
 
-async def test_webhooks_api_and_engine_state_changes(runtime_factory, server_factory, wait_state) -> None:
-    rt = await runtime_factory("embedded")
+async def test_webhooks_api_and_engine_state_changes(backend, runtime_factory, server_factory, wait_state) -> None:
+    rt = await runtime_factory(backend)
     webhooks.install(rt, FAST)
     srv = await server_factory(rt)
     receiver = Receiver()
