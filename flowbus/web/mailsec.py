@@ -278,7 +278,6 @@ async def reply(request: web.Request) -> web.Response:
                           "size": blob.size, "sha256": blob.sha256, "blob_key": blob.key})
     if not text.strip() and not files:
         return _show(access, status=400, error="Écrivez un message ou joignez un fichier avant d'envoyer.")
-    await _receipt(request, access)
     now = rt.clock.now()
     r = access.recipient
     async with rt.store.transaction() as tx:
@@ -287,6 +286,8 @@ async def reply(request: web.Request) -> web.Response:
                              kind="mailsec.reply", at=now, document_id=r.document_id,
                              data={"recipient": r.address, "recipient_id": r.id, "files": [f["filename"] for f in files],
                                    "length": len(text)})
+    # after the reply is stored: the check that sees « all read » must also see the reply
+    await _receipt(request, access)
     raise web.HTTPSeeOther(f"{access.base}?reponse=ok")
 
 

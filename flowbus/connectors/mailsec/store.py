@@ -197,7 +197,7 @@ async def reminded(tx: Tx, recipient_id: str, at: datetime) -> None:
 
 
 async def resent(tx: Tx, recipient_id: str, at: datetime, *, ok: bool, error: str | None) -> None:
-    status_sql = "status = CASE WHEN status = 'read' THEN 'read' ELSE 'sent' END, sent_at = $2, last_error = NULL" \
+    status_sql = "status = CASE WHEN status = 'read' THEN 'read' ELSE 'sent' END, sent_at = $2, last_error = $3" \
         if ok else "status = CASE WHEN status = 'read' THEN 'read' ELSE 'undelivered' END, last_error = $3"
     await tx.execute(f"UPDATE mailsec_recipients SET resent = resent + 1, {status_sql}, updated_at = $2 "
                      "WHERE id = $1", recipient_id, isoformat(at), error)
