@@ -6,7 +6,9 @@ document and a bordereau of the decisions become files of the document; rejected
 ``Outcome.rejected(comment)``; otherwise wait again.
 
 Instance settings: ``seal_p12_path`` or ``seal_p12_base64`` (the entity's seal, PKCS#12),
-``seal_password`` (secret), optional ``tsa_url``, ``circuit`` (default circuit name).
+``seal_password`` (secret), optional ``tsa_url``, ``circuit`` (default circuit name), and to
+mail outside signers their link: ``smtp_host``, ``smtp_port``, ``smtp_from``, ``smtp_username``,
+``smtp_password`` (secret), ``smtp_starttls``, ``smtp_use_tls``.
 Step params: ``circuit`` (a circuit name of the entity or a parent) or ``steps`` (an inline
 circuit: ``[{kind: visa|signature|external, desk: <desk id>, label, name, email}]``),
 ``input`` (default ``document``), ``annexes``, ``output`` (default ``document_signe``),
@@ -35,7 +37,7 @@ DECISION_LABELS = {"visa": "Visa", "signature": "Signature", "reject": "Refus"}
 class LocalParapheurConnector(BaseConnector):
     family = "signature"
     kind = "local"
-    secret_keys = frozenset({"seal_password", "seal_p12_base64"})
+    secret_keys = frozenset({"seal_password", "seal_p12_base64", "smtp_password"})
 
     def __init__(self, instance: ConnectorInstance, runtime: Runtime) -> None:
         super().__init__(instance, runtime)

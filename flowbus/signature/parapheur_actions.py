@@ -46,6 +46,7 @@ class DecisionResult:
     decision: str
     next_task: parapheur.Task | None
     external_link_token: str | None  # set when the next step is an outside signer: hand the link over
+    link_mailed: bool = False  # the link was also mailed to the outside signer (instance has smtp_host)
 
 
 def seal_key(settings: dict[str, Any] | Any, now: Any = None) -> SigningKey:
@@ -169,7 +170,48 @@ async def decide(rt: Any, task_id: str, decision: str, actor: Actor, *, comment:
         updated = await parapheur.get_folder(tx, folder.id)
     log.info("parapheur.decision", folder=folder.id, document_id=folder.document_id, decision=kind,
              actor=actor.id, on_behalf_of=on_behalf)
-    return DecisionResult(updated, kind, next_task, link)
+    mailed = False
+    if link is not None and next_task is not None:
+        mailed = await send_link(rt, updated, next_task, link, await _settings_of(rt, folder))
+    return DecisionResult(updated, kind, next_task, link, mailed)
+
+
+def external_url(rt: Any, token: str) -> str:
+    return f"{rt.settings.base_url}/parapheur/externe/{token}"
+
+
+async def send_link(rt: Any, folder: parapheur.Folder, task: parapheur.Task, token: str,
+                    settings: dict[str, Any]) -> bool:
+    """Mail the personal link to the outside signer when the instance names an SMTP server (``smtp_host``).
+
+    Returns True when the server accepted the message.  A failure is logged, not raised: the
+    link is also shown to the person who approved the step before, who can hand it over.
+    """
+    if not settings.get("smtp_host") or not task.external_email:
+        return False
+    from flowbus.connectors.mailsec.send import OutgoingMail, SmtpConfig, SmtpPool
+    from flowbus.errors import FlowbusError
+    config = SmtpConfig.from_settings({
+        "host": settings["smtp_host"], "port": settings.get("smtp_port"), "username": settings.get("smtp_username"),
+        "password": settings.get("smtp_password"), "starttls": settings.get("smtp_starttls"),
+        "use_tls": settings.get("smtp_use_tls"), "validate_certs": settings.get("smtp_validate_certs"),
+        "from_address": settings.get("smtp_from") or "ne-pas-repondre@localhost",
+        "from_name": settings.get("smtp_from_name") or "Parapheur"})
+    text = (f"Bonjour {task.external_name or ''},\n\n"
+            f"Le document « {folder.title} » attend votre signature.\n"
+            f"Pour le lire puis le signer ou le refuser, ouvrez ce lien personnel :\n\n{external_url(rt, token)}\n\n"
+            "Ce lien ne sert qu'une fois ; ne le transmettez pas.\n")
+    pool = SmtpPool(config)
+    try:
+        delivery = await pool.send(OutgoingMail(task.external_email, f"Document à signer : {folder.title}", text))
+    except FlowbusError as exc:
+        log.warning("parapheur.link_not_mailed", task=task.id, error=str(exc))
+        return False
+    finally:
+        await pool.close()
+    if not delivery.ok:
+        log.warning("parapheur.link_refused", task=task.id, code=delivery.code)
+    return delivery.ok
 
 
 async def _check_actor(tx: Any, task_id: str, actor: Actor, now: Any) -> tuple[parapheur.Task, parapheur.Folder,
@@ -201,5 +243,6 @@ async def regenerate_link(rt: Any, task_id: str, signer: parapheur.Signer) -> st
         await journal.append(tx, entity_id=folder.entity_id, actor=f"signataire:{signer.login}",
                              kind="signature.link", at=rt.clock.now(), document_id=folder.document_id,
                              data={"task": task.id, "external": task.external_name})
+    await send_link(rt, folder, task, token, await _settings_of(rt, folder))
     return token
 

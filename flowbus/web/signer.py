@@ -18,7 +18,7 @@ from aiohttp import web
 from flowbus.api import RUNTIME
 from flowbus.errors import FlowbusError, NotFound, Unauthorized
 from flowbus.signature import parapheur
-from flowbus.signature.parapheur_actions import Actor, decide, regenerate_link
+from flowbus.signature.parapheur_actions import Actor, decide, external_url, regenerate_link
 from flowbus.web import render
 
 COOKIE = "flowbus_parapheur"
@@ -146,10 +146,11 @@ async def task_decision(request: web.Request) -> web.Response:
         raise web.HTTPSeeOther(f"/parapheur/taches/{task_id}?error={quote(exc.message)}") from None
     text = {"visa": "Dossier visé.", "signature": "Dossier signé : le cachet a été apposé.",
             "reject": "Dossier refusé."}[result.decision]
+    if result.link_mailed and result.next_task is not None:
+        text += f" Le lien de signature a été envoyé à {result.next_task.external_email}."
     target = f"/parapheur/?message={quote(text)}"
     if result.external_link_token:
-        link = f"{rt.settings.base_url}/parapheur/externe/{result.external_link_token}"
-        target += f"&lien={quote(link)}"
+        target += f"&lien={quote(external_url(rt, result.external_link_token))}"
     raise web.HTTPSeeOther(target)
 
 
@@ -163,7 +164,7 @@ async def task_link(request: web.Request) -> web.Response:
         token = await regenerate_link(rt, request.match_info["id"], signer)
     except FlowbusError as exc:
         raise web.HTTPSeeOther(f"/parapheur/?message={quote(exc.message)}") from None
-    link = f"{rt.settings.base_url}/parapheur/externe/{token}"
+    link = external_url(rt, token)
     raise web.HTTPSeeOther(f"/parapheur/?message={quote('Nouveau lien créé.')}&lien={quote(link)}")
 
 

@@ -108,8 +108,18 @@ async def test_rejection_puts_the_act_in_refused_state_with_the_comment(seal_pki
         assert await parapheur.inbox(tx, c["maire"], rt.clock.now()) == []
 
 
-async def test_outside_signer_signs_through_a_link(seal_pki, acte_pdf, deliberation_runtime, wait_state):
-    rt = await deliberation_runtime(local_instance(seal_pki))
+async def test_outside_signer_signs_through_a_mailed_link(seal_pki, acte_pdf, deliberation_runtime, wait_state):
+    from flowbus.connectors.mailsec.smtp_sim import SmtpSimulator
+    smtp = SmtpSimulator().start()
+    instance = local_instance(seal_pki)
+    instance["settings"].update(smtp_host="127.0.0.1", smtp_port=smtp.port, smtp_from="parapheur@commune.example")
+    try:
+        await _outside_signer(seal_pki, acte_pdf, await deliberation_runtime(instance), smtp)
+    finally:
+        smtp.stop()
+
+
+async def _outside_signer(seal_pki, acte_pdf, rt, smtp):
     c = await seed_commune(rt)
     # the « Convention » circuit (signature, then an outside signer): folder created as the connector does
     from flowbus.signature.local_connector import LocalParapheurConnector, bordereau
@@ -128,7 +138,9 @@ async def test_outside_signer_signs_through_a_link(seal_pki, acte_pdf, deliberat
     first = await active_task(rt, c["maire"])
     result = await decide(rt, first.task.id, "approve", actor(c["maire"]))
     token = result.external_link_token
-    assert token and result.next_task.kind == "external"
+    assert token and result.next_task.kind == "external" and result.link_mailed
+    [mail] = smtp.to("s.leroy@example.org")
+    assert f"/parapheur/externe/{token}" in mail.text() and "Convention" in mail.message()["Subject"]
     async with rt.store.transaction() as tx:
         ext_task, ext_folder = await parapheur.task_for_link(tx, token)
         assert ext_folder.id == folder.id
