@@ -212,7 +212,7 @@ async def test_refusal_and_anomaly_reach_the_refused_state(runtime_factory, tdt_
     assert "Anomalie" in anomaly.fields["rejection_reason"] and anomaly.fields["tdt_status"] == "anomalie"
 
 
-async def test_pes_to_acquit(backend, runtime_factory, tdt_config, s2low, wait_state, make_pes):
+async def test_pes_to_acquit(backend, runtime_factory, tdt_config, s2low, wait_state, make_pes, server_factory):
     rt = await runtime_factory(backend, config_dir=tdt_config)
     ent = await create_entity(rt, name="Commune", siren=None, parent=None, actor_name="test")
     doc = await documents.create_document(rt, entity_id=ent.id, flow_id="pes", fields={"title": "Mandats"},
@@ -230,6 +230,12 @@ async def test_pes_to_acquit(backend, runtime_factory, tdt_config, s2low, wait_s
     acquit = done.files_of("pes_acquit")[0]
     assert parse_pes_acquit(await rt.blobs.read(acquit.blob_key)).nom_fic == "PES_E2E_0001"
     assert s2low.count("post_pes", "PES_E2E_0001") == 1
+    server = await server_factory(rt)
+    async with server.client() as admin:
+        body = await (await admin.get(f"/api/v1/documents/{doc.id}")).json()
+        assert body["fields"]["pes_acquit_ok"] is True and body["fields"]["pes_id_coll"] == "12345678912345"
+        r = await admin.get(f"/api/v1/documents/{doc.id}/files/pes_acquit")
+        assert parse_pes_acquit(await r.read()).ok
 
 
 async def test_worker_restart_while_100_acts_wait_for_their_ar(runtime_factory, tdt_config, s2low, wait_state, pdf):

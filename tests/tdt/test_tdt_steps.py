@@ -375,3 +375,23 @@ def test_simulator_runs_as_a_program(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+async def test_real_classification_is_downloaded_and_stored_per_entity(fake_runtime, clock, shared: Path, pdf):
+    from flowbus.connectors.tdt.classification import parse_classification
+    from flowbus.connectors.tdt.s2low_sim import S2lowSimulator
+    xml = (shared / "samples" / "actes" / "999-1234----7-2_1.xml").read_bytes()
+    async with S2lowSimulator(clock=clock, classification=parse_classification(xml)) as sim:
+        conn = TdtActesConnector(_instance(sim), fake_runtime)
+        stored = await conn.classification("mairie-test")
+        cached = await conn.classifications.get(conn.instance.id, "mairie-test")
+        assert stored.date == cached.classification.date == date(2019, 4, 18)
+        assert cached.classification.matieres == parse_classification(xml).matieres  # all 291 matières kept
+        assert cached.classification.natures[4].type_pj[0] == "99_DC"
+        # an act typed with a code of the real classification goes through; an unknown code is refused
+        doc = await _document(fake_runtime, *_deliberation(pdf, classification="1.1.10", type_acte="21_EP"))
+        assert (await conn.start(_ctx(fake_runtime, conn.instance, doc))).status == "waiting"
+        bad = await _document(fake_runtime, *_deliberation(pdf, numero_interne="X2", type_acte="32_DP"), doc_id="x2")
+        with pytest.raises(PermanentError) as err:
+            await conn.start(_ctx(fake_runtime, conn.instance, bad))
+        assert err.value.field == "type_acte" and sim.count("classification") == 1
