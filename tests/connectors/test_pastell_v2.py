@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import shutil
 from pathlib import Path
 from typing import Any
+
+from datetime import timedelta
 
 import aiohttp
 import pytest
 
 from flowbus.api.auth import create_api_key
+from flowbus.connectors.tdt.actes_messages import parse_message
+from flowbus.connectors.tdt.s2low_sim import S2lowSimulator, _tiny_pdf
 from flowbus.models import Entity
 from flowbus.store import repo
 
 ROOT = Path(__file__).resolve().parents[2]
-SIGNED = "%PDF-1.4 acte signé (PAdES)"
-AR = ('<?xml version="1.0" encoding="ISO-8859-1"?><actes:ARActe xmlns:actes="http://www.interieur.gouv.fr/ACTES#v1.1-20040216" '
-      'actes:IDActe="034-213400013-20260302-DEL2026_012-DE" actes:DateReception="2026-03-02"/>')
+SIGNED = _tiny_pdf("Acte DEL2026_012 signe (PAdES)")  # ASCII: it travels in the connector's YAML
+ACT_PDF = _tiny_pdf("Délibération DEL2026_012")
 
 CONNECTORS = f"""
 instances:
@@ -30,33 +34,40 @@ instances:
       checks: 2
       check_in: 0.05
       files:
-        - {{field: arrete, filename: acte-signe.pdf, media_type: application/pdf, content: "{SIGNED}"}}
+        - {{field: arrete, filename: acte-signe.pdf, media_type: application/pdf, content: {json.dumps(SIGNED.decode())}}}
         - {{field: bordereau_signature, filename: bordereau.pdf, media_type: application/pdf, content: "%PDF-1.4 b"}}
   - id: tdt-actes
     family: tdt-actes
-    kind: test-wait
+    kind: s2low
     entity: null
-    settings:
-      checks: 3
-      check_in: 0.05
-      files:
-        - field: aractes
-          filename: ARActes.xml
-          media_type: application/xml
-          content: '{AR}'
+    settings: {{url: "{{s2low_url}}", departement: "034", siren: "213400013", classification_ttl: 1d}}
   - {{id: publication, family: notify, kind: test, entity: null, settings: {{}}}}
   - {{id: sae, family: sae, kind: test, entity: null, settings: {{}}}}
 """
 
 
 @pytest.fixture
-def pastell_config(tmp_path: Path) -> Path:
+async def s2low() -> Any:
+    sim = S2lowSimulator(delays={"transmit": timedelta(milliseconds=200), "ar": timedelta(milliseconds=600)})
+    await sim.start()
+    yield sim
+    await sim.stop()
+
+
+@pytest.fixture
+def pastell_config(tmp_path: Path, s2low: Any) -> Path:
     config = tmp_path / "config"
     (config / "flows").mkdir(parents=True)
     (config / "connectors").mkdir()
     for name in ("deliberation.yml", "pes.yml"):
         shutil.copy(ROOT / "config" / "flows" / name, config / "flows" / name)
-    (config / "connectors" / "test.yml").write_text(CONNECTORS.replace(
+    # the shipped flow asks the préfecture every 15 minutes; the simulator answers within a second
+    delib = config / "flows" / "deliberation.yml"
+    text = delib.read_text(encoding="utf-8")
+    assert "wait: {check_every: 15m, deadline: 10d}" in text
+    delib.write_text(text.replace("wait: {check_every: 15m, deadline: 10d}", "wait: {check_every: 1s, deadline: 10d}"),
+                     encoding="utf-8")
+    (config / "connectors" / "test.yml").write_text(CONNECTORS.replace("{s2low_url}", s2low.url).replace(
         "  - {id: sae", "  - {id: tdt-helios, family: tdt-helios, kind: test, entity: null, settings: {}}\n"
                        "  - {id: sae"), encoding="utf-8")
     return config
@@ -81,7 +92,7 @@ def _only_auth(headers: dict[str, str]) -> dict[str, str]:
 
 
 async def test_pastell_client_sequence_through_the_deliberation_flow(backend, runtime_factory, server_factory,
-                                                                     pastell_config: Path) -> None:
+                                                                     pastell_config: Path, s2low: Any) -> None:
     rt, url, auth = await _setup(runtime_factory, server_factory, pastell_config, backend)
     async with aiohttp.ClientSession(base_url=url, headers=_only_auth(auth)) as api:
         r = await api.get("/api/v2/version")
@@ -116,13 +127,14 @@ async def test_pastell_client_sequence_through_the_deliberation_flow(backend, ru
         # 3. attach the act and an annex
         form = aiohttp.FormData()
         form.add_field("file_name", "DEL2026_012.pdf")
-        form.add_field("file_content", b"%PDF-1.4 acte original", filename="DEL2026_012.pdf",
+        form.add_field("file_content", ACT_PDF, filename="DEL2026_012.pdf",
                        content_type="application/pdf")
         r = await api.post(f"{doc_url}/file/arrete", data=form)
         assert r.status == 201, await r.text()
         assert (await r.json())["formulaire_ok"] == 1
         form = aiohttp.FormData()
-        form.add_field("file_content", b"%PDF-1.4 annexe", filename="annexe.pdf", content_type="application/pdf")
+        form.add_field("file_content", _tiny_pdf("Annexe budgétaire"), filename="annexe.pdf",
+                       content_type="application/pdf")
         form.add_field("file_name", "budget-annexe.pdf")  # the name after the content: still taken
         r = await api.post(f"{doc_url}/file/autre_document_attache/0", data=form)
         assert r.status == 201, await r.text()
@@ -151,17 +163,21 @@ async def test_pastell_client_sequence_through_the_deliberation_flow(backend, ru
             await asyncio.sleep(0.05)
         assert seen[-1] == "acquiter-tdt", seen
         assert "send-iparapheur" in seen
-        assert detail["data"]["aractes"] == ["ARActes.xml"]
+        (ar_name,) = detail["data"]["aractes"]
+        id_acte = ar_name.removesuffix("-1-2.xml")  # département-SIREN-date-numéro-nature, as the préfecture names it
+        assert id_acte.startswith("034-") and id_acte.endswith("-20260302-DEL2026_012-DE")
 
         # 6. download the signed act and the AR
         r = await api.get(f"{doc_url}/file/arrete")
-        assert r.status == 200 and (await r.read()).decode() == SIGNED
+        assert r.status == 200 and await r.read() == SIGNED
         assert "acte-signe.pdf" in r.headers["Content-Disposition"]
         r = await api.get(f"{doc_url}/file/aractes", params={"receive": "true"})
         payload = await r.json()
-        assert payload["file_name"] == "ARActes.xml" and base64.b64decode(payload["file_content"]).decode() == AR
+        ar = parse_message(base64.b64decode(payload["file_content"]))
+        assert payload["file_name"] == f"{id_acte}-1-2.xml" and ar.event == "ar" and ar.id_acte == id_acte
         r = await api.get(f"{doc_url}/file/document_signe")  # Pastell's name for the signed act
-        assert (await r.read()).decode() == SIGNED
+        assert await r.read() == SIGNED
+        assert s2low.count("post_acte", "DEL2026_012") == 1  # the préfecture received the act once
 
         # search and journal
         r = await api.get("/api/v2/entite/ville-test/document", params={"type": "actes-generique"})
