@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+import aiohttp
+
 from flowbus.clock import isoformat
-from flowbus.connectors.base import BaseConnector, ConnectorInstance, NewFile, Outcome, StepContext
+from flowbus.connectors.base import BaseConnector, ConnectorInstance, Outcome, StepContext
 from flowbus.connectors.tdt import actes as A
 from flowbus.connectors.tdt.actes_messages import LETTER_LABELS, parse_message
 from flowbus.connectors.tdt.classification import Classification, ClassificationCache, parse_ttl
@@ -51,15 +53,26 @@ class _S2lowBase(BaseConnector):
         super().__init__(instance, runtime)
         self._ssl: Any = None
         self._ssl_loaded = False
+        self._session: aiohttp.ClientSession | None = None  # only when the runtime has no shared session
 
     def client(self) -> S2lowClient:
         if not self._ssl_loaded:
             self._ssl = ssl_context(self.instance.settings)
             self._ssl_loaded = True
+        session = getattr(self.runtime, "http", None)
+        if session is None:
+            if self._session is None or self._session.closed:
+                self._session = aiohttp.ClientSession()
+            session = self._session
         s = self.instance.settings
-        return S2lowClient(str(s.get("url") or ""), session=getattr(self.runtime, "http", None),
+        return S2lowClient(str(s.get("url") or ""), session=session,
                            login=s.get("login") or None, password=s.get("password") or None, ssl_ctx=self._ssl,
                            timeout=float(s.get("timeout", 120)))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     def check_in(self, ctx: StepContext) -> timedelta:
         """The step's ``wait.check_every`` (or params ``check_every``), else 15 minutes."""
