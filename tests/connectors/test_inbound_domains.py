@@ -220,3 +220,56 @@ async def test_cimetiere(api) -> None:
     r = await http.post("/api/v1/inbound/cimetieres", data=_form({**fields, "duree": "99"}, {
         "acte": ("concession.pdf", PDF, "application/pdf")}))
     assert r.status == 422 and (await r.json())["field"] == "duree"
+
+
+async def test_rh_batch_resumes_after_a_worker_dies_mid_batch(runtime_factory, server_factory) -> None:
+    """The worker is killed (its task cancelled) in the middle of the batch; the next delivery of the
+    batch message resumes it: every valid entry becomes exactly one document."""
+    from datetime import timedelta
+
+    from flowbus.bus.base import Retry
+    from flowbus.connectors.inbound import rh
+
+    rt = await runtime_factory("embedded", workers=False)
+
+    class DyingWorker(rh.BatchWorker):
+        deaths = 0
+
+        async def run(self, batch_id: str, token: str) -> None:
+            if self.deaths:
+                return await super().run(batch_id, token)
+            self.deaths += 1
+            task = asyncio.create_task(super().run(batch_id, token))
+            while True:  # die once about a third of the entries are documents
+                async with self.rt.store.transaction() as tx:
+                    if await tx.fetchval("SELECT COUNT(*) FROM documents") >= 25:
+                        break
+                await asyncio.sleep(0.005)
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            raise Retry(timedelta(milliseconds=100), "worker died")
+
+    worker = DyingWorker(rt, lease=0.6)
+    rt.inbound_batches = worker
+    srv = await server_factory(rt)
+    async with rt.store.transaction() as tx:
+        await repo.insert_entity(tx, Entity("ville", "Ville", None, None, rt.clock.now()))
+    async with srv.client() as http:
+        form = aiohttp.FormData()
+        form.add_field("entity", "ville")
+        form.add_field("archive", payslip_zip(80, bad={5: "email"}), filename="paie.zip",
+                       content_type="application/zip")
+        r = await http.post("/api/v1/inbound/rh/batches", data=form)
+        assert r.status == 202, await r.text()
+        batch = await _wait_batch(http, (await r.json())["status_url"], timeout=30)
+    assert worker.deaths == 1
+    assert batch["status"] == "done" and batch["accepted"] == 79 and batch["rejected"] == 1
+    async with rt.store.transaction() as tx:
+        rows = await tx.fetch("SELECT fields FROM documents")
+        files = await tx.fetchval("SELECT COUNT(*) FROM document_files")
+    names = [json.loads(r["fields"])["agent_nom"] for r in rows]
+    assert len(names) == 79 == len(set(names)) == files
+    assert len({e["document"] for e in batch["entries"] if e["document"]}) == 79

@@ -287,8 +287,9 @@ async def post_batch(request: web.Request) -> web.Response:
 class BatchWorker:
     """Turns a batch's pending entries into documents (one consumer of ``inbound-batches``)."""
 
-    def __init__(self, runtime: Any) -> None:
+    def __init__(self, runtime: Any, *, lease: float = LEASE) -> None:
         self.rt = runtime
+        self.lease = lease  # a batch untouched this long belongs to a dead worker: another one resumes it
         self._consumer: Any = None
 
     async def start(self) -> None:
@@ -306,13 +307,13 @@ class BatchWorker:
             changed = await tx.execute(
                 "UPDATE inbound_batches SET status = 'processing:' || $2, updated_at = $3 WHERE id = $1 AND "
                 "(status = 'processing' OR (status LIKE 'processing:%' AND updated_at < $4))",
-                batch_id, token, isoformat(now), isoformat(now - timedelta(seconds=LEASE)))
+                batch_id, token, isoformat(now), isoformat(now - timedelta(seconds=self.lease)))
             if changed:
                 return None
             row = await tx.fetchrow("SELECT status, updated_at FROM inbound_batches WHERE id = $1", batch_id)
         if row is None or not row["status"].startswith("processing"):
             return -1.0  # finished (or gone): nothing to do
-        return max(1.0, LEASE - (now - parse_iso(row["updated_at"])).total_seconds())
+        return max(0.1, self.lease - (now - parse_iso(row["updated_at"])).total_seconds())
 
     async def handle(self, msg: Message) -> None:
         batch_id = msg.body["batch"]
@@ -356,7 +357,7 @@ class BatchWorker:
                                      "field = $6 WHERE batch_id = $1 AND position = $2", batch_id, pos, status,
                                      doc_id, error, field)
                     column = "accepted" if status == "done" else "rejected"
-                    beat = rt.clock.monotonic() - last_beat > 10
+                    beat = rt.clock.monotonic() - last_beat > self.lease / 3
                     await tx.execute(f"UPDATE inbound_batches SET {column} = {column} + 1"
                                      + (", updated_at = $2" if beat else "") + " WHERE id = $1",
                                      batch_id, *([isoformat(rt.clock.now())] if beat else []))
