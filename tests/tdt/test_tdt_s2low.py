@@ -254,3 +254,23 @@ async def test_every_simulator_message_is_checked_against_the_xsd(sim, clock, pd
     with pytest.raises(AssertionError, match="not valid ACTES"):
         check_actes_messages(sim)
     del t.files["broken"]
+
+
+async def test_configuration_errors_name_the_setting(sim):
+    import structlog
+    from flowbus.connectors.tdt.classification import parse_ttl
+    with pytest.raises(PermanentError) as err:
+        S2lowClient("")
+    assert err.value.field == "url"
+    with pytest.raises(PermanentError) as err:
+        parse_ttl("demain")
+    assert err.value.field == "classification_ttl"
+    assert parse_ttl("90m") == timedelta(minutes=90) and parse_ttl(3600) == timedelta(hours=1)
+    with pytest.raises(PermanentError) as err:
+        ssl_context({"url": "https://x", "client_cert_path": "/nonexistent/client.pem"})
+    assert err.value.field == "client_cert_path"
+    with structlog.testing.capture_logs() as logs:
+        async with S2lowClient(sim.url, login="mairie", password="s3cr3t-pw") as client:
+            await client.test_connexion()
+    assert [e["path"] for e in logs if e["event"] == "s2low.request"] == ["/api/test-connexion.php"]
+    assert "s3cr3t-pw" not in repr(logs)

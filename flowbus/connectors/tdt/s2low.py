@@ -18,6 +18,7 @@ import os
 import re
 import ssl
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,13 +176,18 @@ class S2lowClient:
         kwargs: dict[str, Any] = {"params": params, "data": data, "headers": self._headers, "timeout": self._timeout}
         if self._ssl is not None:
             kwargs["ssl"] = self._ssl
+        started = time.monotonic()
         try:
             async with self._session.request(method, url, **kwargs) as resp:
                 body = await resp.read()
                 status = resp.status
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            log.warning("s2low.unreachable", method=method, path=path, error=type(exc).__name__)
             raise TransientError(f"S²LOW injoignable ({what}) : {type(exc).__name__} {exc}".strip(),
                                  hint=f"vérifiez que {self.url} répond") from exc
+        # path only: the query may carry a nonce, and no header or setting is ever logged
+        log.debug("s2low.request", method=method, path=path, status=status, bytes=len(body),
+                  duration_ms=round((time.monotonic() - started) * 1000, 1))
         if status >= 500:
             raise TransientError(f"S²LOW a répondu HTTP {status} ({what})", hint="le TdT est en panne ; nouvel essai")
         if status in (401, 403):
