@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from datetime import UTC, datetime
@@ -103,6 +104,9 @@ def cmd_sign(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from flowbus.errors import FlowbusError, PermanentError
     from flowbus.signature.verify import load_certificates, verify
+    # pyHanko logs its findings (with tracebacks) on top of returning them; this command reports them.
+    logging.getLogger("pyhanko").setLevel(logging.CRITICAL)
+    logging.getLogger("pyhanko_certvalidator").setLevel(logging.CRITICAL)
     try:
         now = None
         if args.at:

@@ -142,3 +142,22 @@ def test_signing_time_follows_the_injected_clock(pki, pdf5):
     # Judged three years later, the seal certificate has expired.
     [late] = verify(b"data", detached=sign_cades(b"data", pki.seal, now=when), now=when + timedelta(days=3 * 365))
     assert late.chain_status == "expired" and late.intact and not late.ok
+
+
+def test_pades_detects_a_page_replaced_after_signing(pki, pdf5):
+    """An incremental update that swaps a page's content is not an allowed change: not intact."""
+    from pyhanko.pdf_utils import generic
+    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+
+    signed = sign_pdf(pdf5, pki.signer)
+    writer = IncrementalPdfFileWriter(BytesIO(signed))
+    page = writer.root["/Pages"]["/Kids"][0].get_object()
+    page["/Contents"] = writer.add_object(generic.StreamObject(stream_data=b"BT /F1 30 Tf 100 500 Td (ANNULE) Tj ET"))
+    writer.update_container(page)
+    out = BytesIO()
+    writer.write(out)
+    assert out.getvalue().startswith(signed)  # the signed bytes themselves are untouched
+    [result] = verify(out.getvalue(), trusted=pki.trusted)
+    assert not result.intact and not result.ok
+    assert "modified after signing" in result.errors[0]
+    assert not pyhanko_bottom_line(out.getvalue(), pki)
