@@ -96,12 +96,15 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     except FlowbusError as exc:
         print(f"flowbus serve: refusing to start: {exc}", file=sys.stderr)
         return 1
+    sims = None
     try:
         secret = await _ensure_admin_key(rt)
         if secret:
             print(f"API key: {secret}", flush=True)
         if args.demo:
-            await seed_demo(rt)
+            # the simulators of the outside systems, the demo entity's instances and one document per flow
+            from flowbus import demo
+            sims = await demo.start_demo(rt, out=lambda line: print(line, flush=True))
         print(f"flowbus {args.role} on {settings.base_url} (store {rt.store.dialect}, "
               f"bus {type(rt.bus).__name__}, blobs {type(rt.blobs).__name__})", flush=True)
         task = asyncio.ensure_future(run_forever(rt, args.role))
@@ -114,6 +117,8 @@ async def cmd_serve(args: argparse.Namespace) -> int:
             pass
     finally:
         await rt.close()
+        if sims is not None:
+            await sims.stop()
     return 0
 
 
@@ -196,7 +201,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--role", choices=["all", "api", "worker"], default="all")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
-    p.add_argument("--demo", action="store_true", help="seed a demo entity and a demo document")
+    p.add_argument("--demo", action="store_true",
+                   help="start the simulators (S²LOW, i-Parapheur, SMTP, TSA) and run one document per shipped flow")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("init", help="create or migrate the database and the first administrator key")
