@@ -90,6 +90,8 @@ class SQLiteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
+        self._queued = 0  # transactions waiting for the lock (group commit joins them to the open group)
+        self._group: list[asyncio.Future[None]] | None = None  # open SQLite transaction's logical members
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -144,23 +146,77 @@ class SQLiteStore:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SQLiteTx]:
+        """One logical transaction.
+
+        Group commit: logical transactions that queue up behind each other share one SQLite
+        transaction, each inside its own SAVEPOINT (a failing one rolls back alone); the last
+        of a group — or the 64th — commits for all.  Each caller's block returns only once its
+        work is committed, and its after-commit callbacks run then.
+        """
         if self._conn is None:
             await self.open()
         tx = SQLiteTx(self)
-        async with self._lock:
-            await self._begin()
+        self._queued += 1
+        try:
+            await self._lock.acquire()
+        except BaseException:
+            # cancelled while queued: the group left open for us must still be committed
+            self._queued -= 1
+            if self._group is not None and self._queued == 0:
+                asyncio.ensure_future(self._flush_group())
+            raise
+        self._queued -= 1
+        committed: asyncio.Future[None] | None = None
+        try:
+            if not self._group:
+                await self._begin()
+                self._group = []
+            _execute(self._conn, "SAVEPOINT logical", ())
             try:
                 yield tx
                 await tx._run_before()
             except BaseException:
-                _execute(self._conn, "ROLLBACK", ())
+                _execute(self._conn, "ROLLBACK TO logical", ())
+                _execute(self._conn, "RELEASE logical", ())
                 raise
-            else:
-                _execute(self._conn, "COMMIT", ())
+            _execute(self._conn, "RELEASE logical", ())
+            committed = asyncio.get_running_loop().create_future()
+            self._group.append(committed)
+        finally:
+            try:
+                if self._group is not None and (self._queued == 0 or len(self._group) >= 64):
+                    self._commit_group()
+            finally:
+                self._lock.release()
+        await committed
         for cb in tx._after:
             result = cb()
             if asyncio.iscoroutine(result):
                 await result
+
+    async def _flush_group(self) -> None:
+        async with self._lock:
+            if self._group is not None:
+                self._commit_group()
+
+    def _commit_group(self) -> None:
+        group, self._group = self._group or [], None
+        try:
+            _execute(self._conn, "COMMIT", ())
+        except BaseException as exc:
+            try:
+                _execute(self._conn, "ROLLBACK", ())
+            except sqlite3.Error:
+                pass
+            for fut in group:
+                if not fut.done():
+                    fut.set_exception(BackendError(f"SQLite commit failed: {exc}"))
+            if not group:
+                raise
+            return
+        for fut in group:
+            if not fut.done():
+                fut.set_result(None)
 
     async def _begin(self) -> None:
         """Take the write lock: inline when it is free (the usual case, one process), otherwise
