@@ -24,7 +24,12 @@ async def cmd_glaneur(args: argparse.Namespace) -> int:
         return 1
     config = GlaneurConfig(Path(args.directory), name=args.name, entity=args.entity, flow=args.flow,
                            start=not args.no_start, settle=args.settle, interval=args.interval)
-    glaneur = Glaneur(rt, config)
+    try:
+        glaneur = _sftp_glaneur(rt, config, args) if args.sftp else Glaneur(rt, config)
+    except FlowbusError as exc:
+        await rt.close()
+        print(f"flowbus glaneur: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.once:
             report = await glaneur.scan_once()
@@ -46,6 +51,24 @@ async def cmd_glaneur(args: argparse.Namespace) -> int:
         await rt.close()
 
 
+def _sftp_glaneur(rt, config, args: argparse.Namespace):
+    """``--sftp user@host[:port]/remote/dir``; the password comes from FLOWBUS_GLANEUR_SFTP_PASSWORD."""
+    import os
+
+    from flowbus.connectors.inbound.glaneur_sftp import SftpConfig, SftpGlaneur
+    from flowbus.errors import ConfigError
+    target = args.sftp
+    user, _, rest = target.partition("@")
+    hostport, _, remote = rest.partition("/")
+    host, _, port = hostport.partition(":")
+    if not user or not host:
+        raise ConfigError(f"--sftp {target!r}: expected user@host[:port]/directory", field="sftp")
+    sftp = SftpConfig(host, user, remote or ".", port=int(port or 22),
+                      password=os.environ.get("FLOWBUS_GLANEUR_SFTP_PASSWORD"), client_key=args.sftp_key,
+                      host_key=args.sftp_host_key, known_hosts=args.sftp_known_hosts)
+    return SftpGlaneur(rt, config, sftp)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("glaneur", help="watch a directory: JSON sidecars or zips with manifest.json "
                                                "become documents (done/ and error/ beside them)")
@@ -56,5 +79,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-start", action="store_true", help="create drafts without starting them")
     p.add_argument("--settle", type=float, default=2.0, help="seconds a file must stay unchanged (default 2)")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between scans (default 5)")
+    p.add_argument("--sftp", help="watch user@host[:port]/directory over SFTP instead (DIRECTORY is then the local "
+                                  "staging directory; password in FLOWBUS_GLANEUR_SFTP_PASSWORD)")
+    p.add_argument("--sftp-key", help="private key file for the SFTP login")
+    p.add_argument("--sftp-host-key", help="the SFTP server's public key (OpenSSH format)")
+    p.add_argument("--sftp-known-hosts", help="a known_hosts file holding the SFTP server's key")
     p.add_argument("--once", action="store_true", help="scan once and exit (status 1 if a unit failed)")
     p.set_defaults(func=cmd_glaneur)
