@@ -103,9 +103,13 @@ async def task_page(request: web.Request) -> web.Response:
 
 async def _send_file(request: web.Request, blob_key: str, filename: str, media_type: str) -> web.StreamResponse:
     rt = request.app[RUNTIME]
-    resp = web.StreamResponse(headers={"Content-Type": media_type,
-                                       "Content-Disposition": f"inline; filename*=UTF-8''{quote(filename)}",
-                                       "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+    headers = {"Content-Type": media_type, "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+    if media_type == "application/pdf":  # shown in the page's viewer
+        headers["Content-Disposition"] = f"inline; filename*=UTF-8''{quote(filename)}"
+    else:  # never rendered from our origin (an HTML or SVG "document" could run script here)
+        headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(filename)}"
+        headers["Content-Security-Policy"] = "sandbox"
+    resp = web.StreamResponse(headers=headers)
     await resp.prepare(request)
     async for chunk in rt.blobs.open(blob_key):
         await resp.write(chunk)
