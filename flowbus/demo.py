@@ -68,8 +68,13 @@ class DemoSimulators:
     ged_dir: Path
     timing: DemoTiming
     _tasks: list[asyncio.Task] = field(default_factory=list)
+    _stopped: bool = False
 
     async def stop(self) -> None:
+        """Stop every simulator (a second call does nothing)."""
+        if self._stopped:
+            return
+        self._stopped = True
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
