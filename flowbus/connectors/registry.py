@@ -52,6 +52,8 @@ CONNECTOR_CLASSES: dict[str, dict[str, str]] = {
     },
     "notify": {
         **TEST_KINDS,
+        "smtp": "flowbus.connectors.notify:NotifyEmailConnector",
+        "http": "flowbus.connectors.notify:NotifyHttpConnector",
     },
 }
 
