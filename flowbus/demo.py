@@ -11,7 +11,8 @@ through API-managed connector instances of the demo entity::
     tdt-helios       tdt-helios/s2low      S²LOW simulator, PES_Acquit after the same delays
     mailsec          mailsec/smtp          local SMTP server; links point at the server's base URL
     ged              ged/filesystem        ``<data_dir>/demo-ged``
-    sae, publication the YAML ``test`` instances (no archive nor notify kind exists yet)
+    sae, publication the YAML ``test`` instances: no archive kind exists yet, and the shipped publication
+                     step names no ``to`` for notify/smtp and there is no publication site for notify/http
 
 Then one document per shipped flow is created and started.  Everything is idempotent: the
 entity and the documents are found again by SIREN and by flow, the instances are replaced
