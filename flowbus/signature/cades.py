@@ -164,10 +164,10 @@ def _timestamp_token(tsa_url: str, signature: bytes) -> cms.ContentInfo:
 
 def load_cms(signature: bytes) -> cms.ContentInfo:
     """Parse a CMS SignedData (DER, or PEM with a ``-----BEGIN PKCS7/CMS-----`` armour)."""
-    raw = signature.strip()
-    if raw.startswith(b"-----BEGIN"):
+    raw = signature  # never strip DER: its last byte (of the signature value) may well be 0x20 or 0x0a
+    if signature.lstrip().startswith(b"-----BEGIN"):
         from asn1crypto import pem
-        _, _, raw = pem.unarmor(raw)
+        _, _, raw = pem.unarmor(signature.strip())
     try:
         info = cms.ContentInfo.load(raw)
         if info["content_type"].native != "signed_data":

@@ -161,3 +161,49 @@ def test_pades_detects_a_page_replaced_after_signing(pki, pdf5):
     assert not result.intact and not result.ok
     assert "modified after signing" in result.errors[0]
     assert not pyhanko_bottom_line(out.getvalue(), pki)
+
+
+@pytest.mark.parametrize("attached", [False, True])
+def test_accepts_cms_made_by_openssl(pki, tmp_path, attached):
+    """Detached (.p7s) and attached (.p7m) CMS made by other software verify; altered content does not."""
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+    key = pki.signer
+    (tmp_path / "cert.pem").write_bytes(key.certificate.public_bytes(Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8,
+                                                                     NoEncryption()))
+    content = b"Arrete n 2026-042\x00\xff" * 1000
+    (tmp_path / "content.bin").write_bytes(content)
+    done = subprocess.run(["openssl", "cms", "-sign", "-binary", "-md", "sha256", "-in", str(tmp_path / "content.bin"),
+                           "-signer", str(tmp_path / "cert.pem"), "-inkey", str(tmp_path / "key.pem"),
+                           "-outform", "DER", "-out", str(tmp_path / "sig.der"), *(["-nodetach"] if attached else [])],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    signature = (tmp_path / "sig.der").read_bytes()
+    if attached:
+        [result] = verify(signature, trusted=pki.trusted)
+        assert result.reference == "encapsulated content"
+        at = signature.index(b"2026-042")
+        [bad] = verify(signature[:at] + b"2026-043" + signature[at + 8:], trusted=pki.trusted)
+    else:
+        [result] = verify(content, detached=signature, trusted=pki.trusted)
+        [bad] = verify(content.replace(b"042", b"043", 1), detached=signature, trusted=pki.trusted)
+    assert result.ok and result.signer == "Marie Dupont" and result.chain_status == "trusted"
+    assert result.signed_at is not None
+    assert not bad.intact and not bad.ok
+
+
+def test_der_ending_with_a_whitespace_byte_is_read_whole(pki):
+    """A DER signature whose last byte is 0x20 or 0x0a must not be 'stripped' (a real, random-looking bug)."""
+    from asn1crypto import cms
+
+    from flowbus.signature.cades import load_cms
+
+    for attempt in range(2000):
+        p7s = sign_cades(b"x" * attempt, pki.seal)
+        if p7s[-1:] in (b" ", b"\n", b"\r", b"\t"):
+            break
+    else:  # pragma: no cover - 2000 tries without such a byte is (1-4/256)^2000 ≈ 2e-14
+        raise AssertionError("no signature ending with a whitespace byte")
+    assert load_cms(p7s).dump() == cms.ContentInfo.load(p7s).dump()
+    assert verify(b"x" * attempt, detached=p7s)[0].intact
