@@ -53,7 +53,7 @@ class _ClockedPdfSigner(signers.PdfSigner):
 
 
 def _open(data: bytes, field_name: str = "document") -> PdfFileReader:
-    if not data.lstrip()[:5].startswith(b"%PDF"):
+    if b"%PDF-" not in data[:1024]:  # the header may follow up to 1 KB of junk (ISO 32000 readers accept it)
         raise PermanentError("the file is not a PDF (no %PDF header)", field=field_name)
     try:
         reader = PdfFileReader(BytesIO(data), strict=False)

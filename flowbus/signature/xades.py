@@ -17,6 +17,7 @@ signing certificate digest), so PES files signed by other software verify too.
 from __future__ import annotations
 
 import base64
+import binascii
 import re
 import uuid
 from collections.abc import Iterator
@@ -334,14 +335,21 @@ def _verify_signature(sig: etree._Element, root: etree._Element, ids: dict[str, 
                       duplicates: set[str], trusted: list[x509.Certificate] | None,
                       now: datetime | None) -> Verification:
     errors: list[str] = []
-    certs = [x509.load_der_x509_certificate(base64.b64decode("".join(c.text.split())))
-             for c in sig.iter(f"{{{DS}}}X509Certificate") if c.text]
+    certs: list[x509.Certificate] = []
+    unreadable = 0
+    for c in sig.iter(f"{{{DS}}}X509Certificate"):
+        try:
+            certs.append(x509.load_der_x509_certificate(base64.b64decode("".join((c.text or "").split()))))
+        except (ValueError, binascii.Error):
+            unreadable += 1
     leaf = pick_leaf(certs)
     signed_info = sig.find(f"{{{DS}}}SignedInfo")
     result = Verification("xades", subject_cn(leaf) if leaf is not None else None, None, "unknown", False,
                           certificate=leaf)
+    if unreadable:
+        errors.append(f"{unreadable} X509Certificate value(s) cannot be read")
     if signed_info is None:
-        result.errors.append("the signature has no SignedInfo")
+        result.errors = [*errors, "the signature has no SignedInfo"]
         return result
     # What the signature covers, for the report: the first reference that is not SignedProperties.
     sp_ids: set[str] = set()
@@ -388,7 +396,10 @@ def _verify_signature(sig: etree._Element, root: etree._Element, ids: dict[str, 
     c14n_el = signed_info.find(f"{{{DS}}}CanonicalizationMethod")
     method_el = signed_info.find(f"{{{DS}}}SignatureMethod")
     method = SIGNATURE_METHODS.get(method_el.get("Algorithm") if method_el is not None else "")
-    value = base64.b64decode("".join((sig.findtext(f"{{{DS}}}SignatureValue") or "").split()))
+    try:
+        value = base64.b64decode("".join((sig.findtext(f"{{{DS}}}SignatureValue") or "").split()), validate=True)
+    except (ValueError, binascii.Error):
+        value = b""  # fails verification below, reported as a wrong signature value
     if leaf is None:
         errors.append("the signature carries no X509 certificate (KeyInfo/X509Data)")
         intact = False

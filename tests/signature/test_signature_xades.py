@@ -182,3 +182,16 @@ def test_accepts_a_global_signature_on_pes_aller(pki, pes3, tmp_path):
     assert result.ok and result.reference == root_id
     [bad] = verify(signed.replace(b'<IdBord V="1000"/>', b'<IdBord V="1003"/>'), trusted=pki.trusted)
     assert not bad.intact
+
+
+def test_garbled_signature_parts_are_reported_not_raised(pki, pes3):
+    signed = sign_pes(pes3, pki.seal)
+    root = etree.fromstring(signed)
+    sigs = root.findall(f".//{{{DS}}}Signature")
+    sigs[0].find(f"{{{DS}}}SignatureValue").text = "!!! pas du base64 !!!"
+    sigs[1].find(f".//{{{DS}}}X509Certificate").text = "AAAA"
+    sigs[2].remove(sigs[2].find(f"{{{DS}}}SignedInfo"))
+    first, second, third = verify(etree.tostring(root, encoding="ISO-8859-1"), trusted=pki.trusted)
+    assert not first.intact and "signature value" in " ".join(first.errors)
+    assert not second.intact and "cannot be read" in " ".join(second.errors)
+    assert not third.intact and "no SignedInfo" in " ".join(third.errors)
