@@ -3,6 +3,7 @@ TdT down then an administrator's retry; refusal; worker restart while 100 acts w
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import textwrap
 import time
@@ -300,3 +301,30 @@ async def test_prefecture_letter_becomes_a_document_and_is_answered(runtime_fact
     stored = await documents.get_document(rt, doc_id)
     assert stored.fields["pes_retour_typfic"] == "PESRETOUR_DEP" and stored.fields["pes_id_coll"] == "12345678900012"
     assert await rt.blobs.read(stored.files_of("pes_retour")[0].blob_key) == retour
+
+
+async def test_tdt_poll_command(runtime_factory, tdt_config, s2low, wait_state, pdf, tmp_path: Path):
+    import json
+    import os
+    import sys
+    rt = await runtime_factory("embedded", config_dir=tdt_config)
+    ent = await create_entity(rt, name="Commune", siren=None, parent=None, actor_name="test")
+    acte = await _deliberation(rt, ent.id, "DEL_POLL", pdf)
+    done = await wait_state(rt, acte.id, "done", timeout=30)
+    s2low.send_letter(done.fields["tdt_transaction_id"], "CourrierSimple", text="Pour information")
+    data_dir = rt.settings.data_dir
+    await rt.close()
+    env = {**os.environ, "FLOWBUS_DATA_DIR": str(data_dir), "FLOWBUS_CONFIG_DIR": str(tdt_config),
+           "FLOWBUS_LOG_LEVEL": "warning"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "flowbus", "tdt", "poll", "--entity", ent.id, "--letters-flow", "courrier",
+        "--no-start", env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    (doc_id,) = json.loads(out)["letters"]
+    rt2 = await runtime_factory("embedded", config_dir=tdt_config, workers=False)
+    letter = await documents.get_document(rt2, doc_id)
+    assert (letter.fields["letter_type"], letter.fields["id_acte"]) == ("courrier_simple", done.fields["ar_identifier"])
+    assert "letter_text" not in letter.fields  # a courrier simple carries only its document (ACTES 2-1)
+    assert len(letter.files_of("courrier")) == 1
+    assert s2low.count("mark_read") == 1
