@@ -167,6 +167,11 @@ def sign_pes(xml: bytes, key: SigningKey, *, now: datetime | None = None, role: 
         if bord.find(f"{{{DS}}}Signature") is not None:
             raise PermanentError(f"Bordereau #{position} (Id {bord.get('Id')!r}) is already signed",
                                  field="document")
+    ids = [el.get("Id") for el in root.iter() if isinstance(el.tag, str) and el.get("Id")]
+    for position, bord in enumerate(bordereaux, start=1):
+        if ids.count(bord.get("Id")) > 1:
+            raise PermanentError(f"Bordereau #{position}: Id {bord.get('Id')!r} is used more than once in the file; "
+                                 f"a signature reference must point to one element", field="document")
     signing_time = _signature_time(now)
     for bord in bordereaux:
         _sign_bordereau(bord, key, signing_time, role, city, postal_code, country)
