@@ -101,7 +101,7 @@ def test_bordereau_without_id_names_its_position(pki, pes3):
     with pytest.raises(PermanentError) as err:
         sign_pes(data, pki.seal)
     assert "Bordereau #2" in str(err.value) and "PES_DepenseAller" in str(err.value)
-    with pytest.raises(PermanentError, match="Bordereau #3: Id 'BORD1000' is used more than once"):
+    with pytest.raises(PermanentError, match="Bordereau #1: Id 'BORD1000' is used more than once"):
         sign_pes(pes3.replace(b'Id="BORD1002"', b'Id="BORD1000"'), pki.seal)
 
 
