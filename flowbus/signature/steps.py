@@ -11,7 +11,7 @@ Instance settings::
 
 Step params: ``input`` (file field, default ``document``), ``output`` (file field, default
 ``signed``), ``format`` (``xades-pes`` | ``pades`` | ``cades``; default from the media type:
-PDF → pades, XML → xades-pes, anything else → cades).  ``cades`` produces ``<name>.p7s``
+PDF → pades, a PES_Aller → xades-pes, anything else (other XML included) → cades).  ``cades`` produces ``<name>.p7s``
 beside the untouched file.  Signing is a pure function of the input, so a redelivered step
 signs again and replaces the output field: safe to repeat.
 """
@@ -90,6 +90,8 @@ class SealConnector(BaseConnector):
         now = clock.now() if clock is not None else None
         key = self.load_key(now)
         data = await ctx.file_bytes(input_field)
+        if fmt == "xades-pes" and not ctx.params.get("format") and b"PES_Aller" not in data[:4096]:
+            fmt = "cades"  # an XML file that is not a PES (ACTES message, export…): detached signature
         settings = self.instance.settings
         # CPU-bound (RSA, canonicalisation, PDF writing): keep the event loop free.
         if fmt == "xades-pes":

@@ -145,3 +145,14 @@ async def test_errors_name_the_setting_or_field(pki, pes3, runtime):
         await SealConnector(inst, runtime).start(
             await context(runtime, inst, "p.xml", "application/xml", pes3, input="annexe"))
     assert err.value.field == "annexe"
+
+
+async def test_xml_that_is_not_a_pes_gets_a_detached_signature(pki, runtime):
+    inst = seal_instance(pki)
+    actes = b'<?xml version="1.0" encoding="UTF-8"?><actes:Acte xmlns:actes="urn:x">d\xc3\xa9lib\xc3\xa9ration</actes:Acte>'
+    ctx = await context(runtime, inst, "acte.xml", "application/xml", actes)
+    outcome = await SealConnector(inst, runtime).start(ctx)
+    [new] = outcome.files
+    assert (new.filename, new.media_type) == ("acte.xml.p7s", "application/pkcs7-signature")
+    [result] = verify(actes, detached=await runtime.blobs.read(new.blob.key), trusted=pki.trusted)
+    assert result.ok
