@@ -149,7 +149,8 @@ async def test_errors_name_the_setting_or_field(pki, pes3, runtime):
 
 async def test_xml_that_is_not_a_pes_gets_a_detached_signature(pki, runtime):
     inst = seal_instance(pki)
-    actes = b'<?xml version="1.0" encoding="UTF-8"?><actes:Acte xmlns:actes="urn:x">d\xc3\xa9lib\xc3\xa9ration</actes:Acte>'
+    actes = ('<?xml version="1.0" encoding="UTF-8"?>'
+             '<actes:Acte xmlns:actes="urn:x">délibération</actes:Acte>').encode()
     ctx = await context(runtime, inst, "acte.xml", "application/xml", actes)
     outcome = await SealConnector(inst, runtime).start(ctx)
     [new] = outcome.files
