@@ -12,8 +12,8 @@ Instance settings::
 Step params: ``input`` (file field, default ``document``), ``output`` (file field, default
 ``signed``), ``format`` (``xades-pes`` | ``pades`` | ``cades``; default from the media type:
 PDF → pades, a PES_Aller → xades-pes, anything else (other XML included) → cades).
-``cades`` produces ``<name>.p7s`` beside the untouched file.  Signing is a pure function of the input, so a redelivered step
-signs again and replaces the output field: safe to repeat.
+``cades`` produces ``<name>.p7s`` beside the untouched file.  Signing is a pure function of
+the input, so a redelivered step signs again and replaces the output field: safe to repeat.
 """
 
 from __future__ import annotations
