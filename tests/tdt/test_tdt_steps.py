@@ -395,3 +395,16 @@ async def test_real_classification_is_downloaded_and_stored_per_entity(fake_runt
         with pytest.raises(PermanentError) as err:
             await conn.start(_ctx(fake_runtime, conn.instance, bad))
         assert err.value.field == "type_acte" and sim.count("classification") == 1
+
+
+async def test_missing_classification_is_requested_then_used(fake_runtime, clock, pdf):
+    from flowbus.connectors.tdt.s2low_sim import S2lowSimulator
+    async with S2lowSimulator(clock=clock, classification=False) as sim:
+        conn = TdtActesConnector(_instance(sim), fake_runtime)
+        doc = await _document(fake_runtime, *_deliberation(pdf))
+        with pytest.raises(TransientError, match="demandée") as err:
+            await conn.start(_ctx(fake_runtime, conn.instance, doc))
+        assert err.value.field == "classification" and sim.count("classification_request") == 1
+        assert sim.count("post_acte") == 0
+        out = await conn.start(_ctx(fake_runtime, conn.instance, doc))  # the engine's retry
+        assert out.status == "waiting" and sim.count("post_acte") == 1

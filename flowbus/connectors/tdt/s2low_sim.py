@@ -89,7 +89,7 @@ class S2lowSimulator:
                  anomaly: tuple[str, str] = ("002", "ODT-VERIF-01 : Votre acte a été transmis avec une date "
                                              "de classification qui n'est pas à jour"),
                  refusal_reason: str = "Acte refusé par la préfecture : pièce illisible",
-                 pes_outcome: str = "ok", classification: Classification | None = None,
+                 pes_outcome: str = "ok", classification: Classification | None | bool = None,
                  login: str | None = None, password: str | None = None,
                  siren: str = "123456789", departement: str = "034", ssl_context: Any = None) -> None:
         self.clock = clock or SystemClock()
@@ -100,7 +100,9 @@ class S2lowSimulator:
         self.anomaly = anomaly
         self.refusal_reason = refusal_reason
         self.pes_outcome = pes_outcome
-        self.classification = classification or sample_classification()
+        # classification=False: S²LOW has none yet (it is requested with actes_classification_request)
+        self.classification: Classification | None = (None if classification is False
+                                                      else classification or sample_classification())
         self.login, self.password = login, password
         self.emetteur = A.Emetteur(siren=siren, departement=departement, nature="02",
                                    adresses_retour=("actes@s2low.test",))
@@ -385,6 +387,8 @@ class S2lowSimulator:
         self._count("classification", None)
         if request.query.get("api") != "1":
             raise web.HTTPFound("/modules/actes/index.php")
+        if self.classification is None:
+            return self._ko("Aucune classification n'a encore été reçue de la préfecture")
         return web.Response(body=build_classification(self.classification), content_type="text/xml",
                             charset="ISO-8859-1")
 
@@ -392,7 +396,10 @@ class S2lowSimulator:
         self._count("classification_request", None)
         now = self._now()
         t = Transaction(self._id(), 7, now)
-        t.files["demande"] = M.build_demande_classification(self.classification.date)
+        current = self.classification.date if self.classification else None
+        if self.classification is None:  # the préfecture answers with its classification
+            self.classification = sample_classification()
+        t.files["demande"] = M.build_demande_classification(current)
         t.timeline = [(now, 1, b""), (now + self.delays["transmit"] + self.delays["ar"], 4,
                                       build_classification(self.classification))]
         self.transactions[t.id] = t

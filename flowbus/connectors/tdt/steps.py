@@ -144,7 +144,14 @@ class TdtActesConnector(_S2lowBase):
         cached = None if refresh else await self.classifications.get(self.instance.id, entity_id)
         if cached is not None and now - cached.fetched_at < ttl:
             return cached.classification
-        xml = await self.client().get_classification()
+        client = self.client()
+        try:
+            xml = await client.get_classification()
+        except S2lowKO as exc:
+            # S²LOW has no classification for this authority yet: ask the préfecture, retry later.
+            await client.request_classification()
+            raise TransientError(f"classification de la préfecture indisponible ({exc.message}) : demandée, "
+                                 "nouvel essai plus tard", field="classification", retry_in=600) from exc
         return await self.classifications.put(self.instance.id, entity_id, xml, now)
 
     async def acte_from(self, ctx: StepContext, classification: Classification | None) -> A.Acte:
