@@ -7,6 +7,7 @@ fakeIparapheur), registered for every family as kinds ``test``, ``test-fail``,
     fields: {numero: "X"}     # fields the outcome sets (every kind)
     files:  [{field: arrete_signe, filename: s.pdf, media_type: application/pdf, content: "…"}]
     fail_times: 2             # test-fail: TransientError for the first N calls per document step
+                              #   (counted in the effect log when log_path is set: shared by processes)
     retry_in: 0.05            # test-fail: seconds the engine should wait before the next try
     reason: "Refus du signataire"   # test-reject
     outcome: refused          # test-reject / test: the outcome name (default rejected / done)
@@ -183,7 +184,12 @@ class FailNTimesConnector(_TestConnector):
     async def start(self, ctx: StepContext) -> Outcome:
         self._record(ctx, "start")
         limit = int(self.instance.settings.get("fail_times", 1))
-        failed = self.counter.count(_step_key(ctx), kind=self.kind, instance=self.instance.id)
+        log_path = self.instance.settings.get("log_path")
+        if log_path:  # several worker processes share the count through the effect log
+            failed = sum(1 for e in read_effect_log(log_path) if e["instance"] == self.instance.id
+                         and e["op"] == "start" and e["key"].startswith(_step_key(ctx) + ":"))
+        else:
+            failed = self.counter.count(_step_key(ctx), kind=self.kind, instance=self.instance.id)
         if failed <= limit:
             retry_in = self.instance.settings.get("retry_in")
             raise TransientError(f"échec simulé {failed}/{limit} du connecteur de test {self.instance.id}",

@@ -212,3 +212,15 @@ async def test_engine_skips_a_switched_off_step(tmp_path: Path, runtime_factory:
     calls = calls_for(rt)
     assert calls.count(f"{doc.id}:signature") == 1 and calls.count(f"{doc.id}:sae") == 1
     assert calls.count(f"{doc.id}:tdt", op=None) == 0
+
+
+async def test_fail_count_is_shared_through_the_effect_log(tmp_path: Path) -> None:
+    """Two connector objects (as in two worker processes) see one count when they share a log."""
+    log = tmp_path / "shared.log"
+    inst = ConnectorInstance("flaky", "signature", "test-fail", None, {"fail_times": 1, "log_path": str(log)})
+    first, second = FailNTimesConnector(inst, _Rt()), FailNTimesConnector(inst, _Rt())
+    with pytest.raises(TransientError):
+        await first.start(_ctx(first.runtime, inst, attempt=1))
+    outcome = await second.start(_ctx(second.runtime, inst, attempt=2))
+    assert outcome.status == "done"
+    assert [e["key"] for e in read_effect_log(log)] == ["doc1:sign:1", "doc1:sign:2"]
