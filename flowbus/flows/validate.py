@@ -61,7 +61,13 @@ class Positions:
 
 @lru_cache(maxsize=1)
 def flow_schema() -> dict[str, Any]:
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    """schemas/flow.schema.json, read once (the repository's copy: flowbus runs from its tree)."""
+    try:
+        return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    except OSError as exc:
+        from flowbus.errors import ConfigError
+        raise ConfigError(f"the flow schema {SCHEMA_PATH} cannot be read: {exc.strerror}",
+                          hint="run flowbus from its source tree (pip install -e .), where schemas/ lives") from exc
 
 
 def describe(path: Path_, data: Any) -> str:
