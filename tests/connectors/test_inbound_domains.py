@@ -19,12 +19,25 @@ SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 PDF = b"%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"
 
 
-@pytest.fixture
-async def api(backend, runtime_factory, server_factory) -> Any:
-    rt = await runtime_factory(backend)
+async def _api(kind: str, runtime_factory: Any, server_factory: Any) -> Any:
+    rt = await runtime_factory(kind)
     srv = await server_factory(rt)
     async with rt.store.transaction() as tx:
         await repo.insert_entity(tx, Entity("ville", "Ville de Test", "213400013", None, rt.clock.now()))
+    return rt, srv
+
+
+@pytest.fixture
+async def api(runtime_factory, server_factory) -> Any:
+    rt, srv = await _api("embedded", runtime_factory, server_factory)
+    async with srv.client() as http:
+        yield rt, http
+
+
+@pytest.fixture
+async def api_both(backend, runtime_factory, server_factory) -> Any:
+    """On both backend sets (embedded; PostgreSQL + RabbitMQ + S3)."""
+    rt, srv = await _api(backend, runtime_factory, server_factory)
     async with srv.client() as http:
         yield rt, http
 
@@ -53,8 +66,8 @@ DELIB = {"entity": "ville", "nature": "DE", "matiere": "7.1", "numero": "DEL2026
          "presents": 27}
 
 
-async def test_deliberation_created_started_and_done(api) -> None:
-    rt, http = api
+async def test_deliberation_created_started_and_done(api_both) -> None:
+    rt, http = api_both
     r = await http.post("/api/v1/inbound/deliberations", data=_form(DELIB, {
         "acte": ("DEL2026_012.pdf", PDF, "application/pdf"),
         "annexes": ("annexe-1.pdf", PDF, "application/octet-stream"),
@@ -167,8 +180,15 @@ async def _wait_batch(http: aiohttp.ClientSession, url: str, timeout: float = 60
         await asyncio.sleep(0.1)
 
 
-@pytest.mark.parametrize("fmt", ["csv", "json"])
-async def test_rh_batch_reports_bad_entries_by_position_and_keeps_the_rest(api, fmt: str) -> None:
+async def test_rh_batch_reports_bad_entries_by_position_and_keeps_the_rest(api_both) -> None:
+    await _batch_with_bad_entries(api_both, "csv")
+
+
+async def test_rh_batch_json_manifest(api) -> None:
+    await _batch_with_bad_entries(api, "json")
+
+
+async def _batch_with_bad_entries(api: Any, fmt: str) -> None:
     rt, http = api
     data = payslip_zip(60, bad={7: "email", 23: "missing-file", 41: "matricule", 58: "not-pdf"}, fmt=fmt)
     form = aiohttp.FormData()
