@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from flowbus.errors import FlowDefinitionError, SourcePosition
-from flowbus.flows.model import FILE_TYPES, Flow, Step, Target
+from flowbus.flows.model import BUILTIN_STATES, FILE_TYPES, Flow, Step, Target
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "flow.schema.json"
 
@@ -212,6 +212,18 @@ def validate_flow(flow: Flow, *, families: Iterable[str], instances: set[str] | 
                 hint=did_you_mean(step.connector, instances)
                 or "declare it in config/connectors/*.yml or through PUT /api/v1/connectors/{id}"))
         for outcome, target in step.on.items():
+            if outcome == "timeout" and (step.wait is None or step.wait.deadline is None):
+                errors.append(FlowDefinitionError(
+                    f'step "{step.id}": outcome "timeout" is routed but the step has no wait deadline',
+                    position=target.position or _pos(step, "on"),
+                    hint="add wait: {deadline: 10d} (the engine ends a waiting step with \"timeout\" at its "
+                         "deadline)"))
+            if target.kind == "state" and target.name in BUILTIN_STATES:
+                errors.append(FlowDefinitionError(
+                    f'step "{step.id}": outcome "{outcome}" goes to the built-in state "{target.name}"',
+                    position=target.position or _pos(step, "on"),
+                    hint='use "end" to finish the flow, or declare a named state under states:'))
+                continue
             if not _known_target(flow, target):
                 what = "step" if target.kind == "step" else "state"
                 options = step_ids if target.kind == "step" else list(flow.states)

@@ -505,3 +505,24 @@ def test_start_naming_an_unknown_step(tmp_path: Path) -> None:
     err = only(errors, "start: unknown step")
     at(err, path, 7, 8)
     assert err.hint == 'did you mean "signature"?'
+
+
+def test_timeout_routed_without_a_deadline_and_builtin_state_target(tmp_path: Path) -> None:
+    path = tmp_path / "essai.yml"
+    errors = refs(tmp_path, BASE_FIELDS + """\
+        steps:
+          - id: tdt
+            label: "TdT"
+            family: tdt-actes
+            connector: tdt
+            wait: {check_every: 15m}
+            on:
+              timeout: {state: sans_ar}
+              done: {state: done}
+        states:
+          sans_ar: {label: "Sans AR", terminal: false}
+        """)
+    at(only(errors, 'outcome "timeout" is routed'), path, 14, 26)
+    err = only(errors, 'built-in state "done"')
+    at(err, path, 15, 22)
+    assert 'use "end"' in err.hint
