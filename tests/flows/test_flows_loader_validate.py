@@ -522,7 +522,7 @@ def test_timeout_routed_without_a_deadline_and_builtin_state_target(tmp_path: Pa
         states:
           sans_ar: {label: "Sans AR", terminal: false}
         """)
-    at(only(errors, 'outcome "timeout" is routed'), path, 14, 26)
+    at(only(errors, 'outcome "timeout" is routed'), path, 14, 24)
     err = only(errors, 'built-in state "done"')
-    at(err, path, 15, 22)
+    at(err, path, 15, 21)
     assert 'use "end"' in err.hint
