@@ -108,20 +108,14 @@ def sign_cades(data: bytes, key: SigningKey, *, now: datetime | None = None, tsa
     h = hashes.Hash(hashes.SHA256())
     h.update(data)
     when = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
-    cert_der = key.certificate.public_bytes(serialization.Encoding.DER)
-    cert = asn1_x509.Certificate.load(cert_der)
-    cert_hash = hashes.Hash(hashes.SHA256())
-    cert_hash.update(cert_der)
+    cert, certificates, signing_certificate = _signer_parts(key)
     # RFC 5652: UTCTime up to 2049, GeneralizedTime after.
     signing_time = cms.Time({"utc_time": when} if when.year < 2050 else {"generalized_time": when})
     attributes = [
         cms.CMSAttribute({"type": "content_type", "values": ["data"]}),
         cms.CMSAttribute({"type": "signing_time", "values": [signing_time]}),
         cms.CMSAttribute({"type": "message_digest", "values": [h.finalize()]}),
-        cms.CMSAttribute({"type": "signing_certificate_v2", "values": [tsp.SigningCertificateV2({"certs": [
-            tsp.ESSCertIDv2({"cert_hash": cert_hash.finalize(), "issuer_serial": {
-                "issuer": [asn1_x509.GeneralName({"directory_name": cert.issuer})],
-                "serial_number": cert.serial_number}})]})]}),
+        cms.CMSAttribute.load(signing_certificate),
     ]
     # DER: a SET OF is sorted by encoding; verifiers (OpenSSL) re-encode it that way before checking.
     signed_attrs = cms.CMSAttributes(sorted(attributes, key=lambda a: a.dump()))
@@ -139,16 +133,30 @@ def sign_cades(data: bytes, key: SigningKey, *, now: datetime | None = None, tsa
         token = _timestamp_token(tsa_url, signature)
         signer_info["unsigned_attrs"] = cms.CMSAttributes([cms.CMSAttribute(
             {"type": "signature_time_stamp_token", "values": [token]})])
-    certificates = [cert] + [asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER))
-                             for c in key.chain]
     signed_data = cms.SignedData({
         "version": "v1",
         "digest_algorithms": [{"algorithm": "sha256"}],
         "encap_content_info": {"content_type": "data"},  # detached: no content
-        "certificates": certificates,
+        "certificates": list(certificates),
         "signer_infos": [cms.SignerInfo(signer_info)],
     })
     return cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump()
+
+
+@lru_cache(maxsize=32)
+def _signer_parts(key: SigningKey) -> tuple[asn1_x509.Certificate, list[asn1_x509.Certificate], bytes]:
+    """What does not change between two signatures by ``key``: its certificates and the DER of the
+    signing-certificate-v2 attribute (building that one costs milliseconds in asn1crypto)."""
+    cert_der = key.certificate.public_bytes(serialization.Encoding.DER)
+    cert = asn1_x509.Certificate.load(cert_der)
+    cert_hash = hashes.Hash(hashes.SHA256())
+    cert_hash.update(cert_der)
+    attribute = cms.CMSAttribute({"type": "signing_certificate_v2", "values": [tsp.SigningCertificateV2({"certs": [
+        tsp.ESSCertIDv2({"cert_hash": cert_hash.finalize(), "issuer_serial": {
+            "issuer": [asn1_x509.GeneralName({"directory_name": cert.issuer})],
+            "serial_number": cert.serial_number}})]})]})
+    chain = [asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER)) for c in key.chain]
+    return cert, [cert, *chain], attribute.dump()
 
 
 def _timestamp_token(tsa_url: str, signature: bytes) -> cms.ContentInfo:
