@@ -244,3 +244,33 @@ async def test_webhooks_api_and_engine_state_changes(backend, runtime_factory, s
     finally:
         await receiver.stop()
 
+
+
+async def test_worker_only_process_announces_state_changes(runtime_factory, wait_state) -> None:
+    """No HTTP app in this process: ``start_background`` is what a worker-only process runs."""
+    from flowbus import documents
+    from flowbus.connectors.inbound import start_background
+
+    rt = await runtime_factory("embedded")
+    await _entity(rt)
+    await start_background(rt)
+    await start_background(rt)  # idempotent
+    assert rt.state_hooks.count(rt.webhooks.on_state_change) == 1
+    receiver = Receiver()
+    await receiver.start()
+    try:
+        _hook, receiver.secret = await rt.webhooks.create(entity_id="ville", url=receiver.url, actor="test")
+        doc = await documents.create_document(rt, entity_id="ville", flow_id="demo", fields={"title": "T"},
+                                              actor="test")
+
+        async def one() -> Any:
+            yield b"%PDF-1.4 t"
+
+        await documents.attach_file(rt, doc.id, "file", filename="t.pdf", media_type="application/pdf",
+                                    chunks=one(), actor="test")
+        await documents.run_action(rt, doc.id, "start", actor="test")
+        await wait_state(rt, doc.id, "done")
+        await _until(lambda: [e["document"]["state"] for e in receiver.received][-1:] == ["done"])
+        assert [e["sequence"] for e in receiver.received] == list(range(1, len(receiver.received) + 1))
+    finally:
+        await receiver.stop()

@@ -408,11 +408,8 @@ def _flow_for(p: Payload) -> str:
 
 
 def setup(app: web.Application, runtime: Any) -> None:
-    worker = getattr(runtime, "inbound_batches", None)
-    if worker is None:
-        worker = BatchWorker(runtime)
-        runtime.inbound_batches = worker
-        runtime.on_close(worker.stop)
+    from flowbus.connectors.inbound import install_batch_worker
+    worker = install_batch_worker(runtime)
 
     async def start(_app: web.Application) -> None:
         await worker.start()
