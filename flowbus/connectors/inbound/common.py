@@ -52,15 +52,15 @@ def check_against_flow(rt: Any, flow_id: str, fields: dict[str, Any], uploads: l
     for up in uploads:
         f = by_name.get(up.field)
         if f is None or f.type not in ("file", "files"):
-            raise ValidationError(f"flow {flow_id!r} has no file field {up.field!r}", field=up.field,
-                                  hint="file fields: " + ", ".join(n for n, d in by_name.items()
-                                                                   if d.type in ("file", "files")))
+            raise ValidationError(f"le flux {flow_id} n'a pas de champ fichier « {up.field} »", field=up.field,
+                                  hint="champs fichiers : " + ", ".join(n for n, d in by_name.items()
+                                                                        if d.type in ("file", "files")))
         if f.type == "file" and sum(1 for u in uploads if u.field == up.field) > 1:
-            raise ValidationError(f"field {up.field!r} takes a single file", field=up.field)
+            raise ValidationError(f"le champ « {up.field} » ne prend qu'un fichier", field=up.field)
     defaults = {f.name: f.default for f in flow.fields if f.default is not None and f.type not in ("file", "files")}
     missing = missing_for_start(flow, {**defaults, **values}, {u.field for u in uploads})
     if missing:
-        raise ValidationError(f"required field(s) missing: {', '.join(missing)}", field=missing[0])
+        raise ValidationError(f"champ(s) obligatoire(s) manquant(s) : {', '.join(missing)}", field=missing[0])
     return values
 
 
