@@ -209,11 +209,11 @@ def _check_token_signature(signed_data: cms.SignedData, raw: bytes, result: Time
             result.errors.append("the timestamp token's signature is invalid (token altered)")
 
 
-def key_for_settings(data: bytes, password: str | None, *, field: str, now: datetime | None = None) -> SigningKey:
-    """Load a PKCS#12 from connector settings, naming the setting in errors."""
+def key_for_settings(data: bytes, password: str | None, *, prefix: str, now: datetime | None = None) -> SigningKey:
+    """Load a PKCS#12 from connector settings; errors name ``<prefix>_p12_password`` or ``<prefix>_p12_path``."""
     from flowbus.signature.keys import load_pkcs12
     try:
         return load_pkcs12(data, password, now=now)
     except PermanentError as exc:
-        exc.field = f"{field}_password" if exc.field == "pkcs12_password" else field
+        exc.field = f"{prefix}_p12_password" if exc.field == "pkcs12_password" else f"{prefix}_p12_path"
         raise

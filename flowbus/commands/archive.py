@@ -77,11 +77,11 @@ async def cmd_build(args: argparse.Namespace) -> int:
     from flowbus.errors import FlowbusError
     password = os.environ.get(args.password_env)
     try:
-        key = seal.key_for_settings(args.seal_p12.read_bytes(), password, field="seal_p12")
+        key = seal.key_for_settings(args.seal_p12.read_bytes(), password, prefix="seal")
         if args.tsa_url:
             stamper: seal.Timestamper = seal.HttpTimestamper(args.tsa_url)
         else:
-            tsa_key = seal.key_for_settings(args.tsa_p12.read_bytes(), password, field="tsa_p12") \
+            tsa_key = seal.key_for_settings(args.tsa_p12.read_bytes(), password, prefix="tsa") \
                 if args.tsa_p12 else key
             stamper = seal.InternalTimestamper(tsa_key)
         now = datetime.now(UTC)

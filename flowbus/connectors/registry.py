@@ -49,6 +49,8 @@ CONNECTOR_CLASSES: dict[str, dict[str, str]] = {
     },
     "sae": {
         **TEST_KINDS,
+        "store": "flowbus.archive.steps:SaeStoreConnector",
+        "asalae": "flowbus.archive.steps:SaeAsalaeConnector",
     },
     "notify": {
         **TEST_KINDS,
