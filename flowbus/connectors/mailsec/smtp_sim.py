@@ -117,3 +117,29 @@ class _FreePortController(Controller):
         assert self.server is not None
         self.port = self.server.sockets[0].getsockname()[1]
         super()._trigger_server()
+
+
+def main() -> None:
+    """``python -m flowbus.connectors.mailsec.smtp_sim``: a separate SMTP server process for benchmarks.
+
+    Prints ``PORT <n>``; then answers each ``stats`` line on stdin with one JSON line
+    (messages received, messages holding a ``/mail/<token>`` link, distinct links); exits on EOF.
+    """
+    import json
+    import re
+    import sys
+
+    link = re.compile(rb"/mail/([A-Za-z0-9_-]{43})")
+    with SmtpSimulator() as sim:
+        print(f"PORT {sim.port}", flush=True)
+        for line in sys.stdin:
+            if line.strip() == "stats":
+                with sim._lock:
+                    received = list(sim.received)
+                found = [m.group(1) for r in received if (m := link.search(r.data))]
+                print(json.dumps({"messages": len(received), "links": len(found), "distinct": len(set(found))}),
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()

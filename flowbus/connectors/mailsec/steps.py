@@ -36,7 +36,7 @@ import io
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -209,12 +209,11 @@ class MailsecConnector(BaseConnector):
             subject = REMINDER_PREFIX + rendered.subject if item.reminder else rendered.subject
             mails.append(OutgoingMail(item.recipient.address, subject, rendered.text, rendered.html,
                                       kind=item.recipient.kind, recipient_id=item.recipient.id))
-        deliveries = await self.pool.send_many(mails)
-        passwords = [(item, d) for item, d in zip(items, deliveries, strict=True) if item.password and d.ok]
-        if passwords:
-            await self.pool.send_many([OutgoingMail(i.recipient.address, *_password_parts(tpl, self._context(
-                doc, i.recipient, i.token), i.password or ""), kind=i.recipient.kind, recipient_id=i.recipient.id)
-                for i, _ in passwords])
+        # the password goes in its own message, sent alongside the link (on another pooled connection)
+        password_mails = [OutgoingMail(i.recipient.address, *_password_parts(tpl, self._context(
+            doc, i.recipient, i.token), i.password), kind=i.recipient.kind, recipient_id=i.recipient.id)
+            for i in items if i.password]
+        deliveries = (await self.pool.send_many(mails + password_mails))[:len(mails)]
         now = self.runtime.clock.now()
         async with self.runtime.store.transaction() as tx:
             for item, d in zip(items, deliveries, strict=True):
@@ -256,7 +255,15 @@ class MailsecConnector(BaseConnector):
                 for r in await store.recipients_of(tx, mailing.id):
                     if r.status == "sending":
                         await store.set_status(tx, r.id, "sent", now, error=UNCERTAIN, sent=True)
-        await self._deliver(doc, tpl, to_send)
+        deliveries = await self._deliver(doc, tpl, to_send)
+        if mailing is fresh:
+            # a fresh mailing: its statuses are known without reading them back
+            status = {r.id: r.status for r in recipients}
+            for item, d in zip(to_send, deliveries, strict=True):
+                status[item.recipient.id] = "sent" if d.ok else "undelivered" if d.refused else "deferred"
+            known = [replace(r, status=status[r.id], sent_at=now if status[r.id] == "sent" else None)
+                     for r in recipients]
+            return await self._outcome(ctx, params, mailing, started=True, recipients=known)
         return await self._outcome(ctx, params, mailing, started=True)
 
     async def _prepare(self, ctx: StepContext, params: MailsecParams, tpl: MessageTemplates,
@@ -343,10 +350,12 @@ class MailsecConnector(BaseConnector):
     # ---- outcome -----------------------------------------------------------------------------
 
     async def _outcome(self, ctx: StepContext, params: MailsecParams, mailing: store.Mailing, *,
-                       started: bool) -> Outcome:
-        async with self.runtime.store.transaction() as tx:
-            recipients = await store.recipients_of(tx, mailing.id)
-            replies = await store.replies_of(tx, mailing.id) if mailing.allow_reply else []
+                       started: bool, recipients: list[store.Recipient] | None = None) -> Outcome:
+        replies: list[dict[str, Any]] = []
+        if recipients is None:
+            async with self.runtime.store.transaction() as tx:
+                recipients = await store.recipients_of(tx, mailing.id)
+                replies = await store.replies_of(tx, mailing.id) if mailing.allow_reply else []
         data: dict[str, Any] = {"mailing": mailing.id, "replies": list(ctx.data.get("replies", []))}
         new_files = await self._reply_files(ctx, params, replies, data)
         counts = {s: sum(1 for r in recipients if r.status == s) for s in store.STATUS_LABELS}
