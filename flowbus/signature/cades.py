@@ -180,7 +180,12 @@ def load_cms(signature: bytes) -> cms.ContentInfo:
         info = cms.ContentInfo.load(raw)
         if info["content_type"].native != "signed_data":
             raise ValueError("not signed data")
-        info["content"]["signer_infos"].native  # force parsing now, not later
+        signed = info["content"]
+        # Parse the outer layers now, not later (cheaper than .native, which decodes everything).
+        for signer_info in signed["signer_infos"]:
+            signer_info["sid"].chosen, signer_info["digest_algorithm"]["algorithm"].native
+        for choice in signed["certificates"] or []:
+            choice.chosen
     except Exception as exc:
         raise PermanentError(f"the signature file is not a CMS SignedData (.p7s): {exc}", field="signature") \
             from None
@@ -204,59 +209,79 @@ def verify_cades(signature: bytes, content: bytes | None, *, trusted: list[x509.
     """
     info = load_cms(signature)
     signed_data = info["content"]
-    if content is None:
-        content = signed_data["encap_content_info"]["content"].native
+    try:
         if content is None:
-            raise PermanentError("the signature is detached: give the signed file too", field="detached")
-        reference = "encapsulated content"
-    else:
-        reference = "detached content"
-    certs = [x509.load_der_x509_certificate(c.chosen.dump()) for c in signed_data["certificates"] or []
-             if c.name == "certificate"]
-    asn1_certs = [c.chosen for c in signed_data["certificates"] or [] if c.name == "certificate"]
-    expected_type = signed_data["encap_content_info"]["content_type"].native
+            content = signed_data["encap_content_info"]["content"].native
+            reference = "encapsulated content"
+        else:
+            reference = "detached content"
+        asn1_certs, certs = [], []
+        for choice in signed_data["certificates"] or []:
+            if choice.name != "certificate":
+                continue
+            try:  # an unreadable certificate is left out: the chain check then tells what is missing
+                certs.append(x509.load_der_x509_certificate(choice.chosen.dump()))
+                asn1_certs.append(choice.chosen)
+            except Exception:
+                continue
+        expected_type = signed_data["encap_content_info"]["content_type"].native
+        signer_infos = list(signed_data["signer_infos"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise PermanentError(f"the CMS signature is malformed: {exc}", field="signature") from None
+    if content is None:
+        raise PermanentError("the signature is detached: give the signed file too", field="detached")
     results = []
-    for signer_info in signed_data["signer_infos"]:
-        errors: list[str] = []
-        sid = signer_info["sid"]
-        asn1_cert = None
-        if sid.name == "issuer_and_serial_number":
-            asn1_cert = next((c for c in asn1_certs if c.issuer == sid.chosen["issuer"]
-                              and c.serial_number == sid.chosen["serial_number"].native), None)
-        else:
-            asn1_cert = next((c for c in asn1_certs if c.key_identifier == sid.chosen.native), None)
-        cert = (x509.load_der_x509_certificate(asn1_cert.dump()) if asn1_cert is not None else pick_leaf(certs))
-        result = Verification("cades", subject_cn(cert) if cert is not None else None, None, "unknown", False,
-                              reference=reference, certificate=cert)
-        signed_attrs = signer_info["signed_attrs"]
-        for attr in signed_attrs or []:
-            if attr["type"].native == "signing_time":
-                value = attr["values"][0].native
-                result.signed_at = value if value.tzinfo else value.replace(tzinfo=UTC)
-        algorithm = _DIGESTS.get(signer_info["digest_algorithm"]["algorithm"].native)
-        if cert is None or asn1_cert is None:
-            errors.append("the signer's certificate is not in the signature")
-        elif algorithm is None:
-            errors.append(f"unsupported digest {signer_info['digest_algorithm']['algorithm'].native}")
-        else:
-            h = hashes.Hash(algorithm())
-            h.update(content)
-            try:
-                intact, valid = validate_sig_integrity(signer_info, asn1_cert, expected_type, h.finalize())
-            except Exception as exc:  # pyHanko raises on malformed attributes (e.g. a bad signing-certificate)
-                intact, valid = False, False
-                errors.append(f"the signature is malformed: {exc}")
-            if not intact:
-                errors.append("the message digest does not match: the content was altered")
-            if not valid:
-                errors.append("the signature value does not match the signer's certificate")
-            _check_signing_certificate(signed_attrs, asn1_cert, errors)
-            result.intact = intact and valid
-        if cert is not None:
-            result.chain_status, _ = chain_status(cert, certs, trusted, now)
-        result.errors = errors
+    for signer_info in signer_infos:
+        result = Verification("cades", None, None, "unknown", False, reference=reference)
+        try:
+            _check_signer(signer_info, content, asn1_certs, certs, expected_type, trusted, now, result)
+        except Exception as exc:  # a damaged SignerInfo is a verdict, not a crash
+            result.intact = False
+            result.errors.append(f"the signature is malformed: {exc}")
         results.append(result)
     return results
+
+
+def _check_signer(signer_info: cms.SignerInfo, content: bytes, asn1_certs: list[asn1_x509.Certificate],
+                  certs: list[x509.Certificate], expected_type: str, trusted: list[x509.Certificate] | None,
+                  now: datetime | None, result: Verification) -> None:
+    errors = result.errors
+    sid = signer_info["sid"]
+    if sid.name == "issuer_and_serial_number":
+        asn1_cert = next((c for c in asn1_certs if c.issuer == sid.chosen["issuer"]
+                          and c.serial_number == sid.chosen["serial_number"].native), None)
+    else:
+        asn1_cert = next((c for c in asn1_certs if c.key_identifier == sid.chosen.native), None)
+    cert = x509.load_der_x509_certificate(asn1_cert.dump()) if asn1_cert is not None else pick_leaf(certs)
+    result.certificate = cert
+    result.signer = subject_cn(cert) if cert is not None else None
+    signed_attrs = signer_info["signed_attrs"]
+    for attr in signed_attrs or []:
+        if attr["type"].native == "signing_time":
+            value = attr["values"][0].native
+            result.signed_at = value if value.tzinfo else value.replace(tzinfo=UTC)
+    if cert is not None:
+        result.chain_status, _ = chain_status(cert, certs, trusted, now)
+    algorithm = _DIGESTS.get(signer_info["digest_algorithm"]["algorithm"].native)
+    if cert is None or asn1_cert is None:
+        errors.append("the signer's certificate is not in the signature")
+        return
+    if algorithm is None:
+        errors.append(f"unsupported digest {signer_info['digest_algorithm']['algorithm'].native}")
+        return
+    h = hashes.Hash(algorithm())
+    h.update(content)
+    try:
+        intact, valid = validate_sig_integrity(signer_info, asn1_cert, expected_type, h.finalize())
+    except Exception as exc:  # pyHanko raises on malformed attributes (e.g. a bad signing-certificate)
+        intact, valid = False, False
+        errors.append(f"the signature is malformed: {exc}")
+    if not intact:
+        errors.append("the message digest does not match: the content was altered")
+    if not valid:
+        errors.append("the signature value does not match the signer's certificate")
+    _check_signing_certificate(signed_attrs, asn1_cert, errors)
+    result.intact = intact and valid
 
 
 def _check_signing_certificate(signed_attrs: cms.CMSAttributes, cert: asn1_x509.Certificate,

@@ -117,44 +117,50 @@ def verify_pdf(data: bytes, *, trusted: list[x509.Certificate] | None = None,
     allowed updates (form filling, validation data, timestamps) was added after it.
     """
     reader = _open(data)
+    try:
+        embedded_signatures = list(reader.embedded_signatures)
+    except Exception as exc:  # pyHanko parses lazily: a damaged object shows up here
+        raise PermanentError(f"the PDF's signature fields cannot be read: {exc}", field="document") from None
     results = []
-    for embedded in reader.embedded_signatures:
-        errors: list[str] = []
+    for embedded in embedded_signatures:
         try:
-            # pyHanko is used for integrity only: the chain is judged by chain_status() below, the same
-            # way for every format.  Giving it the embedded certificates as roots keeps its path
-            # building from failing (and logging errors) on chains we judge ourselves.
-            roots = [embedded.signer_cert, *embedded.other_embedded_certs, *_asn1(trusted or [])]
-            context = ValidationContext(trust_roots=roots, allow_fetching=False, moment=now)
-            status = run_sync(async_validate_pdf_signature(embedded, signer_validation_context=context))
-        except Exception as exc:  # pyHanko raises on malformed signature dictionaries
+            results.append(_check(embedded, trusted, now))
+        except Exception as exc:  # a damaged signature is a verdict, not a crash
             results.append(Verification("pades", None, None, "unknown", False, reference=embedded.field_name,
                                         errors=[f"the signature cannot be read: {exc}"]))
-            continue
-        cert = x509.load_der_x509_certificate(status.signing_cert.dump())
-        others = [x509.load_der_x509_certificate(c.dump()) for c in embedded.other_embedded_certs]
-        if not status.intact:
-            errors.append("the byte-range digest does not match: the signed content was altered")
-        if not status.valid:
-            errors.append("the signature value does not match the signer's certificate")
-        modified = (status.coverage != SignatureCoverageLevel.ENTIRE_FILE
-                    and not (status.docmdp_ok or status.modification_level is None))
-        if modified:
-            errors.append("the PDF was modified after signing in a way the signature does not allow")
-        signed_at = None
-        if status.timestamp_validity is not None:
-            signed_at = status.timestamp_validity.timestamp
-            if not (status.timestamp_validity.intact and status.timestamp_validity.valid):
-                errors.append("the signature timestamp is not valid")
-        elif status.signer_reported_dt is not None:
-            signed_at = status.signer_reported_dt
-        if signed_at is not None and signed_at.tzinfo is None:
-            signed_at = signed_at.replace(tzinfo=UTC)
-        chain, _ = chain_status(cert, others, trusted, now)
-        results.append(Verification(
-            "pades", subject_cn(cert), signed_at, chain, status.intact and status.valid and not modified,
-            reference=embedded.field_name, errors=errors, certificate=cert))
     return results
+
+
+def _check(embedded, trusted: list[x509.Certificate] | None, now: datetime | None) -> Verification:  # noqa: ANN001
+    errors: list[str] = []
+    # pyHanko is used for integrity only: the chain is judged by chain_status() below, the same
+    # way for every format.  Giving it the embedded certificates as roots keeps its path
+    # building from failing (and logging errors) on chains we judge ourselves.
+    roots = [embedded.signer_cert, *embedded.other_embedded_certs, *_asn1(trusted or [])]
+    context = ValidationContext(trust_roots=roots, allow_fetching=False, moment=now)
+    status = run_sync(async_validate_pdf_signature(embedded, signer_validation_context=context))
+    cert = x509.load_der_x509_certificate(status.signing_cert.dump())
+    others = [x509.load_der_x509_certificate(c.dump()) for c in embedded.other_embedded_certs]
+    if not status.intact:
+        errors.append("the byte-range digest does not match: the signed content was altered")
+    if not status.valid:
+        errors.append("the signature value does not match the signer's certificate")
+    modified = (status.coverage != SignatureCoverageLevel.ENTIRE_FILE
+                and not (status.docmdp_ok or status.modification_level is None))
+    if modified:
+        errors.append("the PDF was modified after signing in a way the signature does not allow")
+    signed_at = None
+    if status.timestamp_validity is not None:
+        signed_at = status.timestamp_validity.timestamp
+        if not (status.timestamp_validity.intact and status.timestamp_validity.valid):
+            errors.append("the signature timestamp is not valid")
+    elif status.signer_reported_dt is not None:
+        signed_at = status.signer_reported_dt
+    if signed_at is not None and signed_at.tzinfo is None:
+        signed_at = signed_at.replace(tzinfo=UTC)
+    chain, _ = chain_status(cert, others, trusted, now)
+    return Verification("pades", subject_cn(cert), signed_at, chain, status.intact and status.valid and not modified,
+                        reference=embedded.field_name, errors=errors, certificate=cert)
 
 
 def _asn1(certs: list[x509.Certificate]):

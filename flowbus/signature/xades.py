@@ -269,8 +269,14 @@ def verify_xml(data: bytes, *, trusted: list[x509.Certificate] | None = None,
             if value in ids:
                 duplicates.add(value)
             ids[value] = el
-    return [_verify_signature(sig, root, ids, duplicates, trusted, now)
-            for sig in root.iter(f"{{{DS}}}Signature")]
+    results = []
+    for sig in list(root.iter(f"{{{DS}}}Signature")):
+        try:
+            results.append(_verify_signature(sig, root, ids, duplicates, trusted, now))
+        except Exception as exc:  # a damaged signature is a verdict, not a crash
+            results.append(Verification("xades", None, None, "unknown", False,
+                                        errors=[f"the signature cannot be read: {exc}"]))
+    return results
 
 
 @contextmanager
@@ -316,7 +322,7 @@ def _reference_bytes(ref: etree._Element, sig: etree._Element, root: etree._Elem
         target = ids[uri[1:]]
     else:
         raise ValueError(f"external reference {uri!r} is not supported")
-    transforms = [t.get("Algorithm") for t in ref.findall(f"{{{DS}}}Transforms/{{{DS}}}Transform")]
+    transforms = [t.get("Algorithm") or "" for t in ref.findall(f"{{{DS}}}Transforms/{{{DS}}}Transform")]
     prefixes: list[str] = []
     for t in ref.findall(f"{{{DS}}}Transforms/{{{DS}}}Transform"):
         inc = t.find(f"{{{EXC_C14N}}}InclusiveNamespaces")
@@ -344,8 +350,10 @@ def _verify_signature(sig: etree._Element, root: etree._Element, ids: dict[str, 
     unreadable = 0
     for c in sig.iter(f"{{{DS}}}X509Certificate"):
         try:
-            certs.append(x509.load_der_x509_certificate(base64.b64decode("".join((c.text or "").split()))))
-        except (ValueError, binascii.Error):
+            cert = x509.load_der_x509_certificate(base64.b64decode("".join((c.text or "").split())))
+            cert.subject, cert.issuer, cert.public_key()  # cryptography parses these lazily
+            certs.append(cert)
+        except Exception:  # ValueError, binascii.Error, InvalidVersion, UnsupportedAlgorithm…
             unreadable += 1
     leaf = pick_leaf(certs)
     signed_info = sig.find(f"{{{DS}}}SignedInfo")
@@ -388,7 +396,7 @@ def _verify_signature(sig: etree._Element, root: etree._Element, ids: dict[str, 
             errors.append(f"reference {uri!r}: no element with this Id in the document")
             intact = False
             continue
-        except ValueError as exc:
+        except (ValueError, etree.C14NError) as exc:
             errors.append(f"reference {uri!r}: {exc}")
             intact = False
             continue
@@ -413,9 +421,9 @@ def _verify_signature(sig: etree._Element, root: etree._Element, ids: dict[str, 
         intact = False
     else:
         try:
-            signed_bytes = _c14n(signed_info, c14n_el.get("Algorithm") if c14n_el is not None else C14N)
+            signed_bytes = _c14n(signed_info, (c14n_el.get("Algorithm") or "") if c14n_el is not None else C14N)
             _verify_value(leaf, method, value, signed_bytes)
-        except ValueError as exc:
+        except (ValueError, etree.C14NError) as exc:
             errors.append(f"SignedInfo: {exc}")
             intact = False
         except InvalidSignature:
