@@ -220,7 +220,7 @@ class SaeStoreConnector(_SaeConnector):
                     transfer_id=transfer.message_id, seda_version=transfer.version, title=transfer.title,
                     description=transfer.description or "", keywords=[k for k, _ in transfer.keywords if k],
                     start_date=transfer.start_date, end_date=transfer.end_date, manifest=result.manifest,
-                    size=result.size, sha256=result.sha256, files=len(result.objects),
+                    size=result.size, files=len(result.objects),
                     seal_subject=report.seal_subject, timestamped_at=report.timestamp)
                 manifest = result.manifest
             finally:

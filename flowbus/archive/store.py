@@ -180,7 +180,7 @@ class ArchiveStore:
 
     async def put(self, package: Path, *, entity_id: str, flow_id: str, document_id: str, transfer_id: str,
                   seda_version: str, title: str, description: str, keywords: list[str], start_date: str | None,
-                  end_date: str | None, manifest: bytes, size: int, sha256: str, files: int,
+                  end_date: str | None, manifest: bytes, size: int, files: int,
                   seal_subject: str | None, timestamped_at: str | None) -> ArchiveRecord:
         """Store the package bytes, then index it; a transfer id already indexed returns its record."""
         existing = await self.by_transfer(transfer_id)
@@ -192,10 +192,12 @@ class ArchiveStore:
         if self.s3 is not None:
             backend = "s3"
             location, version_id, retain_until = await self.s3.put(f"{entity_id}/{package_id}.zip", package, now)
+            from flowbus.archive.package import file_sha256
+            sha256, size = await asyncio.to_thread(file_sha256, package)
         else:
             backend = "blobs"
             ref = await self.runtime.blobs.put(_file_chunks(package))
-            location = ref.key
+            location, sha256, size = ref.key, ref.sha256, ref.size
         search = " ".join([title, description, *keywords, transfer_id]).lower()
         async with self.runtime.store.transaction() as tx:
             await tx.execute(

@@ -91,7 +91,8 @@ async def cmd_build(args: argparse.Namespace) -> int:
         sources = [package.SourceFile(p.name, p.name, _file_chunks(p), p.stat().st_size,
                                       datetime.fromtimestamp(p.stat().st_mtime, UTC)) for p in args.files]
         result = await package.build_package(args.output, transfer, sources, sealer=seal.Sealer(key, stamper),
-                                             xsd_dir=args.xsd_dir, fmt=args.format)
+                                             xsd_dir=args.xsd_dir, fmt=args.format,
+                                             package_sha256=True)
     except (FlowbusError, OSError) as exc:
         field = getattr(exc, "field", None)
         print(f"flowbus archive build: error{f' [{field}]' if field else ''}: {exc}", file=sys.stderr)
