@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from io import BytesIO
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.pdf_utils.reader import PdfFileReader
@@ -77,13 +78,13 @@ def sign_pdf(data: bytes, key: SigningKey, *, now: datetime | None = None, tsa_u
     """
     check_validity(key.certificate, now)
     reader = _open(data)
-    page_count = int(reader.root["/Pages"]["/Count"])
-    existing = {s.field_name for s in reader.embedded_signatures}
-    name = field_name or next(f"Signature{i}" for i in range(1, 1000) if f"Signature{i}" not in existing)
     try:
-        writer = IncrementalPdfFileWriter(BytesIO(data), strict=False)
-    except (PdfError, ValueError, KeyError) as exc:
-        raise PermanentError(f"the PDF cannot be updated: {exc}", field="document") from None
+        page_count = int(reader.root["/Pages"]["/Count"])
+        existing = {s.field_name for s in reader.embedded_signatures}
+    except Exception as exc:  # pyHanko parses lazily: a damaged object shows up here
+        raise PermanentError(f"the PDF cannot be read: {exc}", field="document",
+                             hint="re-export the document as PDF") from None
+    name = field_name or next(f"Signature{i}" for i in range(1, 1000) if f"Signature{i}" not in existing)
     meta = signers.PdfSignatureMetadata(
         field_name=name, md_algorithm="sha256", subfilter=fields.SigSeedSubFilter.PADES,
         reason=reason, location=location, name=key.subject)
@@ -97,16 +98,35 @@ def sign_pdf(data: bytes, key: SigningKey, *, now: datetime | None = None, tsa_u
         field_spec = fields.SigFieldSpec(sig_field_name=name, on_page=page, box=visible.box)
         stamp = TextStampStyle(stamp_text="Signé par %(signer)s\nle %(ts)s",
                                timestamp_format="%d/%m/%Y à %H:%M %Z", border_width=1)
-    pdf_signer = _ClockedPdfSigner(meta, signer=pyhanko_signer(key), timestamper=timestamper(tsa_url),
-                                   stamp_style=stamp, new_field_spec=field_spec, now=now)
-    out = BytesIO()
+
+    def attempt(reserved: int | None) -> bytes:
+        try:
+            writer = IncrementalPdfFileWriter(BytesIO(data), strict=False)
+        except (PdfError, ValueError, KeyError) as exc:
+            raise PermanentError(f"the PDF cannot be updated: {exc}", field="document") from None
+        pdf_signer = _ClockedPdfSigner(meta, signer=pyhanko_signer(key), timestamper=timestamper(tsa_url),
+                                       stamp_style=stamp, new_field_spec=field_spec, now=now)
+        out = BytesIO()
+        run_sync(pdf_signer.async_sign_pdf(writer, output=out, bytes_reserved=reserved,
+                                           appearance_text_params={"signer": key.subject}))
+        return out.getvalue()
+
+    # Without a timestamp the CMS size is known (signed attributes + certificates): reserving room
+    # for it skips pyHanko's size estimation, a whole dry-run signature.  With a timestamp the
+    # token's size is the TSA's business, so pyHanko estimates.
+    certs_size = sum(len(c.public_bytes(Encoding.DER)) for c in (key.certificate, *key.chain))
+    reserved = None if tsa_url else 2 * (certs_size + 2048)  # hex digits: two per byte
     try:
-        run_sync(pdf_signer.async_sign_pdf(writer, output=out, appearance_text_params={"signer": key.subject}))
+        try:
+            return attempt(reserved)
+        except SigningError:
+            if reserved is None:
+                raise
+            return attempt(None)  # the guess was too small: let pyHanko measure
     except SigningError as exc:
         raise PermanentError(f"PAdES signing failed: {exc}", field="document") from exc
     except OSError as exc:
         raise TransientError(f"the timestamp authority {tsa_url} is unreachable: {exc}", field="tsa_url") from exc
-    return out.getvalue()
 
 
 def verify_pdf(data: bytes, *, trusted: list[x509.Certificate] | None = None,
