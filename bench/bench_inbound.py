@@ -36,7 +36,27 @@ def build_zip(n: int, bad: dict[int, str]) -> bytes:
     return payslip_zip(n, bad=bad)
 
 
-async def main(n: int, backend: str, singles: int) -> None:
+async def bench_glaneur(rt, inbox: Path, n: int) -> None:
+    import json
+
+    from flowbus.connectors.inbound.glaneur import Glaneur, GlaneurConfig
+    inbox.mkdir(parents=True)
+    for i in range(n):
+        (inbox / f"d{i:05d}.pdf").write_bytes(PDF + f"% {i}\n".encode())
+        (inbox / f"d{i:05d}.json").write_text(json.dumps({"entity": "ville", "flow": "rh-paie", "fields": {
+            "agent_nom": f"Glane {i}", "agent_email": f"g{i}@example.org", "periode": "2026-03"},
+            "files": {"bulletin": f"d{i:05d}.pdf"}}))
+    glaneur = Glaneur(rt, GlaneurConfig(inbox, name="bench", settle=0, concurrency=8))
+    t0 = time.perf_counter()
+    created = 0
+    while any(p.is_file() for p in inbox.iterdir()):
+        created += len((await glaneur.scan_once()).created)
+    elapsed = time.perf_counter() - t0
+    print(f"glaneur: {n} sidecar units → {created} documents in {elapsed:.1f} s, {created / elapsed:.0f} units/s")
+    assert created == n
+
+
+async def main(n: int, backend: str, singles: int, glaneur_n: int = 0) -> None:
     from aiohttp import web
     configure_quiet_logs()
     backends = Backends()
@@ -98,6 +118,8 @@ async def main(n: int, backend: str, singles: int) -> None:
                 print(f"single POST /api/v1/inbound/rh: {singles} in {t_single:.1f} s, "
                       f"{singles / t_single:.0f} documents/s; batch/single throughput ratio "
                       f"{(batch['accepted'] / t_done) / (singles / t_single):.2f}")
+        if glaneur_n:
+            await bench_glaneur(rt, backends.tmp / "glaneur", glaneur_n)
         await runner.cleanup()
     finally:
         await backends.close()
@@ -108,5 +130,6 @@ if __name__ == "__main__":
     parser.add_argument("n", type=int, nargs="?", default=13000)
     parser.add_argument("--backend", default="embedded", choices=["embedded", "scaleout"])
     parser.add_argument("--singles", type=int, default=300)
+    parser.add_argument("--glaneur", type=int, default=2000, help="sidecar units for the glaneur figure (0: skip)")
     args = parser.parse_args()
-    asyncio.run(main(args.n, args.backend, args.singles))
+    asyncio.run(main(args.n, args.backend, args.singles, args.glaneur))
