@@ -15,8 +15,9 @@ document field), ``name`` (folder name template, ``{title}`` and ``{document_id}
 ``annotation`` (public annotation), ``check_every`` (seconds).
 
 Idempotency: the folder name carries the document id and the step; before creating, the
-desk's folders are searched by that name, so a redelivered or retried start never creates a
-second folder (a draft found there is started instead).
+desk's folders in progress (draft, retrievable, pending, late) are searched by that name, so a
+redelivered or retried start never creates a second folder (a draft found there is started
+instead), while a step entered again after a refusal sends a new folder.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
 
 REQUIRED = ("url", "username", "password", "tenant_id", "desk_id")
 DEFAULT_CHECK = timedelta(minutes=5)
+# a folder of the same name in these lists is this step's own (a redelivered or retried start);
+# a finished or rejected one belongs to an earlier round of the step (e.g. sent again after a refusal)
+IN_PROGRESS = ("DRAFT", "RETRIEVABLE", "PENDING", "LATE")
 
 
 def _iso(premis_date: str | None) -> str | None:
@@ -143,7 +147,7 @@ class IParapheurConnector(BaseConnector):
     async def start(self, ctx: StepContext) -> Outcome:
         client = self.client()
         name = self.folder_name(ctx)
-        existing = await client.find_folder(name)
+        existing = await client.find_folder(name, IN_PROGRESS)
         if existing is not None:
             folder_id = existing["id"]
             if existing["state"] == "DRAFT":

@@ -220,3 +220,15 @@ async def test_cades_type_gives_a_detached_signature_file(sim, runtime):
     assert signed == PDF
     [result] = verify_cades(await runtime.blobs.read(by_field["signature"].blob.key), signed)
     assert result.intact and result.signer == "Simulateur i-Parapheur"
+
+
+async def test_step_entered_again_after_a_refusal_sends_a_new_folder(sim, runtime):
+    conn = connector(sim, runtime)
+    doc = await make_doc(runtime)
+    first = await conn.start(context(runtime, conn.instance, doc))
+    sim.reject(first.data["folder_id"], "Annexe manquante")
+    assert (await conn.check(context(runtime, conn.instance, doc, first.data))).status == "rejected"
+    second = await conn.start(context(runtime, conn.instance, doc, attempt=2))  # the document was corrected
+    assert second.data["folder_id"] != first.data["folder_id"]
+    assert sim.folders[second.data["folder_id"]].state == "PENDING"
+    assert sim.count("create_folder", first.data["folder_name"]) == 2
