@@ -223,3 +223,56 @@ async def test_s3_deposit(tmp_path: Path, moto_endpoint: str) -> None:
     with pytest.raises(PermanentError) as err:
         await missing.start(ctx2)
     assert err.value.field == "bucket"
+
+
+async def test_cemetery_flow_deposits_into_the_entity_ged(runtime_factory, wait_state, tmp_path: Path) -> None:
+    """Through the engine: the shipped cimetière flow, its ged step on a filesystem GED of the entity."""
+    import shutil
+
+    from flowbus import documents
+    from flowbus.models import Entity
+    from flowbus.store import repo
+
+    root = Path(__file__).resolve().parents[2]
+    config = tmp_path / "config"
+    (config / "flows").mkdir(parents=True)
+    (config / "connectors").mkdir()
+    shutil.copy(root / "config" / "flows" / "cimetiere.yml", config / "flows" / "cimetiere.yml")
+    ged_dir = tmp_path / "ged-ville"
+    (config / "connectors" / "c.yml").write_text(f"""
+instances:
+  - {{id: parapheur, family: signature, kind: test, entity: null, settings: {{}}}}
+  - {{id: mailsec, family: mailsec, kind: test, entity: null, settings: {{}}}}
+  - {{id: sae, family: sae, kind: test, entity: null, settings: {{}}}}
+  - {{id: ged, family: ged, kind: test, entity: null, settings: {{}}}}
+  - id: ged
+    family: ged
+    kind: filesystem
+    entity: ville
+    settings: {{directory: "{ged_dir}", done_marker: "FIN"}}
+""", encoding="utf-8")
+    rt = await runtime_factory("embedded", config_dir=config)
+    async with rt.store.transaction() as tx:
+        await repo.insert_entity(tx, Entity("ville", "Ville", None, None, rt.clock.now()))
+        await repo.insert_entity(tx, Entity("autre", "Autre", None, None, rt.clock.now()))
+
+    async def one(data: bytes):
+        yield data
+
+    ids = {}
+    for entity in ("ville", "autre"):
+        doc = await documents.create_document(rt, entity_id=entity, flow_id="cimetiere", actor="test", fields={
+            "objet": "Concession", "cimetiere": "Est", "numero_concession": f"C-{entity}", "concessionnaire_nom": "D",
+            "duree": "30", "date_decision": "2026-02-10"})
+        await documents.attach_file(rt, doc.id, "arrete", filename="arrete.pdf", media_type="application/pdf",
+                                    chunks=one(b"%PDF-1.4 arrete " + entity.encode()), actor="test")
+        await documents.run_action(rt, doc.id, "start", actor="test")
+        ids[entity] = doc.id
+    for doc_id in ids.values():
+        assert (await wait_state(rt, doc_id, "done")).state == "done"
+    # the flow's folder template (step params) with the entity's GED settings (instance settings)
+    folder = ged_dir / "cimetieres" / "Est" / str(rt.clock.now().year) / "C-ville"
+    assert sorted(p.name for p in folder.iterdir()) == ["FIN", "arrete.pdf", "metadata.json"]
+    assert (folder / "arrete.pdf").read_bytes() == b"%PDF-1.4 arrete ville"
+    assert json.loads((folder / "metadata.json").read_text())["document"] == ids["ville"]
+    assert [p.name for p in folder.parent.iterdir()] == ["C-ville"]  # the other entity: the global (test) GED
