@@ -241,6 +241,14 @@ class Engine:
                 break
             except Conflict:
                 continue  # the document changed meanwhile (fields PATCHed): apply again on the new version
+            except FlowbusError as exc:
+                # recording the outcome itself failed (e.g. the flow routes an outcome nowhere):
+                # the document must not stay "running" invisibly — put it in error, with the reason
+                bound.error("step.record_failed", error=str(exc))
+                async with self.rt.store.transaction() as tx:
+                    await self._record(tx, doc_id, step_id, attempt, seq, op, msg, None,
+                                       PermanentError(f"cannot apply the outcome of step {step_id!r}: {exc}"))
+                break
         self.stats["steps"] += 1
         bound.info("step.finished", outcome=outcome.name if outcome else None,
                    error=str(error) if error and not outcome else None,
@@ -317,7 +325,7 @@ class Engine:
         kind = "step.done" if outcome.status == "done" else "step.rejected"
         await self._journal(tx, doc, kind, ENGINE, {"step": step_id, "outcome": outcome.name,
                                                     "message": outcome.message, "reason": outcome.reason})
-        target = machine.decide(flow, step_id, outcome.name)
+        target = machine.decide(flow, step_id, outcome.name, status=outcome.status)
         await self._enter(tx, replace(doc, fields=fields), target, fields, actor=ENGINE, reason=outcome.reason, row=row)
 
     async def _failed(self, tx: Tx, doc: Document, step: Any, ss: dict[str, Any], seq: int, op: str,
