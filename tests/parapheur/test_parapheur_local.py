@@ -177,3 +177,45 @@ async def test_delegation_outside_its_period_gives_nothing(seal_pki, deliberatio
         with pytest.raises(ValidationError):
             await parapheur.add_delegation(tx, from_desk=c["desk_maire"].id, to_desk=c["desk_adjoint"].id,
                                            starts_at=now, ends_at=now - timedelta(days=1), created_by="t", now=now)
+
+
+async def test_inline_circuit_and_unknown_circuit(seal_pki, acte_pdf, deliberation_runtime):
+    import structlog
+
+    from flowbus.connectors.base import StepContext
+    from flowbus.errors import NotFound
+    from flowbus.signature.local_connector import LocalParapheurConnector
+
+    rt = await deliberation_runtime(local_instance(seal_pki))
+    c = await seed_commune(rt)
+    doc = await documents.create_document(rt, entity_id=c["entity"].id, flow_id="deliberation", actor="test", fields={
+        "objet": "Arrêté de voirie", "nature": "3", "numero_acte": "ARR2026_7", "date_decision": "2026-03-02",
+        "classification": "8.3"})
+
+    async def one(data: bytes):
+        yield data
+    await documents.attach_file(rt, doc.id, "arrete", filename="arrete.pdf", media_type="application/pdf",
+                                chunks=one(acte_pdf), actor="test")
+    doc = await documents.get_document(rt, doc.id)
+    async with rt.store.transaction() as tx:
+        instance = await rt.instances.resolve(tx, "parapheur", c["entity"].id)
+    conn = LocalParapheurConnector(instance, rt)
+
+    def ctx(params, attempt=1, data=None):
+        return StepContext(runtime=rt, document=doc, flow_id="deliberation", step_id="signature", params=params,
+                           instance=instance, attempt=attempt, idempotency_key=f"{doc.id}:signature:{attempt}",
+                           data=dict(data or {}), started_at=doc.created_at, log=structlog.get_logger("test"))
+
+    with pytest.raises(NotFound) as err:
+        await conn.start(ctx({"input": "arrete", "circuit": "Arrêtés du maire"}))
+    assert err.value.field == "circuit" and "Arrêtés du maire" in str(err.value)
+    with pytest.raises(ValidationError, match="unknown kind 'signer'"):
+        await conn.start(ctx({"input": "arrete", "steps": [{"kind": "signer", "desk": c["desk_maire"].id}]}))
+    steps = [{"kind": "signature", "desk": c["desk_maire"].id, "label": "Signature du maire"}]
+    started = await conn.start(ctx({"input": "arrete", "steps": steps, "check_every": 30}))
+    again = await conn.start(ctx({"input": "arrete", "steps": steps}))  # redelivery: same folder
+    retried = await conn.start(ctx({"input": "arrete", "steps": steps}, attempt=2))  # retry: the pending folder
+    assert started.data == again.data == retried.data and started.check_in.total_seconds() == 30
+    item = await active_task(rt, c["maire"])
+    assert item.task.label == "Signature du maire" and item.folder.circuit == "deliberation/signature"
+    assert (await conn.check(ctx({}, data=started.data))).status == "waiting"
