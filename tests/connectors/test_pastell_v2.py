@@ -217,6 +217,18 @@ async def test_pastell_errors_and_rights(runtime_factory, server_factory, pastel
         assert r.status == 400 and "champ_inconnu" in (await r.json())["error-message"]
         r = await api.post(f"/api/v2/entite/ville-test/document/{id_d}/action/send-tdt")
         assert r.status == 400 and "incomplet" in (await r.json())["error-message"]
+        r = await api.post("/api/v2/entite/ville-test/document", data={"type": "actes-generique"})
+        actes = (await r.json())["id_d"]
+        r = await api.get(f"/api/v2/entite/ville-test/document/{actes}/externalData/acte_nature")
+        assert (await r.json())["3"] == "Arrêté individuel"
+        r = await api.patch(f"/api/v2/entite/ville-test/document/{actes}/externalData/acte_nature",
+                            data={"acte_nature": "3"})
+        assert (await r.json())["content"]["data"]["acte_nature"] == "3"
+        r = await api.patch(f"/api/v2/entite/ville-test/document/{actes}/externalData/acte_nature",
+                            data={"acte_nature": "9"})
+        assert r.status == 400 and "'9'" in (await r.json())["error-message"]
+        r = await api.get(f"/api/v2/entite/ville-test/document/{actes}/externalData/objet")
+        assert r.status == 404
         r = await api.get(f"/api/v2/entite/autre/document/{id_d}")
         assert r.status == 403
         r = await api.get(f"/api/v2/entite/ville-test/document/{id_d}/file/fichier_pes")

@@ -480,6 +480,35 @@ async def post_action(request: web.Request) -> web.Response:
     raise Conflict(refused)
 
 
+async def get_external_data(request: web.Request) -> web.Response:
+    """The choices of a choice field (Pastell answers ``{code: label}``)."""
+    doc = await _document(request)
+    flux = _flux_of(request, doc)
+    name = request.match_info["field"]
+    ours = flux.our_field(name)
+    field = next((f for f in getattr(flux.flow, "fields", ()) if f.name == ours), None)
+    if field is None or not getattr(field, "choices", None):
+        raise NotFound(f"Le champ « {name} » n'a pas de liste de choix dans le flux {flux.flux}")
+    return _json(dict(field.choices))
+
+
+async def patch_external_data(request: web.Request) -> web.Response:
+    doc = await _document(request, "editor")
+    flux = _flux_of(request, doc)
+    name = request.match_info["field"]
+    form = await _form(request)
+    value = form.get(name, form.get("value"))
+    if value is None and len(form) == 1:
+        value = next(iter(form.values()))
+    if value is None:
+        raise ValidationError(f"Aucune valeur pour « {name} »", field=name)
+    ours = flux.our_field(name)
+    if ours is None:
+        return await _result(request, doc.id, flux, 200)
+    await documents.update_fields(_rt(request), doc.id, {ours: flux.value_in(name, value)}, actor=_actor(request))
+    return await _result(request, doc.id, flux, 200)
+
+
 # ---- journal -------------------------------------------------------------------------------
 
 
@@ -568,4 +597,6 @@ def setup(app: web.Application, runtime: Any) -> None:
         r.add_post(f"{base}/entite/{{id_e}}/document/{{id_d}}/file/{{field}}{suffix}", pastell(post_file))
         r.add_get(f"{base}/entite/{{id_e}}/document/{{id_d}}/file/{{field}}{suffix}", pastell(get_file))
     r.add_post(f"{base}/entite/{{id_e}}/document/{{id_d}}/action/{{action}}", pastell(post_action))
+    r.add_get(f"{base}/entite/{{id_e}}/document/{{id_d}}/externalData/{{field}}", pastell(get_external_data))
+    r.add_patch(f"{base}/entite/{{id_e}}/document/{{id_d}}/externalData/{{field}}", pastell(patch_external_data))
     r.add_get(f"{base}/journal", pastell(get_journal))
