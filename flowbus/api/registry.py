@@ -25,4 +25,6 @@ ROUTE_MODULES: list[str] = [
     "flowbus.connectors.inbound.cimetieres",
     "flowbus.api.mailsec",
     "flowbus.web.mailsec",
+    "flowbus.api.archives",
+    "flowbus.web.archivist",
 ]

@@ -1,0 +1,109 @@
+"""Archivist pages (French): search the archive store, see a package's ArchiveUnit tree, download it.
+
+Sign-in with an API key (HttpOnly, SameSite=Strict cookie on ``/archives``); the key's roles
+decide which entities' packages are visible, exactly as for the API.  Every download is
+journaled by the archive store.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from flowbus.api import RUNTIME
+from flowbus.api.archives import readable_record, search_records, stream_package, archive_store
+from flowbus.api.auth import authenticate, visible_entities
+from flowbus.archive.store import unit_tree
+from flowbus.errors import NotFound, Unauthorized, ValidationError
+from flowbus.store import repo
+from flowbus.web import render
+
+COOKIE = "flowbus_archives"
+
+
+async def _key(request: web.Request) -> Any:
+    secret = request.cookies.get(COOKIE)
+    if not secret:
+        raise web.HTTPFound("/archives/connexion")
+    try:
+        return await authenticate(request.app[RUNTIME], secret)
+    except Unauthorized:
+        resp = web.HTTPFound("/archives/connexion")
+        resp.del_cookie(COOKIE, path="/archives")
+        raise resp from None
+
+
+async def login_form(request: web.Request) -> web.Response:
+    return render("archivist_login.html", error=None)
+
+
+async def login(request: web.Request) -> web.Response:
+    form = await request.post()
+    secret = str(form.get("api_key", "")).strip()
+    try:
+        await authenticate(request.app[RUNTIME], secret)
+    except Unauthorized as exc:
+        msg = "Cette clé a été révoquée." if "revoked" in exc.message else "Clé d'API inconnue."
+        return render("archivist_login.html", status=401, error=msg)
+    resp = web.HTTPFound("/archives/")
+    resp.set_cookie(COOKIE, secret, httponly=True, samesite="Strict", path="/archives",
+                    secure=request.app[RUNTIME].settings.base_url.startswith("https"))
+    raise resp
+
+
+async def logout(request: web.Request) -> web.Response:
+    resp = web.HTTPFound("/archives/connexion")
+    resp.del_cookie(COOKIE, path="/archives")
+    raise resp
+
+
+async def search_page(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    key = await _key(request)
+    visible = await visible_entities(rt, key)
+    async with rt.store.transaction() as tx:
+        entities = [e for e in await repo.list_entities(tx) if visible is None or e.id in visible]
+    error = None
+    try:
+        items, total = await search_records(rt, key, request.query)
+    except ValidationError as exc:
+        items, total, error = [], 0, f"Critère invalide ({exc.field}) : utilisez une date au format AAAA-MM-JJ."
+    return render("archivist_search.html", items=items, total=total, query=request.query, error=error,
+                  entities=entities, names={e.id: e.name for e in entities},
+                  flows=sorted(rt.flows.values(), key=lambda f: f.id), key_name=key.name)
+
+
+async def package_page(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    key = await _key(request)
+    try:
+        record = await readable_record(rt, key, request.match_info["id"])
+    except NotFound:
+        raise web.HTTPNotFound(text="Paquet d'archives introuvable.") from None
+    tree = unit_tree(await archive_store(rt).manifest(record.id))
+    async with rt.store.transaction() as tx:
+        entity = await repo.find_entity(tx, record.entity_id)
+    flow = rt.flows.get(record.flow_id)
+    return render("archivist_package.html", record=record, tree=tree, entity=entity,
+                  flow_label=flow.label if flow else record.flow_id, key_name=key.name)
+
+
+async def download(request: web.Request) -> web.StreamResponse:
+    rt = request.app[RUNTIME]
+    key = await _key(request)
+    try:
+        record = await readable_record(rt, key, request.match_info["id"])
+    except NotFound:
+        raise web.HTTPNotFound(text="Paquet d'archives introuvable.") from None
+    return await stream_package(request, record, f"archiviste:api-key:{key.id}")
+
+
+def setup(app: web.Application, runtime: Any) -> None:
+    r = app.router
+    r.add_get("/archives/connexion", login_form)
+    r.add_post("/archives/connexion", login)
+    r.add_post("/archives/deconnexion", logout)
+    r.add_get("/archives/", search_page)
+    r.add_get("/archives/paquets/{id}", package_page)
+    r.add_get("/archives/paquets/{id}/telecharger", download)
