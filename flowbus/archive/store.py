@@ -138,8 +138,13 @@ class S3Target:
         key = f"{self.prefix}{name}"
 
         def upload() -> Any:
-            return self.client.fput_object(self.bucket, key, str(path), content_type="application/zip",
-                                           retention=retention)
+            result = self.client.fput_object(self.bucket, key, str(path), content_type="application/zip")
+            if retention is not None:
+                # a retention sent with the upload needs a Content-MD5 of the whole body, which a
+                # streamed multipart upload cannot give: set it on the stored version instead
+                self.client.set_object_retention(self.bucket, key, retention,
+                                                 version_id=getattr(result, "version_id", None))
+            return result
         try:
             result = await asyncio.to_thread(upload)
         except Exception as exc:

@@ -218,3 +218,29 @@ async def test_asalae_connector_accept_reject_and_500(runtime, pki):
         assert refused.status == "rejected" and refused.fields["sae_reply_code"] == "301"
         assert "code 301" in refused.reason and "Profil d'archives inconnu" in refused.reason
         assert sorted(f.field for f in refused.files) == ["sae_ack", "sae_reply"]
+
+
+async def test_store_connector_on_s3_with_object_lock(runtime, pki, s3_server, tmp_path):
+    """The store kind on an S3 bucket (moto): created with object lock, versioned, retention on each package."""
+    from pydantic import SecretStr
+    runtime.settings.__dict__.update(s3_endpoint=s3_server, s3_access_key="test", s3_secret_key=SecretStr("test"),
+                                     s3_secure=False, s3_region="us-east-1", s3_bucket=f"t{uuid.uuid4().hex[:10]}")
+    conn = SaeStoreConnector(ConnectorInstance("sae", "sae", "store", None, _settings(
+        pki, storage="s3", retention_days=30, retention_mode="COMPLIANCE")), runtime)
+    doc = await _document(runtime, "deliberation", {"arrete": [("acte.pdf", PDF)]}, DELIB_FIELDS)
+    outcome = await conn.start(_ctx(runtime, conn, doc, {}))
+    store = conn.archive_store()
+    record = await store.get(outcome.fields["sae_package_id"])
+    assert record.backend == "s3" and record.version_id
+    assert record.retain_until.startswith((runtime.clock.now() + timedelta(days=30)).date().isoformat())
+    bucket, _, key = record.location.partition("/")
+    assert bucket == f"{runtime.settings.s3_bucket}-archives"
+    from minio.error import S3Error
+    with pytest.raises(S3Error) as err:  # the version is locked: even its owner cannot delete it
+        store.s3.client.remove_object(bucket, key, version_id=record.version_id)
+    assert err.value.code == "AccessDenied"
+    assert store.s3.client.get_bucket_versioning(bucket).status == "Enabled"
+    path = tmp_path / "from-s3.zip"
+    path.write_bytes(b"".join([c async for c in await store.download(record, actor="archiviste")]))
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == record.sha256
+    assert verify_package(path, trusted=pki.trusted) == []
