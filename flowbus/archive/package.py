@@ -143,14 +143,17 @@ class _Lane:
 
     Two lanes run side by side, one hashing and one writing: hashlib, zlib's CRC-32 and file
     writes release the GIL, so a package is built at close to the SHA-512 speed of one core
-    while the event loop reads the next chunks.  One hop to a thread per chunk and per step
-    cost more than the hashing itself on a busy two-core machine.
+    while the event loop reads the next chunks.  Back-pressure is an asyncio semaphore released
+    by the worker (``call_soon_threadsafe``), not a thread-pool hop per chunk: on a busy
+    two-core machine each hop costs milliseconds, more than hashing the chunk.
     """
 
     DEPTH = 8
 
     def __init__(self, name: str) -> None:
-        self._queue: queue.Queue = queue.Queue(self.DEPTH)
+        self._loop = asyncio.get_running_loop()
+        self._slots = asyncio.Semaphore(self.DEPTH)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -160,28 +163,31 @@ class _Lane:
             item = self._queue.get()
             if item is None:
                 return
-            fn, args, done = item
+            fn, args, future = item
             try:
                 if self._error is None:
                     fn(*args)
             except BaseException as exc:  # re-raised in the event loop at the next sync()
                 self._error = exc
-            if done is not None:
-                loop, future = done
-                loop.call_soon_threadsafe(lambda f=future: f.done() or f.set_result(None))
+            try:
+                self._loop.call_soon_threadsafe(self._done, future)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                return
+
+    def _done(self, future: asyncio.Future | None) -> None:
+        self._slots.release()
+        if future is not None and not future.done():
+            future.set_result(None)
 
     async def submit(self, fn: Callable[..., object], *args: object) -> None:
-        item = (fn, args, None)
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
-            await asyncio.to_thread(self._queue.put, item)
+        await self._slots.acquire()
+        self._queue.put((fn, args, None))
 
     async def sync(self) -> None:
         """Wait until everything submitted ran; raise the first error of this lane."""
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        await asyncio.to_thread(self._queue.put, (lambda: None, (), (loop, future)))
+        future = self._loop.create_future()
+        await self._slots.acquire()
+        self._queue.put((lambda: None, (), future))
         await future
         if self._error is not None:
             raise self._error
