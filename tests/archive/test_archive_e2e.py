@@ -145,3 +145,37 @@ async def test_archivist_finds_and_downloads_in_chromium(runtime_factory, archiv
     await page.goto(f"{server.url}/archives/?from=pas-une-date")
     assert "Critère invalide" in await page.inner_text("[role=alert]")
     await context.close()
+
+
+@pytest.mark.parametrize("outcome", ["accept", "reject"])
+async def test_deliberation_through_asalae_simulator(runtime_factory, archive_config, wait_state, pki, outcome):
+    """The sae step on As@lae (simulator over HTTP): accepted → done, rejected → the flow's rejet_sae state;
+    the bordereau, the Acknowledgement and the ArchiveTransferReply are kept with the document."""
+    from flowbus.archive import seda
+    from flowbus.archive.asalae_sim import AsalaeSimulator
+    async with AsalaeSimulator(login="cg34", password="pw", xsd_dir=XSD, outcome=outcome, reject_code="301",
+                               reject_comment="Accord de versement inconnu") as sim:
+        text = (archive_config / "connectors" / "archive.yml").read_text()
+        text = text.replace("kind: store, entity: null, settings: {",
+                            f"kind: asalae, entity: null, settings: {{url: '{sim.url}', login: cg34, password: pw, "
+                            "check_every: 0.2, ")
+        (archive_config / "connectors" / "archive.yml").write_text(text)
+        rt = await runtime_factory("embedded", config_dir=archive_config, seda_xsd_dir=XSD)
+        fields, files = CASES["deliberation"]
+        ent = await create_entity(rt, name="Commune As@lae", siren=make_siren("21340005"), parent=None,
+                                  actor_name="test")
+        doc = await documents.create_document(rt, entity_id=ent.id, flow_id="deliberation", fields=dict(fields),
+                                              actor="test")
+        for field, (name, media, content) in files.items():
+            async def chunks(data=content):
+                yield data
+            await documents.attach_file(rt, doc.id, field, filename=name, media_type=media, chunks=chunks(),
+                                        actor="test")
+        await documents.run_action(rt, doc.id, "start", actor="test")
+        doc = await wait_state(rt, doc.id, "done" if outcome == "accept" else "rejet_sae", timeout=60)
+        assert len(sim.transfers) == 1 and sim.count("send") == 1
+        reply = seda.parse_reply(await rt.blobs.read(doc.files_of("sae_reply")[0].blob_key))
+        assert reply["reply_code"] == ("000" if outcome == "accept" else "301")
+        assert doc.fields["sae_reply_code"] == reply["reply_code"]
+        seda.validate(await rt.blobs.read(doc.files_of("sae_ack")[0].blob_key), XSD)
+        seda.validate(await rt.blobs.read(doc.files_of("sae_bordereau")[0].blob_key), XSD)
