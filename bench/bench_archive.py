@@ -102,9 +102,17 @@ def sha512_throughput(total: int) -> float:
 
 
 def opener(path: Path):
+    """1 MB chunks read in a worker thread, as FilesystemBlobStore does; stops at the known size (no EOF read)."""
+    size = path.stat().st_size
+
     async def chunks():
         with path.open("rb") as f:
-            while chunk := await asyncio.to_thread(f.read, CHUNK):
+            left = size
+            while left > 0:
+                chunk = await asyncio.to_thread(f.read, min(CHUNK, left))
+                if not chunk:
+                    break
+                left -= len(chunk)
                 yield chunk
     return chunks
 

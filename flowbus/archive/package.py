@@ -138,6 +138,19 @@ class _Writer:
             self._file.close()
 
 
+_END = object()
+
+
+async def _read_ahead(files: Sequence[SourceFile], out: asyncio.Queue) -> None:
+    try:
+        for source in files:
+            async for chunk in source.chunks():
+                await out.put(chunk)
+            await out.put(_END)
+    except Exception as exc:  # handed to the consumer, which raises it
+        await out.put(exc)
+
+
 class _Lane:
     """One worker thread fed through a bounded queue (``DEPTH`` chunks: memory stays bounded).
 
@@ -213,7 +226,12 @@ async def build_package(path: Path, transfer: seda.Transfer, files: Sequence[Sou
     writer = await asyncio.to_thread(_Writer, path, fmt)
     hasher, writing = _Lane("flowbus-package-hash"), _Lane("flowbus-package-write")
     objects: list[seda.DataObject] = []
+    pending: list[tuple] = []
     used: set[str] = set()
+    # Sources are read ahead by a task of their own: a file of two chunks would otherwise leave
+    # the lanes idle while its first chunk is being read.
+    chunks: asyncio.Queue = asyncio.Queue(_Lane.DEPTH)
+    reader = asyncio.ensure_future(_read_ahead(files, chunks))
     try:
         for number, source in enumerate(files, 1):
             name = safe_name(source.filename)
@@ -225,7 +243,12 @@ async def build_package(path: Path, transfer: seda.Transfer, files: Sequence[Sou
             digest = hashlib.sha512()
             head = bytearray()
             size = 0
-            async for chunk in source.chunks():
+            while True:
+                chunk = await chunks.get()
+                if isinstance(chunk, BaseException):
+                    raise chunk
+                if chunk is _END:
+                    break
                 if not chunk:
                     continue
                 if len(head) < HEAD_SIZE:
@@ -234,10 +257,12 @@ async def build_package(path: Path, transfer: seda.Transfer, files: Sequence[Sou
                 await hasher.submit(digest.update, chunk)
                 await writing.submit(writer.write, chunk)
             await writing.submit(writer.end)
-            await hasher.sync()
+            # no wait here: the lanes keep streaming into the next file; the digest is read at the end
+            pending.append((number, uri, source, digest, size, identify(bytes(head), source.filename)))
+        await hasher.sync()
+        for number, uri, source, digest, size, fmt_id in pending:
             objects.append(seda.DataObject(
-                id=f"BDO-{number}", uri=uri, sha512=digest.hexdigest(), size=size,
-                format=identify(bytes(head), source.filename), filename=source.filename, title=source.title,
+                id=f"BDO-{number}", uri=uri, sha512=digest.hexdigest(), size=size, format=fmt_id, filename=source.filename, title=source.title,
                 last_modified=source.last_modified, version=source.version))
         await writing.sync()
         manifest = seda.build_transfer(transfer, objects)
@@ -251,6 +276,7 @@ async def build_package(path: Path, transfer: seda.Transfer, files: Sequence[Sou
             seal_sha256 = hashlib.sha256(signature).hexdigest()
         await asyncio.to_thread(writer.close)
     except BaseException:
+        reader.cancel()
         for lane in (hasher, writing):
             await asyncio.to_thread(lane.close)
         try:
