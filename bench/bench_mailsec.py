@@ -31,6 +31,7 @@ def config(tmp: Path, smtp_port: int, max_connections: int, *, baseline: bool = 
     (cfg / "flows").mkdir(parents=True, exist_ok=True)
     (cfg / "connectors").mkdir(exist_ok=True)
     shutil.copy(ROOT / "config" / "flows" / "rh-paie.yml", cfg / "flows" / "rh-paie.yml")
+    shutil.copytree(ROOT / "config" / "mailsec", cfg / "mailsec", dirs_exist_ok=True)  # shipped payslip templates
     instances = [
         {"id": "mailsec", "family": "mailsec", "kind": "smtp", "entity": None,
          "settings": {"host": "127.0.0.1", "port": smtp_port, "starttls": False, "from_name": "SIIM94 — Paie",

@@ -9,6 +9,7 @@ from aiohttp import web
 from flowbus.api import RUNTIME
 from flowbus.api.auth import actor
 from flowbus.api.documents import _readable_document
+from flowbus.clock import isoformat
 from flowbus.connectors.mailsec import store
 from flowbus.errors import ConfigError, NotFound
 
@@ -23,7 +24,7 @@ async def get_mailsec(request: web.Request) -> web.Response:
             recipients = await store.recipients_of(tx, m.id)
             replies = await store.replies_of(tx, m.id) if m.allow_reply else []
             out.append({"id": m.id, "step": m.step, "connector": m.instance_id, "subject": m.subject,
-                        "created_at": m.created_at.isoformat(), "files": [f["filename"] for f in m.files],
+                        "created_at": isoformat(m.created_at), "files": [f["filename"] for f in m.files],
                         "recipients": [r.to_json() for r in recipients],
                         "replies": [{"id": p["id"], "recipient_id": p["recipient_id"], "address": p["address"],
                                      "created_at": p["created_at"], "text": p["text"],

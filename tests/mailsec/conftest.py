@@ -63,6 +63,7 @@ def mailsec_config(tmp_path: Path, smtp: SmtpSimulator) -> Path:
     (cfg / "flows").mkdir(parents=True)
     (cfg / "connectors").mkdir()
     shutil.copy(ROOT / "config" / "flows" / "rh-paie.yml", cfg / "flows" / "rh-paie.yml")
+    shutil.copytree(ROOT / "config" / "mailsec", cfg / "mailsec")  # the shipped payslip templates
     (cfg / "flows" / "courrier-lu.yml").write_text(WAIT_FLOW, encoding="utf-8")
     (tmp_path / "rebonds" / "new").mkdir(parents=True)
     instances: list[dict[str, Any]] = [

@@ -67,6 +67,10 @@ async def test_200_payslips_each_link_marks_exactly_its_recipient(backend, runti
                 [pw_msg] = [m for m, f in zip(got, found) if not f]
                 passwords[i] = PASSWORD.search(pw_msg.text()).group(1)
             assert len(set(links.values())) == N
+            first = smtp.to("agent5@agents.example.fr")[0]
+            first = first if LINK.search(first.text()) else smtp.to("agent5@agents.example.fr")[1]
+            assert first.message()["Subject"] == "Votre bulletin de paie de janvier 2026"  # config/mailsec/rh-paie
+            assert "Bonjour Agent n°5 Éloïse," in first.text() and "mot de passe" in first.text()
             assert len(smtp.received) == 2 * N
             tokens_sent = [link.rsplit("/", 1)[1] for link in links.values()]
 

@@ -300,21 +300,47 @@ class SmtpPool:
         raise AssertionError("unreachable")
 
     async def _transaction(self, conn: _Conn, sender: str, address: str, payload: bytes) -> Delivery:
+        """MAIL, RCPT, DATA through aiosmtplib's public command API.
+
+        ``sendmail`` would re-parse both addresses with the ``email`` package and re-scan the
+        message for its size on every call (~0.2 ms a message); the addresses here are already
+        checked, and the payload is built with CRLF line endings.
+        """
+        if not (address.isascii() and sender.isascii()):
+            return Delivery(address, False, message="adresse électronique non ASCII (SMTPUTF8 non pris en charge)")
+        client = conn.client
+        if client.is_ehlo_or_helo_needed:
+            await client.ehlo()
+        resp = await client.execute_command(b"MAIL", b"FROM:<" + sender.encode("ascii") + b">")
+        if resp.code != 250:
+            await self._rset(client)
+            if resp.code in (-1, 421):
+                raise aiosmtplib.SMTPServerDisconnected(resp.message)
+            if 400 <= resp.code < 500:
+                return Delivery(address, False, temporary=True, code=resp.code, message=resp.message)
+            raise ConfigError(f"the SMTP server refused the sender {sender!r}: {resp.code} {resp.message}",
+                              field="from_address", hint="use a sender address the SMTP server accepts")
+        resp = await client.execute_command(b"RCPT", b"TO:<" + address.encode("ascii") + b">")
+        if resp.code not in (250, 251):
+            await self._rset(client)
+            if resp.code in (-1, 421):
+                raise aiosmtplib.SMTPServerDisconnected(resp.message)
+            return Delivery(address, False, temporary=400 <= resp.code < 500, code=resp.code, message=resp.message)
         try:
-            await conn.client.sendmail(sender, [address], payload)
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            err = exc.recipients[0]
-            return Delivery(address, False, temporary=400 <= err.code < 500, code=err.code, message=err.message)
-        except aiosmtplib.SMTPSenderRefused as exc:
-            if 400 <= exc.code < 500:
-                return Delivery(address, False, temporary=True, code=exc.code, message=exc.message)
-            raise ConfigError(f"the SMTP server refused the sender {sender!r}: {exc.code} {exc.message}",
-                              field="from_address", hint="use a sender address the SMTP server accepts") from exc
+            await client.data(payload)
         except aiosmtplib.SMTPResponseException as exc:
-            if exc.code in (-1, 421):  # -1: aiosmtplib's code for a dropped connection
+            if exc.code in (-1, 421):
                 raise aiosmtplib.SMTPServerDisconnected(exc.message) from exc
+            await self._rset(client)
             return Delivery(address, False, temporary=400 <= exc.code < 500, code=exc.code, message=exc.message)
         return Delivery(address, True, code=250, message="accepted")
+
+    @staticmethod
+    async def _rset(client: aiosmtplib.SMTP) -> None:
+        try:
+            await client.rset()
+        except (aiosmtplib.SMTPException, OSError):
+            pass
 
     async def send_many(self, mails: Sequence[OutgoingMail], *, now: datetime | None = None) -> list[Delivery]:
         """Send every message over the pool's connections; results in the order of ``mails``.

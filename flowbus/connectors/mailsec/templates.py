@@ -12,6 +12,7 @@ Sources, first found wins:
 Variables: ``fields`` (the document's fields), ``document`` (``id``, ``flow``, ``entity``),
 ``link`` (the recipient's personal link), ``expires_at`` (datetime; filter ``date_fr``),
 ``recipient`` (``address``, ``kind``), ``sender`` (``name``, ``address``), ``password_required``.
+Filters: ``date_fr`` (« 4 février 2026 »), ``datetime_fr``, ``mois_fr`` (``2026-01`` → « janvier 2026 »).
 """
 
 from __future__ import annotations
@@ -80,10 +81,19 @@ def datetime_fr(value: Any) -> str:
     return f"{date_fr(value)} à {value:%H:%M}"
 
 
+def mois_fr(value: Any) -> str:
+    """``2026-01`` → « janvier 2026 » (anything else is shown as is)."""
+    text = str(value)
+    if len(text) == 7 and text[4] == "-" and text[:4].isdigit() and text[5:].isdigit() and 1 <= int(text[5:]) <= 12:
+        return f"{MONTHS[int(text[5:]) - 1]} {text[:4]}"
+    return text
+
+
 def _env(autoescape: bool) -> SandboxedEnvironment:
     env = SandboxedEnvironment(autoescape=autoescape, undefined=StrictUndefined, keep_trailing_newline=True)
     env.filters["date_fr"] = date_fr
     env.filters["datetime_fr"] = datetime_fr
+    env.filters["mois_fr"] = mois_fr
     return env
 
 
@@ -135,6 +145,17 @@ class MessageTemplates:
         assert subject is not None and text is not None
         origin = "params" if params.get("subject") or params.get("body_text") else str(folder)
         return cls(subject, text, html, origin=origin)
+
+    def render_subject(self, context: Mapping[str, Any]) -> str:
+        """The subject alone (one line)."""
+        try:
+            return " ".join(self._subject.render(context).split())
+        except UndefinedError as exc:
+            raise PermanentError(f"mailsec template {self.origin}: {exc.message}", field="fields",
+                                 hint="the template names a field the document does not have; fill it or "
+                                      "write {{ fields.x | default('') }}") from exc
+        except TemplateError as exc:
+            raise PermanentError(f"mailsec template {self.origin}: {exc}", field="fields") from exc
 
     def render(self, context: Mapping[str, Any]) -> RenderedMessage:
         try:

@@ -20,9 +20,10 @@ from flowbus.errors import ConfigError
 TOKEN_BYTES = 32
 # scrypt cost: n=2**14, r=8 (16 MiB, ~50 ms) — OWASP's minimum — for passwords people choose.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 14, 8, 1
-# Generated passwords carry 14 × log2(56) ≈ 81 bits: guessing one offline at even 1 µs per try takes
-# ~10^11 years, so their scrypt cost can be low (n=2**8, ~0.6 ms) and 13,000 payslips stay cheap.
-GENERATED_N = 2 ** 8
+# Generated passwords carry 14 × log2(56) ≈ 81 bits: guessing one offline at 10^9 tries a second would
+# take ~10^8 years whatever the hash cost, so their scrypt cost is minimal (n=2**4, ~30 µs) and 13,000
+# payslips stay cheap.  The slow setting above protects the low-entropy passwords people choose.
+GENERATED_N = 2 ** 4
 GENERATED_LENGTH = 14
 _PASSWORD_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz23456789"  # no 0/O, 1/l/I
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{20,100}$")
