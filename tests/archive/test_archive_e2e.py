@@ -73,6 +73,22 @@ async def _archive(rt, flow_id: str, wait_state, siren: str):
 async def test_flows_end_in_the_archive_store(backend, runtime_factory, archive_config, wait_state, server_factory,
                                               pki, tmp_path):
     rt = await runtime_factory(backend, config_dir=archive_config, seda_xsd_dir=XSD)
+    await _flows_end_in_the_archive_store(rt, "s3" if backend == "scaleout" else "blobs", wait_state, server_factory,
+                                          pki, tmp_path)
+
+
+@pytest.mark.scaleout
+async def test_flows_end_in_the_archive_store_postgres_s3(runtime_factory, archive_config, wait_state, server_factory,
+                                                          pki, tmp_path, pg_database, s3_server):
+    """PostgreSQL + S3 with the embedded bus: the archive path of the scale-out set without RabbitMQ."""
+    import uuid
+    rt = await runtime_factory("embedded", config_dir=archive_config, seda_xsd_dir=XSD, database_url=pg_database,
+                               blob_backend="s3", s3_endpoint=s3_server, s3_access_key="test", s3_secret_key="test",
+                               s3_bucket=f"flowbus-{uuid.uuid4().hex[:10]}")
+    await _flows_end_in_the_archive_store(rt, "s3", wait_state, server_factory, pki, tmp_path)
+
+
+async def _flows_end_in_the_archive_store(rt, expected_backend, wait_state, server_factory, pki, tmp_path):
     server = await server_factory(rt)
     store = ArchiveStore.for_runtime(rt)
     for flow_id, siren in (("deliberation", make_siren("21340001")), ("pes", make_siren("21340002"))):
@@ -85,8 +101,8 @@ async def test_flows_end_in_the_archive_store(backend, runtime_factory, archive_
                 body = await resp.json()
             assert body["total"] == 1
             item = body["items"][0]
-            assert item["backend"] == ("s3" if backend == "scaleout" else "blobs")
-            if backend == "scaleout":
+            assert item["backend"] == expected_backend
+            if expected_backend == "s3":
                 assert item["version_id"] and item["retain_until"]  # versioned bucket, object lock retention
             async with http.get(f"/api/v1/archives/{item['id']}") as resp:
                 detail = await resp.json()
