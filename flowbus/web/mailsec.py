@@ -179,7 +179,8 @@ async def password(request: web.Request) -> web.Response:
     given = str(form.get("mot_de_passe", ""))[:200]
     ok = bool(given) and await asyncio.to_thread(tokens.verify_password, given, r.password_hash)
     if not ok:
-        failed, until = LOCKOUT.after_failure(r.failed_attempts, now)
+        policy = await _lockout(rt, access.mailing)
+        failed, until = policy.after_failure(r.failed_attempts, now)
         async with rt.store.transaction() as tx:
             await store.password_failed(tx, r.id, failed, until, now)
             if until is not None:
@@ -190,7 +191,7 @@ async def password(request: web.Request) -> web.Response:
         if until is not None:
             access.recipient = await _reload(rt, r.id)
             return _locked(access)
-        left = LOCKOUT.max_attempts - failed
+        left = policy.max_attempts - failed
         return _password_form(access, status=403, error=f"Mot de passe incorrect. Il vous reste {left} essai(s) "
                                                           "avant le blocage temporaire du lien.")
     session = secrets.token_urlsafe(32)
@@ -200,6 +201,19 @@ async def password(request: web.Request) -> web.Response:
     resp.set_cookie(COOKIE, session, httponly=True, samesite="Strict", path=access.base,
                     secure=rt.settings.base_url.startswith("https"))
     raise resp
+
+
+async def _lockout(rt: Any, mailing: store.Mailing) -> tokens.Lockout:
+    """The instance's ``password_attempts`` (default 5) and ``password_lock_for`` (default 15m)."""
+    try:
+        async with rt.store.transaction() as tx:
+            instance = await rt.instances.resolve(tx, mailing.instance_id, mailing.entity_id)
+        settings = instance.settings
+        return tokens.Lockout(max_attempts=max(1, int(settings.get("password_attempts") or LOCKOUT.max_attempts)),
+                              lock_for=tokens.parse_duration(settings.get("password_lock_for") or "15m",
+                                                             field="password_lock_for"))
+    except Exception:  # noqa: BLE001 - instance removed or misconfigured: the safe default applies
+        return LOCKOUT
 
 
 async def _reload(rt: Any, recipient_id: str) -> store.Recipient:

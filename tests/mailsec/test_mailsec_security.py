@@ -121,6 +121,31 @@ def test_lockout_policy_is_five_attempts():
     assert LOCKOUT.max_attempts == 5 and LOCKOUT.lock_for == timedelta(minutes=15)
 
 
+async def test_lockout_is_configurable_per_instance(runtime_factory, server_factory, mailsec_config, smtp,
+                                                    wait_state, ms):
+    import aiohttp
+    import yaml
+    path = mailsec_config / "connectors" / "mailsec.yml"
+    data = yaml.safe_load(path.read_text())
+    data["instances"][0]["settings"].update(password_attempts=2, password_lock_for="1h")
+    path.write_text(yaml.safe_dump(data))
+    clock = ManualClock()
+    rt = await runtime_factory("embedded", config_dir=mailsec_config, clock=clock)
+    srv = await server_factory(rt)
+    async with srv.client() as api:
+        await _payslips(api, rt, wait_state, 1)
+    url, password = _secrets_of(smtp, ms, 0)
+    path_a = url.split(srv.url, 1)[1]
+    async with aiohttp.ClientSession(base_url=srv.url, cookie_jar=aiohttp.CookieJar(unsafe=True)) as web:
+        r = await web.post(path_a, data={"mot_de_passe": "faux"}, allow_redirects=False)
+        assert r.status == 403 and "Il vous reste 1 essai(s)" in await r.text()
+        assert (await web.post(path_a, data={"mot_de_passe": "faux"}, allow_redirects=False)).status == 429
+        clock.advance(minutes=59)
+        assert (await web.post(path_a, data={"mot_de_passe": password}, allow_redirects=False)).status == 429
+        clock.advance(minutes=2)
+        assert (await web.post(path_a, data={"mot_de_passe": password}, allow_redirects=False)).status == 303
+
+
 @pytest.mark.parametrize("value", ["../../etc/passwd", "a" * 200, "", "abc def"])
 def test_malformed_tokens_are_rejected_before_lookup(value):
     assert not tokens.looks_like_token(value)

@@ -3,7 +3,8 @@
 Instance settings: ``host``, ``port``, ``username``, ``password`` (secret), ``starttls``
 (true/false/auto), ``use_tls``, ``validate_certs``, ``ca_file``, ``from_address``, ``from_name``,
 ``public_base_url`` (links: ``<public_base_url>/mail/<token>``, default the server's public URL),
-``link_ttl`` (``30d``), ``bounce_address`` (VERP envelope sender), ``bounce_maildir`` (a Maildir the
+``link_ttl`` (``30d``), ``password_attempts`` (5) and ``password_lock_for`` (``15m``): wrong passwords
+before a link is locked and for how long, ``bounce_address`` (VERP envelope sender), ``bounce_maildir`` (a Maildir the
 MTA delivers bounces to, read at each check), ``max_connections``.
 
 Step params::
