@@ -45,6 +45,8 @@ AGENCY_KEYS = ("archival_agreement", "archival_profile", "archival_agency", "tra
                "originating_agency", "submission_agency", "access_rule", "appraisal_rule",
                "appraisal_final_action")
 _TEMPLATE = re.compile(r"\{([a-z_]+(?:\.[A-Za-z0-9_\-]+)*)\}")
+# SEDA 2.1/2.2 CodeKeywordType
+KEYWORD_TYPES = {"corpname", "famname", "geogname", "name", "occupation", "persname", "subject", "genreform"}
 _LEVELS = {"Fonds", "Subfonds", "Class", "Collection", "Series", "Subseries", "RecordGrp", "SubGrp",
            "File", "Item", "OtherLevel"}
 
@@ -145,6 +147,9 @@ def parse_profile(raw: Mapping[str, Any], name: str, where: str = "<profile>") -
         if isinstance(kw, str):
             keywords.append((kw, None))
         elif isinstance(kw, Mapping) and kw.get("content"):
+            if kw.get("type") is not None and kw["type"] not in KEYWORD_TYPES:
+                raise ConfigError(f"{where}: keywords[{i}] has an unknown type {kw['type']!r}", field="keywords",
+                                  hint=f"use one of {', '.join(sorted(KEYWORD_TYPES))}")
             keywords.append((str(kw["content"]), kw.get("type")))
         else:
             raise ConfigError(f"{where}: keywords[{i}] needs a 'content'", field="keywords")

@@ -62,6 +62,9 @@ def test_profile_errors_name_the_key(tmp_path):
         profile.parse_profile({"defaults": {"archival_agencyy": "A"}}, "x")
     assert "archival_agencyy" in str(err.value)
     with pytest.raises(ConfigError) as err:
+        profile.parse_profile({"keywords": [{"content": "x", "type": "person"}]}, "x")
+    assert err.value.field == "keywords" and "persname" in str(err.value)
+    with pytest.raises(ConfigError) as err:
         profile.load_profile(tmp_path, "nope", "flow")
     assert err.value.field == "profile" and "nope.yml" in str(err.value)
 

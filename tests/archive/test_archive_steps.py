@@ -244,3 +244,22 @@ async def test_store_connector_on_s3_with_object_lock(runtime, pki, s3_server, t
     path.write_bytes(b"".join([c async for c in await store.download(record, actor="archiviste")]))
     assert hashlib.sha256(path.read_bytes()).hexdigest() == record.sha256
     assert verify_package(path, trusted=pki.trusted) == []
+
+
+@pytest.mark.parametrize("flow, fields, files", [
+    ("rh-contrat", {"agent_nom": "Martin", "agent_prenom": "Léa", "type_contrat": "cdd", "date_debut": "2027-01-01",
+                    "matricule": "A-12"}, {"contrat": [("contrat.pdf", PDF)]}),
+    ("rh-paie", {"agent_nom": "Martin", "periode": "2026-11"}, {"bulletin": [("bulletin.pdf", PDF)]}),
+    ("cimetiere", {"objet": "Concession", "cimetiere": "Cimetière de l'Est", "numero_concession": "C-2026/041",
+                   "concessionnaire_nom": "Famille Durand", "duree": "30", "date_decision": "2026-11-02"},
+     {"arrete": [("concession.pdf", PDF)], "plan": [("plan.png", b"\x89PNG\r\n\x1a\n....")]}),
+])
+async def test_every_shipped_profile_gives_a_valid_manifest(runtime, pki, flow, fields, files):
+    """The profiles of the other shipped flows (params.profile names them) render to XSD-valid manifests."""
+    conn = SaeStoreConnector(ConnectorInstance("sae", "sae", "store", None, _settings(pki)), runtime)
+    doc = await _document(runtime, flow, files, fields)
+    outcome = await conn.start(_ctx(runtime, conn, doc, {"profile": flow}))
+    manifest = await ArchiveStore(runtime).manifest(outcome.fields["sae_package_id"])
+    from flowbus.archive import seda
+    seda.validate(manifest, XSD)
+    assert fields[next(k for k in ("agent_nom", "concessionnaire_nom") if k in fields)].encode() in manifest
