@@ -152,6 +152,9 @@ async def build(settings: Settings | None = None, *, clock: Clock | None = None,
     runtime.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
     from flowbus.flows.runner import Engine
     runtime.engine = Engine(runtime)
+    # every process announces its documents' state changes to the entity's webhooks
+    from flowbus.connectors import webhooks
+    webhooks.install(runtime)
     return runtime
 
 
@@ -164,6 +167,9 @@ async def run_forever(runtime: Runtime, role: str) -> None:
     runner = None
     if role in ("all", "worker"):
         await runtime.engine.start_workers()
+        # webhook deliveries and inbound batches are bus work too
+        from flowbus.connectors.inbound import start_background
+        await start_background(runtime)
     if role in ("all", "api"):
         app = create_app(runtime)
         runner = web.AppRunner(app, access_log=None)
