@@ -123,9 +123,9 @@ async def _flows_end_in_the_archive_store(rt, expected_backend, wait_state, serv
 
 
 @pytest.mark.chromium
-async def test_archivist_finds_and_downloads_in_chromium(runtime_factory, archive_config, wait_state, server_factory,
-                                                         browser, pki, tmp_path):
-    rt = await runtime_factory("embedded", config_dir=archive_config, seda_xsd_dir=XSD)
+async def test_archivist_finds_and_downloads_in_chromium(backend, runtime_factory, archive_config, wait_state,
+                                                         server_factory, browser, pki, tmp_path):
+    rt = await runtime_factory(backend, config_dir=archive_config, seda_xsd_dir=XSD)
     server = await server_factory(rt)
     ent, doc = await _archive(rt, "deliberation", wait_state, make_siren("21340003"))
     await _archive(rt, "pes", wait_state, make_siren("21340004"))
