@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-import queue
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from minio import Minio
 from minio.commonconfig import CopySource
@@ -23,36 +24,37 @@ from flowbus.errors import BackendError, NotFound, PayloadTooLarge
 from flowbus.models import BlobRef
 
 PART_SIZE = 10 * 1024 * 1024
-_END = object()
+# uploads wait on the event loop for their data: they get their own threads, never the default executor's
+_UPLOADS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="s3-upload")
 
 
-class _QueueReader(io.RawIOBase):
-    """A file-like object the minio SDK reads from while the event loop feeds chunks."""
+class _PullReader(io.RawIOBase):
+    """A file-like object the minio SDK reads from its thread, pulling chunks from the event loop.
 
-    def __init__(self) -> None:
-        self._q: queue.Queue = queue.Queue(maxsize=8)
-        self._buf = b""
+    The uploading thread asks the loop for the next chunk (``run_coroutine_threadsafe``), so an
+    upload holds exactly one thread and never needs a second one to feed it.
+    """
+
+    def __init__(self, next_chunk: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._next_chunk = next_chunk
+        self._loop = loop
+        self._buf = bytearray()
         self._done = False
 
     def readable(self) -> bool:
         return True
 
-    def feed(self, chunk: bytes | object) -> None:
-        self._q.put(chunk)
-
     def read(self, size: int = -1) -> bytes:
         while not self._done and (size < 0 or len(self._buf) < size):
-            item = self._q.get()
-            if item is _END:
+            chunk = asyncio.run_coroutine_threadsafe(self._next_chunk(), self._loop).result()
+            if chunk is None:
                 self._done = True
-            elif isinstance(item, BaseException):
-                raise item
             else:
-                self._buf += item  # type: ignore[operator]
+                self._buf += chunk
         if size < 0:
-            out, self._buf = self._buf, b""
+            out, self._buf = bytes(self._buf), bytearray()
         else:
-            out, self._buf = self._buf[:size], self._buf[size:]
+            out, self._buf = bytes(self._buf[:size]), self._buf[size:]
         return out
 
 
@@ -92,27 +94,27 @@ class S3BlobStore:
     async def put(self, chunks: AsyncIterable[bytes], *, max_size: int | None = None) -> BlobRef:
         await self._ensure_bucket()
         tmp_name = f"{self.prefix}tmp/{uuid.uuid4().hex}"
-        reader = _QueueReader()
-        upload = asyncio.ensure_future(asyncio.to_thread(
-            self.client.put_object, self.bucket, tmp_name, reader, -1, part_size=PART_SIZE))
         digest, size = hashlib.sha256(), 0
+        iterator = chunks.__aiter__()
+
+        async def next_chunk() -> bytes | None:
+            nonlocal size
+            try:
+                chunk = await iterator.__anext__()
+            except StopAsyncIteration:
+                return None
+            size += len(chunk)
+            if max_size is not None and size > max_size:
+                raise PayloadTooLarge(f"the file exceeds the size limit of {max_size} bytes", field="file")
+            digest.update(chunk)
+            return chunk
+
+        loop = asyncio.get_running_loop()
+        reader = _PullReader(next_chunk, loop)
         try:
-            async for chunk in chunks:
-                size += len(chunk)
-                if max_size is not None and size > max_size:
-                    raise PayloadTooLarge(f"the file exceeds the size limit of {max_size} bytes", field="file")
-                digest.update(chunk)
-                # hand the chunk to the uploading thread without blocking the loop
-                await asyncio.to_thread(reader.feed, chunk)
-            await asyncio.to_thread(reader.feed, _END)
-            await upload
-        except BaseException as exc:
-            if not upload.done():
-                await asyncio.to_thread(reader.feed, exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
-                try:
-                    await upload
-                except BaseException:  # noqa: BLE001 - the original error matters
-                    pass
+            await loop.run_in_executor(_UPLOADS, lambda: self.client.put_object(
+                self.bucket, tmp_name, reader, -1, part_size=PART_SIZE))
+        except BaseException:
             await asyncio.to_thread(self._remove_quietly, tmp_name)
             raise
         key = digest.hexdigest()
