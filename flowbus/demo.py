@@ -11,8 +11,10 @@ through API-managed connector instances of the demo entity::
     tdt-helios       tdt-helios/s2low      S²LOW simulator, PES_Acquit after the same delays
     mailsec          mailsec/smtp          local SMTP server; links point at the server's base URL
     ged              ged/filesystem        ``<data_dir>/demo-ged``
-    sae, publication the YAML ``test`` instances: no archive kind exists yet, and the shipped publication
-                     step names no ``to`` for notify/smtp and there is no publication site for notify/http
+    sae              sae/store             built-in archive store (sealed SEDA 2.1 packages, timestamps from the TSA
+                     simulator), searchable by archivists at ``/archives/``
+    publication      the YAML ``test`` instance: the shipped publication step names no ``to`` for
+                     notify/smtp and there is no publication site for notify/http
 
 Then one document per shipped flow is created and started.  Everything is idempotent: the
 entity and the documents are found again by SIREN and by flow, the instances are replaced
@@ -180,6 +182,9 @@ def instance_specs(sims: DemoSimulators, base_url: str) -> list[dict[str, Any]]:
                       "from_address": "ne-pas-repondre@demo.flowbus.test", "from_name": DEMO_NAME,
                       "public_base_url": base_url}},
         {"id": "ged", "family": "ged", "kind": "filesystem", "settings": {"directory": str(sims.ged_dir)}},
+        {"id": "sae", "family": "sae", "kind": "store",
+         "settings": {"seal_p12_path": str(sims.pki_dir / "seal.p12"), "seal_p12_password": sims.pki_password,
+                      "tsa_url": sims.tsa.url}},
     ]
 
 
@@ -412,8 +417,8 @@ def guide(rt: Any, sims: DemoSimulators, result: DemoSeed) -> list[str]:
         f"Courriel sécurisé : serveur SMTP local 127.0.0.1:{sims.smtp.port} ; les liens de la page destinataire "
         "s'affichent ci-dessous dès l'envoi",
         f"GED : {sims.ged_dir}",
-        "Archivage (SAE) et publication : connecteurs de test (pas encore de connecteur SAE réel) — pas de page "
-        "archiviste dans cette version",
+        f"Archives : paquets SEDA scellés dans le magasin d'archives intégré, recherche archiviste sur {base}/archives/",
+        "Publication : connecteur de test (aucun site de publication simulé)",
         f"API : {base}/api/v1/documents (en-tête « Authorization: Bearer <clé> »)", ""]
     return lines
 

@@ -53,7 +53,8 @@ async def test_every_shipped_flow_reaches_done_through_the_simulators(runtime_fa
     started = time.monotonic()
     result = await demo.seed(rt, first, out=lines.append)
     assert set(result.documents) == SHIPPED and {d.flow_id for d in result.created} == SHIPPED
-    assert sorted(result.instances) == ["ged", "mailsec", "parapheur", "parapheur-agent", "tdt-actes", "tdt-helios"]
+    assert sorted(result.instances) == ["ged", "mailsec", "parapheur", "parapheur-agent", "sae", "tdt-actes",
+                                        "tdt-helios"]
     assert any("Entité de démonstration" in line for line in lines)
 
     done = {flow: await wait_state(rt, doc.id, "done", timeout=45) for flow, doc in result.documents.items()}
@@ -71,6 +72,10 @@ async def test_every_shipped_flow_reaches_done_through_the_simulators(runtime_fa
     ar = await rt.blobs.read(delib.files_of("aractes")[0].blob_key)
     assert parse_message(ar).event == "ar"
     assert first.s2low.transmissions("DEMO_DEL_001") == 1
+    # then archived: a sealed SEDA package in the built-in archive store
+    from flowbus.archive.store import ArchiveStore
+    record = await ArchiveStore.for_runtime(rt).get(delib.fields["sae_package_id"])
+    assert record.entity_id == delib.entity_id
 
     # PES: bordereau signed with XAdES by the seal, then PES_Acquit from Hélios (simulated)
     pes = done["pes"]
@@ -99,7 +104,7 @@ async def test_every_shipped_flow_reaches_done_through_the_simulators(runtime_fa
     assert (folder / "metadata.json").is_file()
 
     entity_id = result.entity_id
-    assert await _counts(rt, entity_id) == (1, 6, 6)
+    assert await _counts(rt, entity_id) == (1, 7, 6)
 
     # a restart: new simulators on new ports, seeded again → nothing new, instances point at the new ports
     await first.stop()
@@ -110,7 +115,7 @@ async def test_every_shipped_flow_reaches_done_through_the_simulators(runtime_fa
     again = await demo.seed(rt, second, out=lines.append)
     assert again.created == [] and again.entity_id == entity_id
     assert {f: d.id for f, d in again.documents.items()} == {f: d.id for f, d in result.documents.items()}
-    assert await _counts(rt, entity_id) == (1, 6, 6)
+    assert await _counts(rt, entity_id) == (1, 7, 6)
     async with rt.store.transaction() as tx:
         inst = await rt.instances.resolve(tx, "tdt-actes", entity_id)
     assert inst.kind == "s2low" and inst.settings["url"] == second.s2low.url != first.s2low.url
