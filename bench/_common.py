@@ -43,11 +43,19 @@ class Backends:
             await conn.close()
             self.databases.append(name)
             if self.moto is None:
-                from moto.server import ThreadedMotoServer
+                # moto in its own process, so its Python work does not share our GIL
+                import subprocess
+                import sys
+                import time
                 port = free_port()
-                self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-                self.moto.start()
+                self.moto = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1",
+                                              "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 self.moto_endpoint = f"127.0.0.1:{port}"
+                for _ in range(100):
+                    with socket.socket() as probe:
+                        if probe.connect_ex(("127.0.0.1", port)) == 0:
+                            break
+                    time.sleep(0.1)
             values.update(database_url=PG.rsplit("/", 1)[0] + f"/{name}", bus_url=AMQP,
                           bus_prefix=f"bench{uuid.uuid4().hex[:8]}", blob_backend="s3",
                           s3_endpoint=self.moto_endpoint, s3_access_key="test", s3_secret_key="test",
@@ -73,7 +81,8 @@ class Backends:
                 await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             await conn.close()
         if self.moto is not None:
-            self.moto.stop()
+            self.moto.terminate()
+            self.moto.wait(10)
 
 
 def configure_quiet_logs() -> None:

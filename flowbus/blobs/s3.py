@@ -24,6 +24,7 @@ from flowbus.errors import BackendError, NotFound, PayloadTooLarge
 from flowbus.models import BlobRef
 
 PART_SIZE = 10 * 1024 * 1024
+SMALL_FILE = 8 * 1024 * 1024  # up to this size a file is buffered, hashed, then written once
 # uploads wait on the event loop for their data: they get their own threads, never the default executor's
 _UPLOADS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="s3-upload")
 
@@ -56,6 +57,10 @@ class _PullReader(io.RawIOBase):
         else:
             out, self._buf = bytes(self._buf[:size]), self._buf[size:]
         return out
+
+
+async def loop_run(fn: Any, *args: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(_UPLOADS, fn, *args)
 
 
 class S3BlobStore:
@@ -109,8 +114,23 @@ class S3BlobStore:
             digest.update(chunk)
             return chunk
 
+        # small files (the usual case) are hashed in memory first and written once, under their final name
+        head = bytearray()
+        while len(head) < SMALL_FILE:
+            chunk = await next_chunk()
+            if chunk is None:
+                key = digest.hexdigest()
+                await loop_run(self._put_small, self._name(key), bytes(head))
+                return BlobRef(key, key, size)
+            head += chunk
+
+        pending = [bytes(head)]
+
+        async def rest() -> bytes | None:
+            return pending.pop() if pending else await next_chunk()
+
         loop = asyncio.get_running_loop()
-        reader = _PullReader(next_chunk, loop)
+        reader = _PullReader(rest, loop)
         try:
             await loop.run_in_executor(_UPLOADS, lambda: self.client.put_object(
                 self.bucket, tmp_name, reader, -1, part_size=PART_SIZE))
@@ -129,6 +149,14 @@ class S3BlobStore:
 
         await asyncio.to_thread(promote)
         return BlobRef(key, key, size)
+
+    def _put_small(self, name: str, data: bytes) -> None:
+        try:
+            self.client.stat_object(self.bucket, name)
+            return  # identical content is already stored
+        except S3Error:
+            pass
+        self.client.put_object(self.bucket, name, io.BytesIO(data), len(data))
 
     def _remove_quietly(self, name: str) -> None:
         try:
