@@ -13,10 +13,11 @@ from aiohttp import web
 
 from flowbus import documents, journal
 from flowbus.api import RUNTIME
-from flowbus.api.auth import authenticate, role_for, visible_entities
-from flowbus.errors import FlowbusError, NotFound, Unauthorized
+from flowbus.api.auth import role_for, visible_entities
+from flowbus.errors import FlowbusError, NotFound
 from flowbus.store import repo
 from flowbus.web import render
+from flowbus.web.apikey_session import ApiKeySession
 
 COOKIE = "flowbus_admin"
 STATE_LABELS = {"draft": "Brouillon", "running": "En cours", "waiting": "En attente", "error": "En erreur",
@@ -26,40 +27,9 @@ ACTION_LABELS = {"retry": "Relancer l'étape", "skip": "Passer l'étape", "resum
 _ORDER = {"reader": 1, "editor": 2, "admin": 3}
 
 
-async def _key(request: web.Request) -> Any:
-    secret = request.cookies.get(COOKIE)
-    if not secret:
-        raise web.HTTPFound("/admin/connexion")
-    try:
-        return await authenticate(request.app[RUNTIME], secret)
-    except Unauthorized:
-        resp = web.HTTPFound("/admin/connexion")
-        resp.del_cookie(COOKIE, path="/admin")
-        raise resp from None
-
-
-async def login_form(request: web.Request) -> web.Response:
-    return render("admin_login.html", error=None)
-
-
-async def login(request: web.Request) -> web.Response:
-    form = await request.post()
-    secret = str(form.get("api_key", "")).strip()
-    try:
-        await authenticate(request.app[RUNTIME], secret)
-    except Unauthorized as exc:
-        msg = "Cette clé a été révoquée." if "revoked" in exc.message else "Clé d'API inconnue."
-        return render("admin_login.html", status=401, error=msg)
-    resp = web.HTTPFound("/admin/")
-    resp.set_cookie(COOKIE, secret, httponly=True, samesite="Strict", path="/admin",
-                    secure=request.app[RUNTIME].settings.base_url.startswith("https"))
-    raise resp
-
-
-async def logout(request: web.Request) -> web.Response:
-    resp = web.HTTPFound("/admin/connexion")
-    resp.del_cookie(COOKIE, path="/admin")
-    raise resp
+SESSION = ApiKeySession(COOKIE, "/admin", "admin_login.html")
+_key = SESSION.key
+login_form, login, logout = SESSION.login_form, SESSION.login, SESSION.logout
 
 
 async def dashboard(request: web.Request) -> web.Response:

@@ -13,49 +13,19 @@ from aiohttp import web
 
 from flowbus.api import RUNTIME
 from flowbus.api.archives import readable_record, search_records, stream_package, archive_store
-from flowbus.api.auth import authenticate, visible_entities
+from flowbus.api.auth import visible_entities
 from flowbus.archive.store import unit_tree
-from flowbus.errors import NotFound, Unauthorized, ValidationError
+from flowbus.errors import NotFound, ValidationError
 from flowbus.store import repo
 from flowbus.web import render
+from flowbus.web.apikey_session import ApiKeySession
 
 COOKIE = "flowbus_archives"
 
 
-async def _key(request: web.Request) -> Any:
-    secret = request.cookies.get(COOKIE)
-    if not secret:
-        raise web.HTTPFound("/archives/connexion")
-    try:
-        return await authenticate(request.app[RUNTIME], secret)
-    except Unauthorized:
-        resp = web.HTTPFound("/archives/connexion")
-        resp.del_cookie(COOKIE, path="/archives")
-        raise resp from None
-
-
-async def login_form(request: web.Request) -> web.Response:
-    return render("archivist_login.html", error=None)
-
-
-async def login(request: web.Request) -> web.Response:
-    form = await request.post()
-    secret = str(form.get("api_key", "")).strip()
-    try:
-        await authenticate(request.app[RUNTIME], secret)
-    except Unauthorized as exc:
-        msg = "Cette clé a été révoquée." if "revoked" in exc.message else "Clé d'API inconnue."
-        return render("archivist_login.html", status=401, error=msg)
-    resp = web.HTTPFound("/archives/")
-    resp.set_cookie(COOKIE, secret, httponly=True, samesite="Strict", path="/archives",
-                    secure=request.app[RUNTIME].settings.base_url.startswith("https"))
-    raise resp
-
-
-async def logout(request: web.Request) -> web.Response:
-    resp = web.HTTPFound("/archives/connexion")
-    resp.del_cookie(COOKIE, path="/archives")
-    raise resp
+SESSION = ApiKeySession(COOKIE, "/archives", "archivist_login.html")
+_key = SESSION.key
+login_form, login, logout = SESSION.login_form, SESSION.login, SESSION.logout
 
 
 async def search_page(request: web.Request) -> web.Response:
