@@ -155,7 +155,7 @@ async def cmd_doctor(args: argparse.Namespace) -> int:
         health = await store.check()
         report("state store", health.ok, health.detail, health.fix)
     except FlowbusError as exc:
-        report("state store", False, str(exc), exc.hint)
+        report("state store", False, exc.message, exc.hint)
     blobs = make_blobs(settings)
     health = await blobs.check()
     report("blob store", health.ok, health.detail, health.fix)
