@@ -31,6 +31,22 @@ def entry_hash(entity_id: str, seq: int, at: str, actor: str, kind: str, documen
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+_str = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _canonical_entry_hash(entity_id: str, seq: int, at: str, actor: str, kind: str, document_id: str | None,
+                          data_json: str, prev_hash: str) -> str:
+    """``entry_hash`` for a ``data_json`` already produced by ``canonical`` (as ``append`` does).
+
+    Builds the same canonical string directly (keys in sorted order) instead of parsing and
+    re-serialising the data; ``verify`` keeps ``entry_hash``, which accepts any stored JSON.
+    """
+    payload = (f'{{"actor":{_str(actor)},"at":{_str(at)},"data":{data_json},'
+               f'"document":{"null" if document_id is None else _str(document_id)},"entity":{_str(entity_id)},'
+               f'"kind":{_str(kind)},"prev":{_str(prev_hash)},"seq":{int(seq)}}}')
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
 async def append(tx: Tx, *, entity_id: str, actor: str, kind: str, at: datetime,
                  document_id: str | None = None, data: dict[str, Any] | None = None) -> None:
     """Append one entry to the entity's chain, written with the caller's transaction.
@@ -64,7 +80,7 @@ async def _flush(tx: Tx, pending: list[tuple]) -> None:
         rows: list[Any] = []
         for _eid, at_s, actor, kind, document_id, data_json in by_entity[entity_id]:
             seq += 1
-            digest = entry_hash(entity_id, seq, at_s, actor, kind, document_id, data_json, prev)
+            digest = _canonical_entry_hash(entity_id, seq, at_s, actor, kind, document_id, data_json, prev)
             rows.append((entity_id, seq, at_s, actor, kind, document_id, data_json, prev, digest))
             prev = digest
         for i in range(0, len(rows), 100):
