@@ -92,6 +92,7 @@ class SQLiteStore:
         self._lock = asyncio.Lock()
         self._queued = 0  # transactions waiting for the lock (group commit joins them to the open group)
         self._group: list[asyncio.Future[None]] | None = None  # open SQLite transaction's logical members
+        self._commit_scheduled = False
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -168,7 +169,7 @@ class SQLiteStore:
         self._queued -= 1
         committed: asyncio.Future[None] | None = None
         try:
-            if not self._group:
+            if self._group is None:
                 await self._begin()
                 self._group = []
             _execute(self._conn, "SAVEPOINT logical", ())
@@ -184,8 +185,14 @@ class SQLiteStore:
             self._group.append(committed)
         finally:
             try:
-                if self._group is not None and (self._queued == 0 or len(self._group) >= 64):
-                    self._commit_group()
+                if self._group is not None:
+                    if len(self._group) >= 64:
+                        self._commit_group()
+                    elif self._queued == 0 and not self._commit_scheduled:
+                        # commit once the tasks that are ready now have run: those that open a
+                        # transaction meanwhile join this group and share its COMMIT
+                        self._commit_scheduled = True
+                        asyncio.get_running_loop().call_soon(self._commit_if_idle)
             finally:
                 self._lock.release()
         await committed
@@ -193,6 +200,12 @@ class SQLiteStore:
             result = cb()
             if asyncio.iscoroutine(result):
                 await result
+
+    def _commit_if_idle(self) -> None:
+        self._commit_scheduled = False
+        if self._group is not None and not self._lock.locked() and self._queued == 0:
+            self._commit_group()
+        # otherwise a transaction is running or about to: it commits the group when it ends
 
     async def _flush_group(self) -> None:
         async with self._lock:
@@ -247,6 +260,8 @@ class SQLiteStore:
 
     async def close(self) -> None:
         if self._conn is not None:
+            if self._group is not None:
+                await self._flush_group()
             conn, self._conn = self._conn, None
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._executor, conn.close)
