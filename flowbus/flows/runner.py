@@ -44,6 +44,7 @@ class Engine:
         self.rt = runtime
         self._consumer: Any = None
         self.stats = {"steps": 0, "latencies": []}
+        self._files_in_conditions: dict[str, bool] = {}
 
     # ---- workers -----------------------------------------------------------------------------
 
@@ -66,6 +67,15 @@ class Engine:
 
     async def _publish(self, tx: Tx, msg: Message, delay: timedelta | None = None) -> None:
         await self.rt.bus.publish(msg, delay=delay if delay and delay.total_seconds() > 0 else None, tx=tx)
+
+    def _conditions_test_files(self, flow: Any) -> bool:
+        """Whether a condition of the flow reads ``files.…`` (only then are file rows needed to route)."""
+        cached = self._files_in_conditions.get(flow.id)
+        if cached is None:
+            cached = any(s.when is not None and any(n.startswith("files") for n in s.when.names())
+                         for s in flow.steps)
+            self._files_in_conditions[flow.id] = cached
+        return cached
 
     def _expr_ctx(self, doc: Document, fields: dict[str, Any]) -> dict[str, Any]:
         return {"fields": fields, "files": {f.field: True for f in doc.files},
@@ -292,7 +302,8 @@ class Engine:
                                                                 "step": step_id})
         if outcome.fields:
             await self._journal(tx, doc, "fields.changed", ENGINE, {"fields": sorted(outcome.fields), "step": step_id})
-        doc = replace(doc, files=tuple(await repo.list_files(tx, doc_id)))  # conditions may test files.x
+        if outcome.files or self._conditions_test_files(flow):
+            doc = replace(doc, files=tuple(await repo.list_files(tx, doc_id)))  # conditions may test files.x
         data = json.dumps(dict(outcome.data) if outcome.data else json.loads(ss["data"] or "{}"))
         if outcome.status == "waiting":
             deadline = step.wait.deadline if step.wait else None
