@@ -1,7 +1,7 @@
 """Secure-mail benchmark: one month of payslips (13,000, SIIM94) through config/flows/rh-paie.yml
 to a local SMTP server (aiosmtpd on loopback), on the embedded backend (and scale-out on request).
 
-    .venv/bin/python bench/bench_mailsec.py [--payslips 13000] [--workers 32] [--backends embedded]
+    .venv/bin/python bench/bench_mailsec.py [--payslips 13000] [--workers 64] [--connections 8] [--backends embedded]
 
 Each payslip is one document; its mailsec step sends the agent his personal link, then his
 generated password in a separate message (rh-paie: ``password: generate``), so 13,000 payslips
@@ -142,8 +142,8 @@ async def run(backends: Backends, kind: str, n: int, workers: int, max_connectio
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--payslips", type=int, default=13_000)
-    parser.add_argument("--workers", type=int, default=32, help="concurrent step runs per worker")
-    parser.add_argument("--connections", type=int, default=4, help="SMTP connections kept open")
+    parser.add_argument("--workers", type=int, default=64, help="concurrent step runs per worker (FLOWBUS_WORKERS)")
+    parser.add_argument("--connections", type=int, default=8, help="SMTP connections kept open (max_connections)")
     parser.add_argument("--backends", default="embedded")
     parser.add_argument("--baseline", type=int, default=2000, help="documents for the engine-only baseline (0: skip)")
     args = parser.parse_args()
