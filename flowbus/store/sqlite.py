@@ -169,18 +169,25 @@ class SQLiteStore:
         self._queued -= 1
         committed: asyncio.Future[None] | None = None
         try:
-            if self._group is None:
+            first = self._group is None  # the group's first member needs no savepoint: it can roll back all
+            if first:
                 await self._begin()
                 self._group = []
-            _execute(self._conn, "SAVEPOINT logical", ())
+            else:
+                _execute(self._conn, "SAVEPOINT logical", ())
             try:
                 yield tx
                 await tx._run_before()
             except BaseException:
-                _execute(self._conn, "ROLLBACK TO logical", ())
-                _execute(self._conn, "RELEASE logical", ())
+                if first:
+                    _execute(self._conn, "ROLLBACK", ())
+                    self._group = None
+                else:
+                    _execute(self._conn, "ROLLBACK TO logical", ())
+                    _execute(self._conn, "RELEASE logical", ())
                 raise
-            _execute(self._conn, "RELEASE logical", ())
+            if not first:
+                _execute(self._conn, "RELEASE logical", ())
             committed = asyncio.get_running_loop().create_future()
             self._group.append(committed)
         finally:
