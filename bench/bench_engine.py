@@ -114,7 +114,7 @@ async def main() -> None:
     parser.add_argument("--documents", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=100)
     parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--workers", type=int, default=32, help="concurrent step runs per worker")
+    parser.add_argument("--workers", type=int, default=64, help="concurrent step runs per worker (FLOWBUS_WORKERS)")
     parser.add_argument("--backends", default="embedded,scaleout")
     args = parser.parse_args()
     configure_quiet_logs()
