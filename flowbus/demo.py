@@ -35,6 +35,7 @@ from typing import Any
 import structlog
 
 from flowbus.models import Document
+from flowbus.signature.textpdf import text_pdf
 
 log = structlog.get_logger(__name__)
 
@@ -202,36 +203,8 @@ def accelerate(rt: Any, every: timedelta) -> None:
 
 
 def multipage_pdf(pages: list[list[str]], *, title: str = "") -> bytes:
-    """A PDF 1.4 with one page per list of lines (Helvetica, WinAnsi so accents show)."""
-    def text(s: str) -> bytes:
-        return s.encode("cp1252", "replace").replace(b"\\", b"\\\\").replace(b"(", b"\\(").replace(b")", b"\\)")
-
-    n = len(pages)
-    font = 3 + 2 * n
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>",
-               b"<< /Type /Pages /Kids [" + b" ".join(f"{3 + 2 * i} 0 R".encode() for i in range(n))
-               + f"] /Count {n} >>".encode()]
-    for i, lines in enumerate(pages):
-        content = b"BT /F1 11 Tf 60 790 Td 15 TL\n" + b"".join(b"(" + text(line) + b") Tj T*\n"
-                                                              for line in lines[:48]) \
-            + f"(Page {i + 1} / {n}) Tj\nET".encode()
-        objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 {font} "
-                       f"0 R >> >> /Contents {4 + 2 * i} 0 R >>".encode())
-        objects.append(b"<< /Length " + str(len(content)).encode() + b" >>\nstream\n" + content + b"\nendstream")
-    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>")
-    objects.append(b"<< /Title (" + text(title) + b") /Producer (flowbus demo) >>")
-    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for i, obj in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += f"{i} 0 obj\n".encode() + obj + b"\nendobj\n"
-    xref = len(out)
-    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
-    for off in offsets:
-        out += f"{off:010d} 00000 n \n".encode()
-    out += (f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R /Info {len(objects)} 0 R >>\n"
-            f"startxref\n{xref}\n%%EOF\n").encode()
-    return bytes(out)
+    """A PDF with one numbered page per list of lines."""
+    return text_pdf(pages, title=title, numbered=True)
 
 
 def pes_aller(nom_fic: str, today: date) -> bytes:
