@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 import structlog
 
+from flowbus.blobs.memory import MemoryBlobStore
 from flowbus.archive.asalae_sim import AsalaeSimulator
 from flowbus.archive.steps import SaeAsalaeConnector, SaeStoreConnector
 from flowbus.archive.store import ArchiveStore, unit_tree
@@ -21,44 +22,13 @@ from flowbus.archive.verify import verify_package
 from flowbus.clock import ManualClock
 from flowbus.connectors.base import ConnectorInstance, StepContext
 from flowbus.connectors.registry import connector_class
-from flowbus.errors import NotFound, PermanentError, TransientError
-from flowbus.models import BlobRef, Document, FileRef
+from flowbus.errors import PermanentError, TransientError
+from flowbus.models import Document, FileRef
 from flowbus.store.sqlite import SQLiteStore
 
 REPO = Path(__file__).resolve().parents[2]
 XSD = REPO / ".." / "shared" / "schemas" / "seda"
 PDF = (REPO / ".." / "shared" / "samples" / "seda" / "deliberation.pdf").read_bytes()
-
-
-class MemoryBlobs:
-    """In-memory BlobStore, content-addressed by SHA-256 like the real ones."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    async def put(self, chunks: AsyncIterable[bytes], *, max_size: int | None = None) -> BlobRef:
-        body = b"".join([c async for c in chunks])
-        key = hashlib.sha256(body).hexdigest()
-        self.data[key] = body
-        return BlobRef(key, key, len(body))
-
-    async def open(self, key: str) -> AsyncIterator[bytes]:
-        if key not in self.data:
-            raise NotFound(f"blob {key} not found")
-        body = self.data[key]
-        for i in range(0, len(body), 65536):
-            yield body[i:i + 65536]
-
-    async def read(self, key: str) -> bytes:
-        if key not in self.data:
-            raise NotFound(f"blob {key} not found")
-        return self.data[key]
-
-    async def exists(self, key: str) -> bool:
-        return key in self.data
-
-    async def delete(self, key: str) -> None:
-        self.data.pop(key, None)
 
 
 @pytest.fixture
@@ -72,7 +42,7 @@ async def runtime(tmp_path):
                                        datetime(2026, 1, 1, tzinfo=UTC)))
     settings = SimpleNamespace(config_dir=REPO / "config", seda_xsd_dir=XSD, blob_backend="filesystem")
     async with aiohttp.ClientSession() as http:
-        yield SimpleNamespace(settings=settings, store=store, blobs=MemoryBlobs(),
+        yield SimpleNamespace(settings=settings, store=store, blobs=MemoryBlobStore(),
                               clock=ManualClock(datetime(2026, 11, 23, 9, tzinfo=UTC)), http=http)
     await store.close()
 

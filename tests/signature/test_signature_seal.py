@@ -3,58 +3,22 @@
 from __future__ import annotations
 
 import base64
-import hashlib
-from collections.abc import AsyncIterable, AsyncIterator
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
 import structlog
 
-from flowbus.blobs.base import Health, put_bytes
+from flowbus.blobs.memory import MemoryBlobStore
+from flowbus.blobs.base import put_bytes
 from flowbus.clock import ManualClock
 from flowbus.connectors.base import ConnectorInstance, StepContext
 from flowbus.connectors.registry import connector_class
-from flowbus.errors import NotFound, PermanentError
-from flowbus.models import BlobRef, Document, FileRef
+from flowbus.errors import PermanentError
+from flowbus.models import Document, FileRef
 from flowbus.signature.pades import make_test_pdf
 from flowbus.signature.steps import SealConnector
 from flowbus.signature.verify import verify
-
-
-class MemoryBlobStore:
-    """A BlobStore in a dict, content-addressed like the real ones."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    async def put(self, chunks: AsyncIterable[bytes], *, max_size: int | None = None) -> BlobRef:
-        buf = b"".join([c async for c in chunks])
-        digest = hashlib.sha256(buf).hexdigest()
-        self.data[digest] = buf
-        return BlobRef(digest, digest, len(buf))
-
-    async def open(self, key: str) -> AsyncIterator[bytes]:
-        if key not in self.data:
-            raise NotFound(key)
-        yield self.data[key]
-
-    async def read(self, key: str) -> bytes:
-        if key not in self.data:
-            raise NotFound(key)
-        return self.data[key]
-
-    async def exists(self, key: str) -> bool:
-        return key in self.data
-
-    async def delete(self, key: str) -> None:
-        self.data.pop(key, None)
-
-    async def check(self) -> Health:
-        return Health(True, "memory")
-
-    async def close(self) -> None:
-        return None
 
 
 @pytest.fixture

@@ -3,9 +3,8 @@ a minimal runtime (real SQLite store, ManualClock, aiohttp session) and the S²L
 
 from __future__ import annotations
 
-import hashlib
 import re
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,12 +14,10 @@ import pytest
 import xmlschema
 from lxml import etree
 
-from flowbus.blobs.base import Health
+from flowbus.blobs.memory import MemoryBlobStore
 from flowbus.clock import ManualClock
 from flowbus.connectors.tdt.helios import encode_pj
 from flowbus.connectors.tdt.s2low_sim import S2lowSimulator, _tiny_pdf
-from flowbus.errors import NotFound, PayloadTooLarge
-from flowbus.models import BlobRef
 
 SHARED = (Path(__file__).resolve().parents[2] / ".." / "shared").resolve()
 ACTES_XSD = SHARED / "schemas" / "actes" / "actesv1_1.xsd"
@@ -63,43 +60,6 @@ def make_pes() -> Any:
         text = re.sub(r"(<EnTetePES_PJ>.*?</EnTetePES_PJ>)", lambda m: m.group(1) + blocks, text, flags=re.S)
         return text.encode("iso-8859-1")
     return make
-
-
-class MemoryBlobStore:
-    """BlobStore in a dict (flowbus/blobs/base.py protocol), content-addressed by SHA-256."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    async def put(self, chunks: AsyncIterable[bytes], *, max_size: int | None = None) -> BlobRef:
-        buf = bytearray()
-        async for chunk in chunks:
-            buf += chunk
-            if max_size is not None and len(buf) > max_size:
-                raise PayloadTooLarge(f"over {max_size} bytes", field="file")
-        key = hashlib.sha256(buf).hexdigest()
-        self.data[key] = bytes(buf)
-        return BlobRef(key, key, len(buf))
-
-    async def open(self, key: str) -> AsyncIterator[bytes]:
-        yield await self.read(key)
-
-    async def read(self, key: str) -> bytes:
-        if key not in self.data:
-            raise NotFound(f"blob {key} does not exist")
-        return self.data[key]
-
-    async def exists(self, key: str) -> bool:
-        return key in self.data
-
-    async def delete(self, key: str) -> None:
-        self.data.pop(key, None)
-
-    async def check(self) -> Health:
-        return Health(True, "memory")
-
-    async def close(self) -> None:
-        return None
 
 
 class FakeRuntime:
