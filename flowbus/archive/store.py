@@ -26,6 +26,7 @@ from typing import Any
 import structlog
 from lxml import etree
 
+from flowbus.store.base import Where
 from flowbus.clock import isoformat
 from flowbus.errors import BackendError, ConfigError, NotFound
 
@@ -241,28 +242,24 @@ class ArchiveStore:
                      title: str | None = None, text: str | None = None, limit: int = 50,
                      offset: int = 0) -> tuple[list[ArchiveRecord], int]:
         """Packages matching every given criterion, newest first; dates bound ``archived_at`` (YYYY-MM-DD)."""
-        where, args = [], []
-
-        def arg(value: Any) -> str:
-            args.append(value)
-            return f"${len(args)}"
+        w = Where()
         if entity_ids is not None:
             if not entity_ids:
                 return [], 0
-            where.append(f"entity_id IN ({', '.join(arg(e) for e in entity_ids)})")
+            w.add_in("entity_id", entity_ids)
         if flow:
-            where.append(f"flow_id = {arg(flow)}")
+            w.add("flow_id = {}", flow)
         if date_from:
-            where.append(f"archived_at >= {arg(date_from[:10])}")
+            w.add("archived_at >= {}", date_from[:10])
         if date_to:
-            where.append(f"archived_at < {arg(date_to[:10] + 'T99')}")
+            w.add("archived_at < {}", date_to[:10] + "T99")
         if keyword:
-            where.append(f"LOWER(keywords) LIKE {arg('%' + keyword.lower() + '%')}")
+            w.add("LOWER(keywords) LIKE {}", "%" + keyword.lower() + "%")
         if title:
-            where.append(f"LOWER(title) LIKE {arg('%' + title.lower() + '%')}")
+            w.add("LOWER(title) LIKE {}", "%" + title.lower() + "%")
         if text:
-            where.append(f"search_text LIKE {arg('%' + text.lower() + '%')}")
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
+            w.add("search_text LIKE {}", "%" + text.lower() + "%")
+        clause, args = w.sql, w.args
         async with self.runtime.store.transaction() as tx:
             total = await tx.fetchval(f"SELECT COUNT(*) FROM archive_packages {clause}", *args)
             rows = await tx.fetch(f"SELECT {_COLUMNS} FROM archive_packages {clause} "

@@ -96,3 +96,30 @@ def split_statements(sql: str) -> list[str]:
 
 MIGRATIONS_TABLE = ("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, "
                     "version INTEGER NOT NULL, applied_at TEXT NOT NULL)")
+
+
+class Where:
+    """A WHERE clause built from optional criteria, with numbered placeholders.
+
+    ``w.add("flow_id = {}", flow)`` appends the condition with ``$n`` for each value;
+    ``w.sql`` is ``"WHERE … AND …"`` (empty without criteria) and ``w.args`` the values.
+    """
+
+    def __init__(self) -> None:
+        self.clauses: list[str] = []
+        self.args: list[Any] = []
+
+    def arg(self, value: Any) -> str:
+        self.args.append(value)
+        return f"${len(self.args)}"
+
+    def add(self, template: str, *values: Any) -> None:
+        self.clauses.append(template.format(*(self.arg(v) for v in values)))
+
+    def add_in(self, column: str, values: list[Any]) -> None:
+        self.clauses.append(f"{column} IN ({', '.join(self.arg(v) for v in values)})")
+
+    @property
+    def sql(self) -> str:
+        return f"WHERE {' AND '.join(self.clauses)}" if self.clauses else ""
+

@@ -9,7 +9,7 @@ from typing import Any
 from flowbus.clock import isoformat, parse_iso
 from flowbus.errors import Conflict, NotFound
 from flowbus.models import ApiKey, Document, Entity, FileRef
-from flowbus.store.base import Tx
+from flowbus.store.base import Tx, Where
 
 # ---- entities --------------------------------------------------------------------------------
 
@@ -183,32 +183,24 @@ async def search_documents(tx: Tx, *, entity_ids: list[str] | None, flow: str | 
                            since: datetime | None, until: datetime | None, q: str | None,
                            limit: int, after: tuple[str, str] | None) -> list[Document]:
     """Keyset pagination on (created_at, id)."""
-    where, args = [], []
-
-    def arg(value: Any) -> str:
-        args.append(value)
-        return f"${len(args)}"
-
+    w = Where()
     if entity_ids is not None:
         if not entity_ids:
             return []
-        where.append("entity_id IN (" + ", ".join(arg(e) for e in entity_ids) + ")")
+        w.add_in("entity_id", entity_ids)
     if flow:
-        where.append(f"flow_id = {arg(flow)}")
+        w.add("flow_id = {}", flow)
     if state:
-        where.append(f"state = {arg(state)}")
+        w.add("state = {}", state)
     if since:
-        where.append(f"created_at >= {arg(isoformat(since))}")
+        w.add("created_at >= {}", isoformat(since))
     if until:
-        where.append(f"created_at < {arg(isoformat(until))}")
+        w.add("created_at < {}", isoformat(until))
     if q:
-        where.append(f"search_text LIKE {arg('%' + q.lower() + '%')}")
+        w.add("search_text LIKE {}", "%" + q.lower() + "%")
     if after:
-        a, b = arg(after[0]), arg(after[1])
-        where.append(f"(created_at > {a} OR (created_at = {a} AND id > {b}))")
-    sql = "SELECT * FROM documents"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += f" ORDER BY created_at, id LIMIT {arg(limit)}"
+        w.add("(created_at > {0} OR (created_at = {0} AND id > {1}))", after[0], after[1])
+    sql = f"SELECT * FROM documents {w.sql} ORDER BY created_at, id LIMIT {w.arg(limit)}"
+    args = w.args
     rows = await tx.fetch(sql, *args)
     return [_document(r, []) for r in rows]
