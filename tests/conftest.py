@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import socket
+import subprocess
 import textwrap
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -87,9 +89,73 @@ async def _pg_admin(sql: str) -> None:
 
 
 async def _amqp_available() -> None:
+    """Connect once; a broker busy with queue deletions may take seconds to answer: allow ~45 s."""
     import aio_pika
-    conn = await aio_pika.connect(AMQP_URL, timeout=5)
-    await conn.close()
+    last: Exception | None = None
+    for _ in range(3):
+        try:
+            conn = await aio_pika.connect(AMQP_URL, timeout=15)
+        except Exception as exc:  # noqa: BLE001 - retried, then reported
+            last = exc
+            await asyncio.sleep(1)
+            continue
+        await conn.close()
+        return
+    assert last is not None
+    raise RuntimeError(f"no AMQP connection after 3 tries: {last!r}") from last
+
+
+TEST_QUEUE = re.compile(r"^t[0-9a-f]{10}\.")
+
+
+def _test_queues() -> dict[str, int] | None:
+    """Queues named like a test's (``t<10 hex>.…``) → their consumer count; None without rabbitmqctl."""
+    if shutil.which("rabbitmqctl") is None:
+        return None
+    try:
+        out = subprocess.run(["rabbitmqctl", "-q", "list_queues", "--no-table-headers", "name", "consumers"],
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+    except (subprocess.SubprocessError, OSError):
+        return None
+    queues = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and TEST_QUEUE.match(parts[0]) and parts[1].isdigit():
+            queues[parts[0]] = int(parts[1])
+    return queues
+
+
+async def _delete_queues(names: list[str]) -> None:
+    import aio_pika
+    conn = await aio_pika.connect(AMQP_URL, timeout=15)
+    try:
+        for name in names:
+            channel = await conn.channel()
+            try:
+                await channel.queue_delete(name)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+            if not channel.is_closed:
+                await channel.close()
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _broker_left_clean() -> Any:
+    """Delete, at the end of the run, the test queues this run created and left (worker subprocesses,
+    failed teardowns): a broker that keeps thousands of idle quorum queues answers slowly."""
+    before = _test_queues()
+    yield
+    if before is None:
+        return
+    after = _test_queues() or {}
+    left = sorted(name for name, consumers in after.items() if name not in before and consumers == 0)
+    if left:
+        try:
+            run_sync(_delete_queues(left))
+        except Exception:  # noqa: BLE001 - cleanup only
+            pass
 
 
 @pytest.fixture

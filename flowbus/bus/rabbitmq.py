@@ -385,6 +385,7 @@ class RabbitConsumer:
             await channel.set_qos(prefetch_count=self.prefetch)
             self._queue = await channel.declare_queue(self.bus.work_queue(self.queue), durable=True,
                                                       arguments=QUORUM)
+            self.bus._queues.add(self.bus.work_queue(self.queue))
             self._tag = await self._queue.consume(self._on_message, no_ack=False)
         except BaseException:
             if not channel.is_closed:
