@@ -85,6 +85,65 @@ class Backends:
             self.moto.wait(10)
 
 
+class CpuMeter:
+    """CPU seconds spent, between ``start()`` and ``stop()``, by this process, by the local PostgreSQL
+    and RabbitMQ servers (processes named ``postgres`` and ``beam.smp``, read from /proc) and by the
+    whole machine (/proc/stat), so a benchmark can say where the time went and whether the machine
+    was saturated.  Linux only; a missing /proc leaves the figures at zero."""
+
+    GROUPS = {"postgres": "PostgreSQL", "beam.smp": "RabbitMQ"}
+
+    def __init__(self) -> None:
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self._start: dict[str, float] = {}
+        self.seconds: dict[str, float] = {}
+        self.machine_busy = 0.0  # fraction of all cores busy
+        self.wall = 0.0
+
+    def _sample(self) -> tuple[dict[str, dict[int, float]], float, float]:
+        per: dict[str, dict[int, float]] = {name: {} for name in self.GROUPS}
+        for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            comm = stat[stat.index("(") + 1:stat.rindex(")")]
+            if comm in per:
+                fields = stat[stat.rindex(")") + 2:].split()
+                per[comm][int(entry.name)] = (int(fields[11]) + int(fields[12])) / self._tick
+        busy = total = 0.0
+        try:
+            with open("/proc/stat") as f:
+                cpu = [int(v) for v in f.readline().split()[1:]]
+            total, busy = float(sum(cpu)), float(sum(cpu) - cpu[3] - cpu[4])  # minus idle and iowait
+        except OSError:
+            pass
+        return per, busy, total
+
+    def start(self) -> None:
+        import time
+        self._per, self._busy, self._total = self._sample()
+        self._cpu0, self._t0 = time.process_time(), time.perf_counter()
+
+    def stop(self) -> None:
+        import time
+        per, busy, total = self._sample()
+        self.seconds = {"flowbus": time.process_time() - self._cpu0}
+        for comm, label in self.GROUPS.items():
+            # a process started during the run counts from zero; one that exited is lost (rare: pools persist)
+            self.seconds[label] = sum(t - self._per[comm].get(pid, 0.0) for pid, t in per[comm].items())
+        self.wall = time.perf_counter() - self._t0
+        self.machine_busy = (busy - self._busy) / (total - self._total) if total > self._total else 0.0
+
+    def report(self, per: int, unit: str) -> str:
+        parts = [f"{label} {secs * 1000 / per:.2f}" for label, secs in self.seconds.items() if secs > 0]
+        return (f"CPU ms per {unit}: " + ", ".join(parts)
+                + f"; machine {self.machine_busy * 100:.0f}% busy over {os.cpu_count()} cores")
+
+
 def configure_quiet_logs() -> None:
     import logging
 

@@ -48,7 +48,9 @@ def utcnow() -> datetime:
 
 def isoformat(dt: datetime) -> str:
     """RFC 3339 UTC with a Z suffix and microseconds, stable for hashing."""
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if dt.tzinfo is not UTC:
+        dt = dt.astimezone(UTC)
+    return dt.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_iso(text: str) -> datetime:

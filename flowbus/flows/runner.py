@@ -60,9 +60,9 @@ class Engine:
 
     # ---- helpers -----------------------------------------------------------------------------
 
-    def _message(self, doc_id: str, step: str, attempt: int, seq: int, op: str = "start") -> Message:
-        return Message(queue=QUEUE, body={"document": doc_id, "step": step, "attempt": attempt, "seq": seq,
-                                          "op": op, "sent": time.time()},
+    def _message(self, doc_id: str, flow_id: str, step: str, attempt: int, seq: int, op: str = "start") -> Message:
+        return Message(queue=QUEUE, body={"document": doc_id, "flow": flow_id, "step": step, "attempt": attempt,
+                                          "seq": seq, "op": op, "sent": time.time()},
                        key=f"{doc_id}:{step}:{attempt}:{op}")
 
     async def _publish(self, tx: Tx, msg: Message, delay: timedelta | None = None) -> None:
@@ -130,7 +130,7 @@ class Engine:
                 "RETURNING attempt", doc.id, target.name, now))
             new_doc = replace(doc, state="running", step=target.name, fields=fields, last_error=None)
             new_doc = await self._set_state(tx, new_doc, row, actor=actor, step_seq=seq + 1, reason=reason)
-            await self._publish(tx, self._message(doc.id, target.name, attempt, seq + 1))
+            await self._publish(tx, self._message(doc.id, doc.flow_id, target.name, attempt, seq + 1))
             return new_doc
         if target.kind == "end":
             new_doc = replace(doc, state="done", step=None, fields=fields, last_error=None)
@@ -194,33 +194,14 @@ class Engine:
         doc_id, step_id, attempt, seq, op = (body["document"], body["step"], int(body["attempt"]), int(body["seq"]),
                                              body.get("op", "start"))
         now = self.rt.clock.now()
-        async with self.rt.store.transaction() as tx:
-            row = await tx.fetchrow("SELECT * FROM documents WHERE id = $1", doc_id)
-            if row is None:
+        claimed = None
+        if "flow" in body:
+            claimed = await self._claim(msg, doc_id, body["flow"], step_id, attempt, seq, now)
+        if claimed is None:
+            claimed = await self._claim_checked(msg, doc_id, step_id, attempt, seq, now)
+            if claimed is None:
                 return
-            ss = await tx.fetchrow("SELECT * FROM step_states WHERE document_id = $1 AND step = $2", doc_id, step_id)
-            if row["state"] not in ACTIVE or row["step"] != step_id or int(row["step_seq"]) != seq \
-                    or ss is None or int(ss["attempt"]) != attempt:
-                await self._recover_lost(tx, row, doc_id, seq)
-                return
-            if ss["status"] in ("done", "skipped", "error"):
-                return
-            if ss["claim"] and ss["claim"] != msg.id and ss["status"] == "running" and ss["lease_until"] \
-                    and parse_iso(ss["lease_until"]) > now:
-                return  # a duplicate message while another worker runs this step
-            flow = self.rt.flow(row["flow_id"])
-            step = flow.step(step_id)
-            lease = now + step.timeout * 2 + timedelta(seconds=30)
-            await tx.execute("UPDATE step_states SET claim = $3, lease_until = $4, status = 'running', updated_at = $5 "
-                             "WHERE document_id = $1 AND step = $2", doc_id, step_id, msg.id, isoformat(lease),
-                             isoformat(now))
-            doc = repo.document_from_row(row, await repo.list_files(tx, doc_id))
-            try:
-                instance = await self.rt.instances.resolve(tx, step.connector, doc.entity_id)
-            except FlowbusError as exc:
-                instance, config_error = None, exc
-            else:
-                config_error = None
+        doc, ss, step, instance, config_error = claimed
         bound = log.bind(document_id=doc_id, entity=doc.entity_id, flow=doc.flow_id, step=step_id, attempt=attempt,
                          op=op)
         started = time.monotonic()
@@ -264,6 +245,66 @@ class Engine:
                    error=str(error) if error and not outcome else None,
                    duration_ms=round((time.monotonic() - started) * 1000, 1))
 
+    async def _claim(self, msg: Message, doc_id: str, flow_id: str, step_id: str, attempt: int, seq: int,
+                     now: Any) -> tuple[Document, dict[str, Any], Any, Any, FlowbusError | None] | None:
+        """The usual claim: one conditional UPDATE takes the step run if the document is on this step
+        (same step sequence and attempt) and no other live claim holds it; None when it does not apply
+        (stale or duplicate message, unknown flow): ``_claim_checked`` then looks at why."""
+        try:
+            step = self.rt.flow(flow_id).step(step_id)
+        except (FlowbusError, KeyError):
+            return None
+        lease = now + step.timeout * 2 + timedelta(seconds=30)
+        now_s = isoformat(now)
+        async with self.rt.store.statements() as tx:
+            ss = await tx.fetchrow(
+                "UPDATE step_states SET claim = $3, lease_until = $4, status = 'running', updated_at = $5 "
+                "WHERE document_id = $1 AND step = $2 AND attempt = $6 AND (status IN ('pending', 'waiting') "
+                "OR (status = 'running' AND (claim IS NULL OR claim = $3 OR lease_until IS NULL OR lease_until <= $5))) "
+                "AND EXISTS (SELECT 1 FROM documents WHERE id = $1 AND step = $2 AND step_seq = $7 "
+                "AND state IN ('running', 'waiting')) RETURNING attempt, data, started_at",
+                doc_id, step_id, msg.id, isoformat(lease), now_s, attempt, seq)
+            if ss is None:
+                return None
+            doc = await repo.document_with_files(tx, doc_id)
+            if doc is None:
+                return None
+            instance, config_error = await self._instance(tx, step, doc)
+        return doc, ss, step, instance, config_error
+
+    async def _claim_checked(self, msg: Message, doc_id: str, step_id: str, attempt: int, seq: int,
+                             now: Any) -> tuple[Document, dict[str, Any], Any, Any, FlowbusError | None] | None:
+        """The claim, reading first why it may not apply: a stale message (the document left the step:
+        make sure its current step has a message), a duplicate while another worker's claim holds."""
+        async with self.rt.store.transaction() as tx:
+            row = await tx.fetchrow("SELECT * FROM documents WHERE id = $1", doc_id)
+            if row is None:
+                return None
+            ss = await tx.fetchrow("SELECT * FROM step_states WHERE document_id = $1 AND step = $2", doc_id, step_id)
+            if row["state"] not in ACTIVE or row["step"] != step_id or int(row["step_seq"]) != seq \
+                    or ss is None or int(ss["attempt"]) != attempt:
+                await self._recover_lost(tx, row, doc_id, seq)
+                return None
+            if ss["status"] in ("done", "skipped", "error"):
+                return None
+            if ss["claim"] and ss["claim"] != msg.id and ss["status"] == "running" and ss["lease_until"] \
+                    and parse_iso(ss["lease_until"]) > now:
+                return None  # a duplicate message while another worker runs this step
+            step = self.rt.flow(row["flow_id"]).step(step_id)
+            lease = now + step.timeout * 2 + timedelta(seconds=30)
+            await tx.execute("UPDATE step_states SET claim = $3, lease_until = $4, status = 'running', updated_at = $5 "
+                             "WHERE document_id = $1 AND step = $2", doc_id, step_id, msg.id, isoformat(lease),
+                             isoformat(now))
+            doc = repo.document_from_row(row, await repo.list_files(tx, doc_id))
+            instance, config_error = await self._instance(tx, step, doc)
+        return doc, ss, step, instance, config_error
+
+    async def _instance(self, tx: Tx, step: Any, doc: Document) -> tuple[Any, FlowbusError | None]:
+        try:
+            return await self.rt.instances.resolve(tx, step.connector, doc.entity_id), None
+        except FlowbusError as exc:
+            return None, exc
+
     async def _recover_lost(self, tx: Tx, row: dict[str, Any], doc_id: str, seq: int) -> None:
         """A message for a step the document already left: make sure the current step has its message.
 
@@ -275,12 +316,20 @@ class Engine:
         ss = await tx.fetchrow("SELECT attempt, status FROM step_states WHERE document_id = $1 AND step = $2",
                                doc_id, row["step"])
         if ss is not None and ss["status"] == "pending":
-            await self._publish(tx, self._message(doc_id, row["step"], int(ss["attempt"]), int(row["step_seq"])))
+            await self._publish(tx, self._message(doc_id, row["flow_id"], row["step"], int(ss["attempt"]),
+                                                        int(row["step_seq"])))
 
     async def _record(self, tx: Tx, doc_id: str, step_id: str, attempt: int, seq: int, op: str, msg: Message,
                       outcome: Outcome | None, error: FlowbusError | None) -> None:
-        row = await repo.document_row(tx, doc_id)
-        ss = await tx.fetchrow("SELECT * FROM step_states WHERE document_id = $1 AND step = $2", doc_id, step_id)
+        row = await tx.fetchrow(
+            "SELECT d.*, s.attempt AS ss_attempt, s.status AS ss_status, s.claim AS ss_claim, s.data AS ss_data, "
+            "s.checks AS ss_checks, s.started_at AS ss_started_at FROM documents d LEFT JOIN step_states s "
+            "ON s.document_id = d.id AND s.step = $2 WHERE d.id = $1", doc_id, step_id)
+        if row is None:
+            raise NotFound(f"document {doc_id!r} does not exist", field="id")
+        ss = None if row["ss_attempt"] is None else {
+            "attempt": row["ss_attempt"], "status": row["ss_status"], "claim": row["ss_claim"],
+            "data": row["ss_data"], "checks": row["ss_checks"], "started_at": row["ss_started_at"]}
         if row["step"] != step_id or int(row["step_seq"]) != seq or ss is None or int(ss["attempt"]) != attempt \
                 or ss["claim"] != msg.id or row["state"] not in ACTIVE:
             return  # an administrator acted meanwhile (cancel, skip): the outcome is no longer wanted
@@ -327,7 +376,7 @@ class Engine:
             if op == "start" or outcome.message:
                 await self._journal(tx, doc, "step.waiting", ENGINE, {"step": step_id, "message": outcome.message})
             delay = outcome.check_in or (step.wait.check_every if step.wait else timedelta(minutes=5))
-            await self._publish(tx, self._message(doc.id, step_id, int(ss["attempt"]), seq, "check"), delay)
+            await self._publish(tx, self._message(doc.id, doc.flow_id, step_id, int(ss["attempt"]), seq, "check"), delay)
             if doc.state != "waiting" or outcome.fields:
                 await self._set_state(tx, replace(doc, state="waiting", fields=fields), row, actor=ENGINE)
             return
@@ -355,12 +404,12 @@ class Engine:
                 await tx.execute("UPDATE step_states SET status = 'waiting', claim = NULL, checks = $3, last_error = $4,"
                                  " updated_at = $5 WHERE document_id = $1 AND step = $2", doc.id, step.id,
                                  failures, message, isoformat(now))
-                await self._publish(tx, self._message(doc.id, step.id, attempt, seq, "check"), delay)
+                await self._publish(tx, self._message(doc.id, doc.flow_id, step.id, attempt, seq, "check"), delay)
             else:
                 await tx.execute("UPDATE step_states SET status = 'pending', claim = NULL, attempt = $3, "
                                  "last_error = $4, updated_at = $5 WHERE document_id = $1 AND step = $2",
                                  doc.id, step.id, attempt + 1, message, isoformat(now))
-                await self._publish(tx, self._message(doc.id, step.id, attempt + 1, seq), delay)
+                await self._publish(tx, self._message(doc.id, doc.flow_id, step.id, attempt + 1, seq), delay)
             return
         await tx.execute("UPDATE step_states SET status = 'error', claim = NULL, last_error = $3, updated_at = $4 "
                          "WHERE document_id = $1 AND step = $2", doc.id, step.id, message, isoformat(now))

@@ -51,6 +51,12 @@ class Store(Protocol):
     def transaction(self) -> AbstractAsyncContextManager[Tx]:
         """A transaction: commits when the block exits normally, rolls back on an exception."""
 
+    def statements(self) -> AbstractAsyncContextManager[Tx]:
+        """One connection for statements that each commit on their own (no transaction around them):
+        one round trip per statement on a server database.  For hot paths whose statements are
+        each atomic on their own (a conditional ``UPDATE … RETURNING``, then reads).  SQLite runs
+        them in a transaction, which is cheaper there and no weaker."""
+
     async def check(self) -> Health: ...
 
     async def close(self) -> None: ...

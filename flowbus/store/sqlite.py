@@ -8,7 +8,7 @@ import re
 import sqlite3
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +207,9 @@ class SQLiteStore:
             result = cb()
             if asyncio.iscoroutine(result):
                 await result
+
+    def statements(self) -> AbstractAsyncContextManager[SQLiteTx]:
+        return self.transaction()
 
     def _commit_if_idle(self) -> None:
         self._commit_scheduled = False
