@@ -44,10 +44,10 @@ class Runtime:
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def flow(self, flow_id: str) -> Any:
-        from flowbus.errors import NotFound
         try:
             return self.flows[flow_id]
         except KeyError:
+            from flowbus.errors import NotFound
             raise NotFound(f"flow {flow_id!r} does not exist", field="flow",
                            hint=f"known flows: {', '.join(sorted(self.flows))}") from None
 
