@@ -1,4 +1,4 @@
-"""SQLite state store (embedded default): one connection on its own thread, WAL, serialized transactions."""
+"""SQLite state store (embedded default): WAL, serialized transactions with group commit, background checkpoints."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from flowbus.errors import BackendError, Conflict
 from flowbus.store.base import MIGRATIONS_TABLE, AfterCommit, migrations_for, split_statements
 
 log = structlog.get_logger(__name__)
+CHECKPOINT_EVERY = 0.5  # seconds between two background WAL checkpoints
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
 
@@ -75,6 +76,10 @@ def _execute(conn: sqlite3.Connection, sql: str, args: tuple) -> int:
         raise Conflict(f"constraint violated: {exc}") from exc
 
 
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
 def _fetch(conn: sqlite3.Connection, sql: str, args: tuple, limit: int | None = None) -> list[dict[str, Any]]:
     cur = conn.execute(sql, args)
     names = [d[0] for d in cur.description or ()]
@@ -93,6 +98,10 @@ class SQLiteStore:
         self._queued = 0  # transactions waiting for the lock (group commit joins them to the open group)
         self._group: list[asyncio.Future[None]] | None = None  # open SQLite transaction's logical members
         self._commit_scheduled = False
+        # WAL checkpoints run on their own connection and thread (see _checkpoints)
+        self._ckpt_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-checkpoint")
+        self._ckpt_conn: sqlite3.Connection | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -108,6 +117,8 @@ class SQLiteStore:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA temp_store=MEMORY")  # savepoint journals (group commit) in memory
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run in the background (_checkpoints)
             conn.execute("PRAGMA busy_timeout=0")  # lock waits happen off the event loop, in _begin()
             return conn
 
@@ -117,6 +128,36 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise BackendError(f"cannot open the SQLite database {self.path}: {exc}",
                                hint="check that FLOWBUS_DATA_DIR exists and is writable") from exc
+        self._checkpointer = asyncio.create_task(self._checkpoints(), name=f"sqlite-checkpoints {self.path.name}")
+
+    async def _checkpoints(self) -> None:
+        """Copy committed pages from the WAL into the database file every ``CHECKPOINT_EVERY`` seconds,
+        on a connection and a thread of their own (the GIL is released while SQLite works).
+
+        Left to SQLite, the COMMIT that grows the WAL past 1,000 pages does it, fsyncs included,
+        on the event loop's thread.  PASSIVE never waits on readers or the writer; the WAL is
+        rewound by the next write once every frame has been copied.  Durability is unchanged
+        (``synchronous=NORMAL``: a commit is in the WAL; the checkpoint syncs the database file).
+        """
+        loop = asyncio.get_running_loop()
+
+        def connect() -> sqlite3.Connection:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0)
+            conn.execute("PRAGMA synchronous=NORMAL")
+            return conn
+
+        try:
+            self._ckpt_conn = await loop.run_in_executor(self._ckpt_executor, connect)
+        except sqlite3.Error as exc:
+            log.warning("sqlite.checkpointer_unavailable", path=str(self.path), error=str(exc))
+            return
+        conn = self._ckpt_conn
+        while True:
+            await asyncio.sleep(CHECKPOINT_EVERY)
+            try:
+                await loop.run_in_executor(self._ckpt_executor, _checkpoint, conn)
+            except sqlite3.Error as exc:  # e.g. disk full: logged, tried again later; commits go on in the WAL
+                log.warning("sqlite.checkpoint_failed", path=str(self.path), error=str(exc))
 
     async def migrate(self) -> list[str]:
         await self.open()
@@ -269,10 +310,18 @@ class SQLiteStore:
             return Health(False, f"SQLite {self.path}: {exc}", "check the data directory's permissions and free space")
 
     async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._checkpointer is not None:
+            task, self._checkpointer = self._checkpointer, None
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         if self._conn is not None:
             if self._group is not None:
                 await self._flush_group()
             conn, self._conn = self._conn, None
-            loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._executor, conn.close)
+        if self._ckpt_conn is not None:  # after any checkpoint still running on its thread
+            ckpt, self._ckpt_conn = self._ckpt_conn, None
+            await loop.run_in_executor(self._ckpt_executor, ckpt.close)
         self._executor.shutdown(wait=False)
+        self._ckpt_executor.shutdown(wait=False)
