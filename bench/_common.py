@@ -83,6 +83,8 @@ class Backends:
         if self.moto is not None:
             self.moto.terminate()
             self.moto.wait(10)
+        import shutil
+        shutil.rmtree(self.tmp, ignore_errors=True)  # data dirs of the embedded runtimes
 
 
 class CpuMeter:
