@@ -146,7 +146,11 @@ def _verify(reader: _Reader, report: Report, trusted: list[x509.Certificate] | N
         if algorithm is None:
             problems.append(Problem(uri, f"unsupported digest algorithm {expected['algorithm']!r} in the manifest"))
             continue
-        actual, size = _digest(reader, uri, algorithm)
+        try:
+            actual, size = _digest(reader, uri, algorithm)
+        except (zipfile.BadZipFile, EOFError) as exc:  # zip's own CRC-32 no longer matches, or the entry is cut
+            problems.append(Problem(uri, f"content altered: {exc}"))
+            continue
         if actual != expected["digest"]:
             problems.append(Problem(uri, f"content altered: {expected['algorithm']} is {actual[:16]}…, "
                                          f"the manifest says {expected['digest'][:16]}…"))

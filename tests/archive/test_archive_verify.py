@@ -3,6 +3,7 @@ manifest, a replaced seal, a replaced timestamp) — ``flowbus archive verify`` 
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
 import tarfile
@@ -80,6 +81,19 @@ async def test_one_changed_byte_is_named(package, tmp_path):
     run = _cli(str(bad))
     assert run.returncode == 1
     assert run.stdout.strip().splitlines() == [f"FAIL {problems[0]}"]
+
+
+async def test_byte_changed_in_place_is_named(package, tmp_path):
+    """Changed inside the zip without rewriting it: zip's own CRC-32 no longer matches either."""
+    with zipfile.ZipFile(package) as z:
+        start = z.getinfo("content/001-deliberation.pdf").header_offset
+    raw = bytearray(package.read_bytes())
+    name_length, extra_length = struct.unpack("<HH", raw[start + 26:start + 30])
+    raw[start + 30 + name_length + extra_length + 100] ^= 1
+    (tmp_path / "in-place.zip").write_bytes(raw)
+    problems = verify_package(tmp_path / "in-place.zip")
+    assert [p.where for p in problems] == ["content/001-deliberation.pdf"]
+    assert "content altered" in problems[0].what
 
 
 async def test_removed_file_is_named(package, tmp_path):
