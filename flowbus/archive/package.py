@@ -8,9 +8,13 @@ Layout of a package::
     manifest.xml.p7s                 detached CMS signature of manifest.xml by the platform's seal
     manifest.xml.p7s.tsr             RFC 3161 timestamp token over manifest.xml.p7s
 
-Files are read chunk by chunk (never whole in memory); hashing and writing run in two worker
-threads side by side (``_Lane``), so the event loop stays free.  Zip entries are stored, not deflated: archived
-files are mostly PDF and signed XML, and speed matters more than a few percent of space.
+Hashing and writing run in two worker threads side by side (``_Lane``), so the event loop stays
+free and a package is built at close to the SHA-512 speed of one core.  A source the BlobStore
+keeps as a file on this machine (``SourceFile.path``, FilesystemBlobStore) is one job per lane:
+the hashing lane reads it in 8 MB blocks into a reused buffer, the writing lane has the kernel copy
+it into the package (``container.copy_file``).  Both read the same immutable blob (content-addressed,
+replaced only by an atomic rename) and their byte counts are compared.  Any other source arrives in
+chunks, read ahead by a task of its own, each chunk handed to both lanes.
 """
 
 from __future__ import annotations
@@ -19,21 +23,22 @@ import asyncio
 import hashlib
 import queue
 import re
-import tarfile
 import threading
 import unicodedata
-import zipfile
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Literal
+from typing import Literal
 
 import structlog
 
 from flowbus.archive import seda
-from flowbus.archive.formats import HEAD_SIZE, identify
+from flowbus.archive.container import BLOCK, Container, open_container
+from flowbus.archive.formats import HEAD_SIZE, Format, identify
 from flowbus.archive.seal import MANIFEST, SEAL, TIMESTAMP, Sealer
+from flowbus.blobs.base import BlobStore
+from flowbus.errors import PermanentError
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +56,14 @@ class SourceFile:
     last_modified: datetime | None = None
     field: str = ""
     version: str = "BinaryMaster_1"
+    path: Path | None = None  # the file itself, when the BlobStore keeps one here: hashed and copied from it
+
+
+def blob_source(blobs: BlobStore, key: str, filename: str, title: str, size: int | None,
+                last_modified: datetime | None, field: str = "") -> SourceFile:
+    """A package source for a blob: its local file when the store has one (kernel copy), else its chunks."""
+    return SourceFile(filename, title, lambda: blobs.open(key), size, last_modified, field=field,
+                      path=blobs.local_path(key))
 
 
 @dataclass(frozen=True)
@@ -70,93 +83,77 @@ def safe_name(filename: str) -> str:
     return text[:120]
 
 
-class _Writer:
-    """Blocking archive writer (zip or tar), driven from a worker thread.
-
-    The tar side writes POSIX (pax) headers itself: ``tarfile.addfile`` wants a file object
-    it reads whole, while a package entry arrives as chunks from the BlobStore.
-    """
-
-    def __init__(self, path: Path, fmt: PackageFormat) -> None:
-        self.fmt = fmt
-        if fmt == "zip":
-            self._zip = zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
-        else:
-            self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
-        self._entry: IO[bytes] | None = None
-        self._announced = 0
-        self._written = 0
-        self._name = ""
-
-    def begin(self, name: str, size: int | None, mtime: datetime | None) -> None:
-        self._name, self._written = name, 0
-        if self.fmt == "zip":
-            stamp = mtime.timetuple()[:6] if mtime and mtime.year >= 1980 else (1980, 1, 1, 0, 0, 0)
-            info = zipfile.ZipInfo(name, date_time=stamp)
-            info.compress_type = zipfile.ZIP_STORED
-            self._entry = self._zip.open(info, "w", force_zip64=True)
-            return
-        if size is None:
-            raise ValueError(f"tar packages need the size of {name} in advance")
-        info = tarfile.TarInfo(name)
-        info.size = size
-        info.mtime = int(mtime.timestamp()) if mtime else 0
-        info.mode = 0o644
-        self._announced = size
-        self._file.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
-
-    def write(self, chunk: bytes) -> None:
-        self._written += len(chunk)
-        if self.fmt == "zip":
-            assert self._entry is not None
-            self._entry.write(chunk)
-        else:
-            self._file.write(chunk)
-
-    def end(self) -> None:
-        if self.fmt == "zip":
-            assert self._entry is not None
-            self._entry.close()
-            self._entry = None
-            return
-        if self._written != self._announced:
-            raise ValueError(f"{self._name}: {self._written} bytes read, {self._announced} announced")
-        remainder = self._written % tarfile.BLOCKSIZE
-        if remainder:
-            self._file.write(tarfile.NUL * (tarfile.BLOCKSIZE - remainder))
-
-    def add_bytes(self, name: str, data: bytes, mtime: datetime | None) -> None:
-        self.begin(name, len(data), mtime)
-        self.write(data)
-        self.end()
-
-    def close(self) -> None:
-        if self.fmt == "zip":
-            self._zip.close()
-        elif not self._file.closed:
-            self._file.write(tarfile.NUL * (2 * tarfile.BLOCKSIZE))
-            self._file.close()
-
-
 _END = object()
 
 
+class _Entry:
+    """One file on its way into the package: what the hashing lane saw and the writing lane copied."""
+
+    def __init__(self, number: int, uri: str, source: SourceFile) -> None:
+        self.number, self.uri, self.source = number, uri, source
+        self.digest = hashlib.sha512()
+        self.size = 0
+        self.head = bytearray()  # the first HEAD_SIZE bytes, until finish() identifies the format
+        self.format: Format | None = None
+        self.copied: int | None = None  # bytes the container copied from ``source.path``
+
+    def take(self, block: bytes | memoryview) -> None:
+        """Hash one block (hashing lane); hashlib releases the GIL while it works."""
+        if len(self.head) < HEAD_SIZE:
+            self.head += block[:HEAD_SIZE - len(self.head)]
+        self.digest.update(block)
+        self.size += len(block)
+
+    def hash_file(self, buffer: memoryview) -> None:
+        """Hash ``source.path`` whole, in blocks read into ``buffer`` (hashing lane)."""
+        assert self.source.path is not None
+        with open(self.source.path, "rb", buffering=0) as f:
+            while n := f.readinto(buffer):
+                self.take(buffer[:n])
+        self.finish()
+
+    def finish(self) -> None:
+        """All bytes hashed (hashing lane): identify the format and let the head go."""
+        self.format = identify(bytes(self.head), self.source.filename)
+        self.head = bytearray()
+
+    def copy_file(self, container: Container) -> None:
+        """Copy ``source.path`` into the package (writing lane)."""
+        self.copied = container.copy_file(self.uri, self.source.path, self.source.last_modified)
+
+    def data_object(self) -> seda.DataObject:
+        source = self.source
+        if self.copied is not None and self.copied != self.size:
+            raise PermanentError(f"{source.filename}: {self.size} bytes hashed but {self.copied} copied: "
+                                 "the blob changed while it was archived")
+        if source.size is not None and self.size != source.size:
+            raise PermanentError(f"{source.filename}: {self.size} bytes read, {source.size} announced")
+        assert self.format is not None  # finish() ran
+        return seda.DataObject(id=f"BDO-{self.number}", uri=self.uri, sha512=self.digest.hexdigest(),
+                               size=self.size, format=self.format,
+                               filename=source.filename, title=source.title,
+                               last_modified=source.last_modified, version=source.version)
+
+
 async def _read_ahead(files: Sequence[SourceFile], out: asyncio.Queue) -> None:
+    """Chunks of every source without a local file, each source followed by ``_END``."""
     try:
         for source in files:
-            async for chunk in source.chunks():
-                await out.put(chunk)
-            await out.put(_END)
+            if source.path is None:
+                async for chunk in source.chunks():
+                    await out.put(chunk)
+                await out.put(_END)
     except Exception as exc:  # handed to the consumer, which raises it
         await out.put(exc)
 
 
 class _Lane:
-    """One worker thread fed through a bounded queue (``DEPTH`` chunks: memory stays bounded).
+    """One worker thread fed through a bounded queue (``DEPTH`` jobs: memory stays bounded).
 
-    Two lanes run side by side, one hashing and one writing: hashlib, zlib's CRC-32 and file
-    writes release the GIL, so a package is built at close to the SHA-512 speed of one core
-    while the event loop reads the next chunks.  Back-pressure is an asyncio semaphore released
+    Two lanes run side by side, one hashing and one writing: hashlib, zlib's CRC-32, reads,
+    writes and kernel copies release the GIL, so a package is built at close to the SHA-512 speed
+    of one core while the event loop reads the next chunks.  A job is one chunk, or one whole
+    local file (``_Entry.hash_file``, ``_Entry.copy_file``).  Back-pressure is an asyncio semaphore released
     by the worker (``call_soon_threadsafe``), not a thread-pool hop per chunk: on a busy
     two-core machine each hop costs milliseconds, more than hashing the chunk.
     """
@@ -168,6 +165,7 @@ class _Lane:
         self._slots = asyncio.Semaphore(self.DEPTH)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._error: BaseException | None = None
+        self._closing = False  # set by close(): jobs still queued are skipped
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -178,7 +176,7 @@ class _Lane:
                 return
             fn, args, future = item
             try:
-                if self._error is None:
+                if self._error is None and not self._closing:
                     fn(*args)
             except BaseException as exc:  # re-raised in the event loop at the next sync()
                 self._error = exc
@@ -206,6 +204,7 @@ class _Lane:
             raise self._error
 
     def close(self) -> None:
+        self._closing = True
         self._queue.put(None)
         self._thread.join(timeout=30)
 
@@ -219,17 +218,18 @@ async def build_package(path: Path, transfer: seda.Transfer, files: Sequence[Sou
     stream the package elsewhere get that digest while copying it, for free.
 
     Raises:
-        PermanentError: the manifest does not validate against the XSD (the partial file is removed).
+        PermanentError: the manifest does not validate against the XSD, a source has not the size it
+            announced, or a local blob changed while it was copied (the partial file is removed).
         TransientError: the timestamp authority did not answer (the partial file is removed).
     """
     path = Path(path)
-    writer = await asyncio.to_thread(_Writer, path, fmt)
+    container = await asyncio.to_thread(open_container, path, fmt)
     hasher, writing = _Lane("flowbus-package-hash"), _Lane("flowbus-package-write")
-    objects: list[seda.DataObject] = []
-    pending: list[tuple] = []
+    buffer = memoryview(bytearray(BLOCK))  # the hashing lane's, for local files
+    entries: list[_Entry] = []
     used: set[str] = set()
-    # Sources are read ahead by a task of their own: a file of two chunks would otherwise leave
-    # the lanes idle while its first chunk is being read.
+    # Chunked sources are read ahead by a task of their own: a file of two chunks would otherwise
+    # leave the lanes idle while its first chunk is being read.
     chunks: asyncio.Queue = asyncio.Queue(_Lane.DEPTH)
     reader = asyncio.ensure_future(_read_ahead(files, chunks))
     try:
@@ -239,50 +239,43 @@ async def build_package(path: Path, transfer: seda.Transfer, files: Sequence[Sou
             while uri in used:
                 uri = f"content/{number:03d}-{len(used)}-{name}"
             used.add(uri)
-            await writing.submit(writer.begin, uri, source.size, source.last_modified)
-            digest = hashlib.sha512()
-            head = bytearray()
-            size = 0
+            entry = _Entry(number, uri, source)
+            entries.append(entry)
+            # no wait for the lanes: they keep streaming into the next file; digests are read at the end
+            if source.path is not None:
+                await hasher.submit(entry.hash_file, buffer)
+                await writing.submit(entry.copy_file, container)
+                continue
+            await writing.submit(container.begin, uri, source.size, source.last_modified)
             while True:
                 chunk = await chunks.get()
                 if isinstance(chunk, BaseException):
                     raise chunk
                 if chunk is _END:
                     break
-                if not chunk:
-                    continue
-                if len(head) < HEAD_SIZE:
-                    head += chunk[:HEAD_SIZE - len(head)]
-                size += len(chunk)
-                await hasher.submit(digest.update, chunk)
-                await writing.submit(writer.write, chunk)
-            await writing.submit(writer.end)
-            # no wait here: the lanes keep streaming into the next file; the digest is read at the end
-            pending.append((number, uri, source, digest, size, identify(bytes(head), source.filename)))
+                if chunk:
+                    await hasher.submit(entry.take, chunk)
+                    await writing.submit(container.write, chunk)
+            await hasher.submit(entry.finish)
+            await writing.submit(container.end)
         await hasher.sync()
-        for number, uri, source, digest, size, fmt_id in pending:
-            objects.append(seda.DataObject(
-                id=f"BDO-{number}", uri=uri, sha512=digest.hexdigest(), size=size, format=fmt_id, filename=source.filename, title=source.title,
-                last_modified=source.last_modified, version=source.version))
         await writing.sync()
+        objects = [entry.data_object() for entry in entries]
         manifest = seda.build_transfer(transfer, objects)
         await asyncio.to_thread(seda.validate, manifest, xsd_dir)
-        await asyncio.to_thread(writer.add_bytes, MANIFEST, manifest, transfer.date)
+        await asyncio.to_thread(container.add_bytes, MANIFEST, manifest, transfer.date)
         seal_sha256 = None
         if sealer is not None:
             signature, token = await sealer.seal(manifest)
-            await asyncio.to_thread(writer.add_bytes, SEAL, signature, transfer.date)
-            await asyncio.to_thread(writer.add_bytes, TIMESTAMP, token, transfer.date)
+            await asyncio.to_thread(container.add_bytes, SEAL, signature, transfer.date)
+            await asyncio.to_thread(container.add_bytes, TIMESTAMP, token, transfer.date)
             seal_sha256 = hashlib.sha256(signature).hexdigest()
-        await asyncio.to_thread(writer.close)
+        await asyncio.to_thread(container.close)
     except BaseException:
         reader.cancel()
         for lane in (hasher, writing):
             await asyncio.to_thread(lane.close)
-        try:
-            await asyncio.to_thread(writer.close)
-        except Exception:
-            pass
+        container.abandon()
         path.unlink(missing_ok=True)
         raise
     for lane in (hasher, writing):

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from flowbus.archive import seda
-from flowbus.archive.package import PackageResult, SourceFile, build_package
+from flowbus.archive.package import PackageResult, SourceFile, blob_source, build_package
 from flowbus.archive.profile import Profile, load_profile, render
 from flowbus.archive.verify import verify_report
 from flowbus.archive.seal import HttpTimestamper, InternalTimestamper, Sealer, Timestamper, key_for_settings
@@ -160,8 +160,8 @@ class _SaeConnector(BaseConnector):
             title = profile.files.get(ref.field) or ref.field
             if counts[ref.field] > 1:
                 title = f"{title} {ref.index + 1} ({ref.filename})"
-            sources.append(SourceFile(ref.filename, title, _opener(self.runtime.blobs, ref.blob_key), ref.size,
-                                      ref.created_at, field=ref.field))
+            sources.append(blob_source(self.runtime.blobs, ref.blob_key, ref.filename, title, ref.size,
+                                       ref.created_at, field=ref.field))
         return sources
 
     # ---- purge ---------------------------------------------------------------------------------
@@ -184,10 +184,6 @@ class _SaeConnector(BaseConnector):
 
 def _truthy(value: Any) -> bool:
     return value is True or str(value).lower() in ("1", "true", "yes", "oui")
-
-
-def _opener(blobs: Any, key: str):
-    return lambda: blobs.open(key)
 
 
 class SaeStoreConnector(_SaeConnector):

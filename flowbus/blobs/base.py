@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from flowbus.models import BlobRef
@@ -38,6 +39,12 @@ class BlobStore(Protocol):
 
     async def read(self, key: str) -> bytes:
         """Whole content of a small blob (XML messages, receipts). Raises NotFound."""
+
+    def local_path(self, key: str) -> Path | None:
+        """The blob's file on this machine, for kernel-side copies (archive packages); None if the store keeps none.
+
+        The file must not be written to: blobs are immutable.
+        """
 
     async def exists(self, key: str) -> bool: ...
 

@@ -70,6 +70,13 @@ class FilesystemBlobStore:
         except FileNotFoundError as exc:
             raise NotFound(f"blob {key} is missing from {self.root}") from exc
 
+    def local_path(self, key: str) -> Path:
+        """The blob's file (never written to once renamed into place). Raises NotFound if absent."""
+        path = self._path(key)
+        if not path.is_file():
+            raise NotFound(f"blob {key} is missing from {self.root}")
+        return path
+
     async def exists(self, key: str) -> bool:
         try:
             return self._path(key).exists()

@@ -38,6 +38,10 @@ class MemoryBlobStore:
             raise NotFound(f"blob {key} does not exist")
         return self.data[key]
 
+    def local_path(self, key: str) -> None:
+        """None: blobs are in memory, not in local files."""
+        return None
+
     async def exists(self, key: str) -> bool:
         return key in self.data
 

@@ -186,6 +186,10 @@ class S3BlobStore:
         parts = [chunk async for chunk in self.open(key)]
         return b"".join(parts)
 
+    def local_path(self, key: str) -> None:
+        """None: blobs are in a bucket, not in local files."""
+        return None
+
     async def exists(self, key: str) -> bool:
         await self._ensure_bucket()
         try:
