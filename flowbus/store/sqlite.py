@@ -122,15 +122,31 @@ class SQLiteStore:
             conn.execute("PRAGMA busy_timeout=0")  # lock waits happen off the event loop, in _begin()
             return conn
 
+        def connect_checkpointer(conn: sqlite3.Connection) -> sqlite3.Connection | None:
+            """The checkpoints' own connection, opened and used once now, before the store serves
+            anything: a connection's first read of a WAL database may lock it for a moment."""
+            try:
+                ckpt = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+                ckpt.execute("PRAGMA synchronous=NORMAL")
+                _checkpoint(ckpt)
+                return ckpt
+            except sqlite3.Error as exc:  # SQLite then checkpoints in COMMIT, as by default
+                log.warning("sqlite.checkpointer_unavailable", path=str(self.path), error=str(exc))
+                conn.execute("PRAGMA wal_autocheckpoint=1000")
+                return None
+
         loop = asyncio.get_running_loop()
         try:
             self._conn = await loop.run_in_executor(self._executor, connect)
         except sqlite3.Error as exc:
             raise BackendError(f"cannot open the SQLite database {self.path}: {exc}",
                                hint="check that FLOWBUS_DATA_DIR exists and is writable") from exc
-        self._checkpointer = asyncio.create_task(self._checkpoints(), name=f"sqlite-checkpoints {self.path.name}")
+        self._ckpt_conn = await loop.run_in_executor(self._executor, connect_checkpointer, self._conn)
+        if self._ckpt_conn is not None:
+            self._checkpointer = asyncio.create_task(self._checkpoints(self._ckpt_conn),
+                                                     name=f"sqlite-checkpoints {self.path.name}")
 
-    async def _checkpoints(self) -> None:
+    async def _checkpoints(self, conn: sqlite3.Connection) -> None:
         """Copy committed pages from the WAL into the database file every ``CHECKPOINT_EVERY`` seconds,
         on a connection and a thread of their own (the GIL is released while SQLite works).
 
@@ -140,18 +156,6 @@ class SQLiteStore:
         (``synchronous=NORMAL``: a commit is in the WAL; the checkpoint syncs the database file).
         """
         loop = asyncio.get_running_loop()
-
-        def connect() -> sqlite3.Connection:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0)
-            conn.execute("PRAGMA synchronous=NORMAL")
-            return conn
-
-        try:
-            self._ckpt_conn = await loop.run_in_executor(self._ckpt_executor, connect)
-        except sqlite3.Error as exc:
-            log.warning("sqlite.checkpointer_unavailable", path=str(self.path), error=str(exc))
-            return
-        conn = self._ckpt_conn
         while True:
             await asyncio.sleep(CHECKPOINT_EVERY)
             try:
@@ -166,7 +170,11 @@ class SQLiteStore:
             def run() -> list[str]:
                 conn = self._conn
                 assert conn is not None
-                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("PRAGMA busy_timeout=30000")  # another process may be migrating or writing
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                finally:
+                    conn.execute("PRAGMA busy_timeout=0")
                 try:
                     conn.execute(MIGRATIONS_TABLE)
                     done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
