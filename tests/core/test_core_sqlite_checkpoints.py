@@ -37,12 +37,14 @@ async def test_background_checkpoints_copy_the_wal_into_the_database_file(tmp_pa
         uri = f"file:{path}?immutable=1"
         with sqlite3.connect(uri, uri=True) as direct:
             assert direct.execute("SELECT COUNT(*) FROM kv").fetchone()[0] == 2000
-        # once checkpointed, the WAL is rewound by the next writes instead of growing
+        # once checkpointed, the WAL is rewound by the next writes instead of growing: after 8 more
+        # rounds of the same size it holds a few rounds at most (a checkpoint may miss a round that
+        # was being written), never all of them
         wal_size = wal.stat().st_size
-        for round_ in range(5):
+        for round_ in range(8):
             await _write(store, 10_000 + round_ * 2000, 2000)
             await asyncio.sleep(0.3)
-        assert wal.stat().st_size <= wal_size * 1.5, (wal_size, wal.stat().st_size)
+        assert wal.stat().st_size <= wal_size * 4, (wal_size, wal.stat().st_size)
     finally:
         await store.close()
     assert store._checkpointer is None and store._ckpt_conn is None
