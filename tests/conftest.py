@@ -125,22 +125,6 @@ def _test_queues() -> dict[str, int] | None:
     return queues
 
 
-async def _delete_queues(names: list[str]) -> None:
-    import aio_pika
-    conn = await aio_pika.connect(AMQP_URL, timeout=15)
-    try:
-        for name in names:
-            channel = await conn.channel()
-            try:
-                await channel.queue_delete(name)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
-            if not channel.is_closed:
-                await channel.close()
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _broker_left_clean() -> Any:
     """Delete, at the end of the run, the test queues this run created and left (worker subprocesses,
@@ -153,7 +137,8 @@ def _broker_left_clean() -> Any:
     left = sorted(name for name, consumers in after.items() if name not in before and consumers == 0)
     if left:
         try:
-            run_sync(_delete_queues(left))
+            from flowbus.bus.rabbitmq import delete_queues
+            run_sync(delete_queues(AMQP_URL, left))
         except Exception:  # noqa: BLE001 - cleanup only
             pass
 

@@ -16,6 +16,7 @@ as ``zipfile`` does; no data descriptor is used (streaming readers refuse them o
 
 from __future__ import annotations
 
+import abc
 import errno
 import os
 import struct
@@ -36,7 +37,7 @@ _MADE_BY = (3 << 8) | _VERSION  # Unix
 _REGULAR_644 = 0o100644 << 16
 
 
-class Container:
+class Container(abc.ABC):
     """The package file, written sequentially through one descriptor; ``offset`` is where the next byte goes."""
 
     needs_bytes: ClassVar[bool] = False  # does the format need an entry's bytes (zip: CRC-32)?
@@ -48,17 +49,20 @@ class Container:
         self._view: memoryview | None = None  # reused BLOCK buffer of copy_file
         self._kernel = hasattr(os, "copy_file_range")
 
+    @abc.abstractmethod
     def begin(self, name: str, size: int | None, mtime: datetime | None) -> None:
-        raise NotImplementedError
+        """Start an entry: write its header (tar needs ``size`` in advance)."""
 
     def _take(self, data: memoryview | bytes) -> None:
         """The bytes of the current entry, seen before they are written (zip: CRC-32)."""
 
+    @abc.abstractmethod
     def end(self) -> None:
-        raise NotImplementedError
+        """Finish the current entry (zip: fill in its CRC-32 and sizes; tar: pad to a block)."""
 
+    @abc.abstractmethod
     def _trailer(self) -> None:
-        raise NotImplementedError
+        """Write what closes the container (zip: central directory; tar: end blocks)."""
 
     def write(self, chunk: bytes | memoryview) -> None:
         self._take(chunk)

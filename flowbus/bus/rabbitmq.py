@@ -348,19 +348,24 @@ class RabbitMQBus:
                 await asyncio.sleep(1)
 
     async def _delete_queues(self) -> None:
-        conn = await aio_pika.connect(self.url, timeout=10)
-        try:
-            for name in sorted(self._queues):
-                channel = await conn.channel()
-                try:
-                    await channel.queue_delete(name)
-                except Exception:  # noqa: BLE001 - already gone
-                    pass
-                if not channel.is_closed:
-                    await channel.close()
-        finally:
-            await conn.close()
+        await delete_queues(self.url, sorted(self._queues))
         self._queues.clear()
+
+
+async def delete_queues(url: str, names: list[str]) -> None:
+    """Delete the named queues (one channel each: deleting a missing queue closes its channel)."""
+    conn = await aio_pika.connect(url, timeout=15)
+    try:
+        for name in names:
+            channel = await conn.channel()
+            try:
+                await channel.queue_delete(name)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+            if not channel.is_closed:
+                await channel.close()
+    finally:
+        await conn.close()
 
 
 class RabbitConsumer:

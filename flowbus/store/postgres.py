@@ -58,6 +58,12 @@ class PostgresTx:
             if asyncio.iscoroutine(result):
                 await result
 
+    async def _run_after(self) -> None:
+        for cb in self._after:
+            result = cb()
+            if asyncio.iscoroutine(result):
+                await result
+
 
 class PostgresStore:
     dialect = "postgres"
@@ -109,10 +115,7 @@ class PostgresStore:
             async with conn.transaction():
                 yield tx
                 await tx._run_before()
-        for cb in tx._after:
-            result = cb()
-            if asyncio.iscoroutine(result):
-                await result
+        await tx._run_after()
 
     @asynccontextmanager
     async def statements(self) -> AsyncIterator[PostgresTx]:
@@ -123,10 +126,7 @@ class PostgresStore:
             tx = PostgresTx(conn)
             yield tx
             await tx._run_before()
-        for cb in tx._after:
-            result = cb()
-            if asyncio.iscoroutine(result):
-                await result
+        await tx._run_after()
 
     async def check(self) -> Health:
         try:
