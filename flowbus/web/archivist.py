@@ -44,13 +44,18 @@ async def search_page(request: web.Request) -> web.Response:
                   flows=sorted(rt.flows.values(), key=lambda f: f.id), key_name=key.name)
 
 
-async def package_page(request: web.Request) -> web.Response:
+async def _package(request: web.Request) -> tuple[Any, Any, Any]:
+    """(runtime, API key, package record) for a page naming a package the key may read; else 404."""
     rt = request.app[RUNTIME]
     key = await _key(request)
     try:
-        record = await readable_record(rt, key, request.match_info["id"])
+        return rt, key, await readable_record(rt, key, request.match_info["id"])
     except NotFound:
         raise web.HTTPNotFound(text="Paquet d'archives introuvable.") from None
+
+
+async def package_page(request: web.Request) -> web.Response:
+    rt, key, record = await _package(request)
     tree = unit_tree(await archive_store(rt).manifest(record.id))
     async with rt.store.transaction() as tx:
         entity = await repo.find_entity(tx, record.entity_id)
@@ -60,12 +65,7 @@ async def package_page(request: web.Request) -> web.Response:
 
 
 async def download(request: web.Request) -> web.StreamResponse:
-    rt = request.app[RUNTIME]
-    key = await _key(request)
-    try:
-        record = await readable_record(rt, key, request.match_info["id"])
-    except NotFound:
-        raise web.HTTPNotFound(text="Paquet d'archives introuvable.") from None
+    _rt, key, record = await _package(request)
     return await stream_package(request, record, f"archiviste:api-key:{key.id}")
 
 

@@ -146,30 +146,28 @@ class MessageTemplates:
         origin = "params" if params.get("subject") or params.get("body_text") else str(folder)
         return cls(subject, text, html, origin=origin)
 
+    def _error(self, exc: TemplateError) -> PermanentError:
+        if isinstance(exc, UndefinedError):
+            return PermanentError(f"mailsec template {self.origin}: {exc.message}", field="fields",
+                                  hint="the template names a field the document does not have; fill it or "
+                                       "write {{ fields.x | default('') }}")
+        return PermanentError(f"mailsec template {self.origin}: {exc}", field="fields")
+
     def render_subject(self, context: Mapping[str, Any]) -> str:
-        """The subject alone (one line)."""
+        """The subject alone (one line: newlines in a field must not inject headers)."""
         try:
             return " ".join(self._subject.render(context).split())
-        except UndefinedError as exc:
-            raise PermanentError(f"mailsec template {self.origin}: {exc.message}", field="fields",
-                                 hint="the template names a field the document does not have; fill it or "
-                                      "write {{ fields.x | default('') }}") from exc
         except TemplateError as exc:
-            raise PermanentError(f"mailsec template {self.origin}: {exc}", field="fields") from exc
+            raise self._error(exc) from exc
 
     def render(self, context: Mapping[str, Any]) -> RenderedMessage:
+        subject = self.render_subject(context)
+        ctx = {**context, "subject": subject}
         try:
-            # a header is one line: newlines in a field must not inject headers
-            subject = " ".join(self._subject.render(context).split())
-            ctx = {**context, "subject": subject}
             text = self._text.render(ctx)
             html = self._html.render(ctx) if self._html is not None else None
-        except UndefinedError as exc:
-            raise PermanentError(f"mailsec template {self.origin}: {exc.message}", field="fields",
-                                 hint="the template names a field the document does not have; fill it or "
-                                      "write {{ fields.x | default('') }}") from exc
         except TemplateError as exc:
-            raise PermanentError(f"mailsec template {self.origin}: {exc}", field="fields") from exc
+            raise self._error(exc) from exc
         return RenderedMessage(subject, text, html)
 
     def render_password(self, context: Mapping[str, Any], password: str) -> RenderedMessage:
