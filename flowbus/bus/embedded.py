@@ -288,7 +288,10 @@ class EmbeddedConsumer:
                 if nxt is not None:
                     timeout = min(timeout, max(0.0, (nxt - _now()).total_seconds()) + 0.001)
             try:
-                await asyncio.wait_for(self._event.wait(), timeout)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation that
+                # arrives in the turn the event is set, and stop() would wait for this task forever
+                async with asyncio.timeout(timeout):
+                    await self._event.wait()
             except TimeoutError:
                 pass
 
@@ -340,10 +343,7 @@ class EmbeddedConsumer:
         for task in (self._loop, self._renewer):
             if task is not None and not task.done():
                 task.cancel()
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
+                await asyncio.wait([task])  # unlike `await task`, never mistakes our own cancellation for its
         if self._held:
             await asyncio.wait(set(self._held.values()), timeout=timeout)
         left = list(self._held.values())

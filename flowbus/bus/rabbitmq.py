@@ -186,7 +186,8 @@ class RabbitMQBus:
                 log.info("bus.publish_retry", queue=routing_key, error=repr(exc))
                 assert self._conn is not None
                 try:
-                    await asyncio.wait_for(self._conn.connected.wait(), timeout=left)
+                    async with asyncio.timeout(left):  # not wait_for: see EmbeddedConsumer._run
+                        await self._conn.connected.wait()
                 except TimeoutError:
                     pass
                 await asyncio.sleep(0.05)
@@ -257,7 +258,8 @@ class RabbitMQBus:
                                        hint=START_HINT) from exc
                 assert self._conn is not None
                 try:
-                    await asyncio.wait_for(self._conn.connected.wait(), timeout=left)
+                    async with asyncio.timeout(left):  # not wait_for: see EmbeddedConsumer._run
+                        await self._conn.connected.wait()
                 except TimeoutError:
                     pass
                 await asyncio.sleep(0.05)

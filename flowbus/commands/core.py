@@ -161,7 +161,8 @@ async def cmd_doctor(args: argparse.Namespace) -> int:
     report("blob store", health.ok, health.detail, health.fix)
     bus = make_bus(settings, store)
     try:
-        await asyncio.wait_for(bus.start(), 15)
+        async with asyncio.timeout(15):
+            await bus.start()
         health = await bus.check()
         report("bus", health.ok, health.detail, health.fix)
     except Exception as exc:  # noqa: BLE001 - reported in plain words

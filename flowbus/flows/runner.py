@@ -217,7 +217,8 @@ class Engine:
             try:
                 connector = self.rt.connector(instance)
                 call = connector.start(ctx) if op == "start" else connector.check(ctx)
-                outcome = await asyncio.wait_for(call, step.timeout.total_seconds())
+                async with asyncio.timeout(step.timeout.total_seconds()):  # not wait_for: see EmbeddedConsumer._run
+                    outcome = await call
             except TimeoutError:
                 error = TransientError(f"step {step_id!r} took longer than {step.timeout} and was abandoned")
             except FlowbusError as exc:
