@@ -50,7 +50,7 @@ def isoformat(dt: datetime) -> str:
     """RFC 3339 UTC with a Z suffix and microseconds, stable for hashing."""
     if dt.tzinfo is not UTC:
         dt = dt.astimezone(UTC)
-    return dt.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return dt.isoformat(timespec="microseconds")[:-6] + "Z"  # drop "+00:00"
 
 
 def parse_iso(text: str) -> datetime:

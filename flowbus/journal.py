@@ -7,6 +7,7 @@ entries is detected too.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from dataclasses import dataclass
@@ -63,41 +64,110 @@ async def append(tx: Tx, *, entity_id: str, actor: str, kind: str, at: datetime,
     pending.append((entity_id, isoformat(at), actor, kind, document_id, canonical(data or {})))
 
 
+_CHUNK = 100  # journal rows per INSERT
+_COLUMNS = "(entity_id, seq, at, actor, kind, document_id, data, prev_hash, hash)"
+
+
+def _chain(entity_id: str, seq: int, prev: str, entries: list[tuple]) -> tuple[list[tuple], int, str]:
+    """The rows of ``entries`` chained after the head (``seq``, ``prev``), and the new head."""
+    rows: list[tuple] = []
+    for _eid, at_s, actor, kind, document_id, data_json in entries:
+        seq += 1
+        digest = _canonical_entry_hash(entity_id, seq, at_s, actor, kind, document_id, data_json, prev)
+        rows.append((entity_id, seq, at_s, actor, kind, document_id, data_json, prev, digest))
+        prev = digest
+    return rows, seq, prev
+
+
+def _values(count: int, *, cast_seq: bool = False) -> str:
+    seq = "::bigint" if cast_seq else ""
+    return ", ".join("(" + ", ".join(f"${j * 9 + k + 1}{seq if k == 1 else ''}" for k in range(9)) + ")"
+                     for j in range(count))
+
+
 async def _flush(tx: Tx, pending: list[tuple]) -> None:
-    lock = " FOR UPDATE" if tx.dialect == "postgres" else ""
     by_entity: dict[str, list[tuple]] = {}
     for entry in pending:
         by_entity.setdefault(entry[0], []).append(entry)
     pending.clear()
+    heads: dict[str, tuple[int, str]] = tx.hints.setdefault("journal_heads", {})
     for entity_id in sorted(by_entity):  # a fixed order: two transactions never lock heads crosswise
+        entries = by_entity[entity_id]
+        if tx.dialect == "postgres":
+            await _hold_head(tx, entity_id)
+        known = heads.get(entity_id)
+        if known is not None and len(entries) <= _CHUNK and await _append_after(tx, entity_id, known, entries, heads):
+            continue
+        await _append_locked(tx, entity_id, entries, heads)
+
+
+async def _hold_head(tx: Tx, entity_id: str) -> None:
+    """On PostgreSQL, this process's transactions chain an entity's entries one at a time, each
+    holding the entity's lock from its journal write to its end (commit or rollback).
+
+    The database already serialises them on the head row, from the write to the commit; waiting here
+    instead means that each write is sent knowing the head the previous one left, so the remembered
+    head (``_append_after``) is right, rather than a guess made while other writes are in flight.
+    (SQLite's group commit already runs one transaction's writes at a time.)
+    """
+    locks: dict[str, asyncio.Lock] = tx.hints.setdefault("journal_locks", {})
+    lock = locks.get(entity_id)
+    if lock is None:
+        lock = locks[entity_id] = asyncio.Lock()
+    await lock.acquire()
+    tx.on_end(lock.release)
+
+
+async def _append_after(tx: Tx, entity_id: str, known: tuple[int, str], entries: list[tuple],
+                        heads: dict[str, tuple[int, str]]) -> bool:
+    """Chain ``entries`` after the head this process last wrote, in one conditional write: the head
+    moves only if it still is (seq, hash) = ``known``, and the rows are written only then.  False when
+    another writer moved it: the caller then reads it (``_append_locked``).
+
+    The hint is never trusted: a head rolled back, rewritten or tampered with since does not match.
+    """
+    rows, seq, prev = _chain(entity_id, known[0], known[1], entries)
+    heads[entity_id] = (seq, prev)
+    args = [v for row in rows for v in row]
+    n = len(args)
+    if tx.dialect == "postgres":
+        written = await tx.execute(
+            f"WITH head AS (UPDATE journal_heads SET seq = ${n + 2}, hash = ${n + 3} WHERE entity_id = ${n + 1} "
+            f"AND seq = ${n + 4} AND hash = ${n + 5} RETURNING 1) INSERT INTO journal {_COLUMNS} "
+            f"SELECT * FROM (VALUES {_values(len(rows), cast_seq=True)}) AS v WHERE EXISTS (SELECT 1 FROM head)",
+            *args, entity_id, seq, prev, known[0], known[1])
+        return bool(written)
+    moved = await tx.execute("UPDATE journal_heads SET seq = $2, hash = $3 WHERE entity_id = $1 AND seq = $4 "
+                             "AND hash = $5", entity_id, seq, prev, known[0], known[1])
+    if not moved:
+        return False
+    await tx.execute(f"INSERT INTO journal {_COLUMNS} VALUES {_values(len(rows))}", *args)
+    return True
+
+
+async def _append_locked(tx: Tx, entity_id: str, entries: list[tuple], heads: dict[str, tuple[int, str]]) -> None:
+    """Read the head (locked on PostgreSQL), chain ``entries`` after it, write them and the new head."""
+    lock = " FOR UPDATE" if tx.dialect == "postgres" else ""
+    head = await tx.fetchrow(f"SELECT seq, hash FROM journal_heads WHERE entity_id = $1{lock}", entity_id)
+    if head is None:
+        await tx.execute("INSERT INTO journal_heads (entity_id, seq, hash) VALUES ($1, 0, $2) "
+                         "ON CONFLICT (entity_id) DO NOTHING", entity_id, GENESIS)
         head = await tx.fetchrow(f"SELECT seq, hash FROM journal_heads WHERE entity_id = $1{lock}", entity_id)
-        if head is None:
-            await tx.execute("INSERT INTO journal_heads (entity_id, seq, hash) VALUES ($1, 0, $2) "
-                             "ON CONFLICT (entity_id) DO NOTHING", entity_id, GENESIS)
-            head = await tx.fetchrow(f"SELECT seq, hash FROM journal_heads WHERE entity_id = $1{lock}", entity_id)
-            assert head is not None
-        seq, prev = int(head["seq"]), head["hash"]
-        rows: list[Any] = []
-        for _eid, at_s, actor, kind, document_id, data_json in by_entity[entity_id]:
-            seq += 1
-            digest = _canonical_entry_hash(entity_id, seq, at_s, actor, kind, document_id, data_json, prev)
-            rows.append((entity_id, seq, at_s, actor, kind, document_id, data_json, prev, digest))
-            prev = digest
-        for i in range(0, len(rows), 100):
-            chunk = rows[i:i + 100]
-            values = ", ".join("(" + ", ".join(f"${j * 9 + k + 1}" for k in range(9)) + ")" for j in range(len(chunk)))
-            insert = ("INSERT INTO journal (entity_id, seq, at, actor, kind, document_id, data, prev_hash, hash) "
-                      f"VALUES {values}")
-            args = [v for row in chunk for v in row]
-            if tx.dialect == "postgres" and i + 100 >= len(rows):
-                # the last rows and the new head in one statement: one round trip less while the head is locked
-                n = len(args)
-                await tx.execute(f"WITH written AS ({insert}) UPDATE journal_heads SET seq = ${n + 2}, "
-                                 f"hash = ${n + 3} WHERE entity_id = ${n + 1}", *args, entity_id, seq, prev)
-                break
-            await tx.execute(insert, *args)
-        else:
-            await tx.execute("UPDATE journal_heads SET seq = $2, hash = $3 WHERE entity_id = $1", entity_id, seq, prev)
+        assert head is not None
+    rows, seq, prev = _chain(entity_id, int(head["seq"]), head["hash"], entries)
+    heads[entity_id] = (seq, prev)
+    for i in range(0, len(rows), _CHUNK):
+        chunk = rows[i:i + _CHUNK]
+        insert = f"INSERT INTO journal {_COLUMNS} VALUES {_values(len(chunk))}"
+        args = [v for row in chunk for v in row]
+        if tx.dialect == "postgres" and i + _CHUNK >= len(rows):
+            # the last rows and the new head in one statement: one round trip less while the head is locked
+            n = len(args)
+            await tx.execute(f"WITH written AS ({insert}) UPDATE journal_heads SET seq = ${n + 2}, "
+                             f"hash = ${n + 3} WHERE entity_id = ${n + 1}", *args, entity_id, seq, prev)
+            return
+        await tx.execute(insert, *args)
+    await tx.execute("UPDATE journal_heads SET seq = $2, hash = $3 WHERE entity_id = $1", entity_id, seq, prev)
 
 
 def row_to_entry(row: dict[str, Any]) -> JournalEntry:

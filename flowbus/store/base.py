@@ -23,6 +23,9 @@ AfterCommit = Callable[[], Awaitable[None] | None]
 
 class Tx(Protocol):
     dialect: str  # "sqlite" | "postgres"
+    # In-process hints shared by the store's transactions (e.g. the journal heads last written):
+    # never trusted as such, only as the expected value of a conditional statement.
+    hints: dict[str, Any]
 
     async def execute(self, sql: str, *args: Any) -> int:
         """Run a statement; return the number of rows it changed."""
@@ -38,6 +41,10 @@ class Tx(Protocol):
 
     def before_commit(self, callback: AfterCommit) -> None:
         """Run ``callback`` inside the transaction, after the caller's block, just before COMMIT."""
+
+    def on_end(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when the transaction ends, committed or rolled back (before after-commit
+        callbacks); for releasing what the transaction held in this process."""
 
 
 class Store(Protocol):
@@ -55,7 +62,7 @@ class Store(Protocol):
         """One connection for statements that each commit on their own (no transaction around them):
         one round trip per statement on a server database.  For hot paths whose statements are
         each atomic on their own (a conditional ``UPDATE … RETURNING``, then reads).  SQLite runs
-        them in a transaction, which is cheaper there and no weaker."""
+        them in its group commit without a savepoint of their own, which is cheaper and no weaker."""
 
     async def check(self) -> Health: ...
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,10 +20,12 @@ _MIGRATION_LOCK = 0x666C6F77  # advisory lock id ("flow"), so concurrent `init`s
 class PostgresTx:
     dialect = "postgres"
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, hints: dict[str, Any]) -> None:
         self._conn = conn
+        self.hints = hints
         self._after: list[AfterCommit] = []
         self._before: list[AfterCommit] = []
+        self._end: list[Callable[[], None]] = []
 
     async def execute(self, sql: str, *args: Any) -> int:
         try:
@@ -52,6 +54,13 @@ class PostgresTx:
         """Run ``callback`` at the end of the transaction, just before it commits (inside it)."""
         self._before.append(callback)
 
+    def on_end(self, callback: Callable[[], None]) -> None:
+        self._end.append(callback)
+
+    def _run_end(self) -> None:
+        while self._end:
+            self._end.pop()()
+
     async def _run_before(self) -> None:
         while self._before:
             result = self._before.pop(0)()
@@ -72,6 +81,7 @@ class PostgresStore:
         self.dsn = dsn
         self._pool: asyncpg.Pool | None = None
         self._sizes = (min_size, max_size)
+        self.hints: dict[str, Any] = {}  # see Tx.hints
 
     async def open(self) -> None:
         if self._pool is not None:
@@ -111,10 +121,13 @@ class PostgresStore:
             await self.open()
         assert self._pool is not None
         async with self._pool.acquire() as conn:
-            tx = PostgresTx(conn)
-            async with conn.transaction():
-                yield tx
-                await tx._run_before()
+            tx = PostgresTx(conn, self.hints)
+            try:
+                async with conn.transaction():
+                    yield tx
+                    await tx._run_before()
+            finally:
+                tx._run_end()
         await tx._run_after()
 
     @asynccontextmanager
@@ -123,9 +136,12 @@ class PostgresStore:
             await self.open()
         assert self._pool is not None
         async with self._pool.acquire() as conn:
-            tx = PostgresTx(conn)
-            yield tx
-            await tx._run_before()
+            tx = PostgresTx(conn, self.hints)
+            try:
+                yield tx
+                await tx._run_before()
+            finally:
+                tx._run_end()
         await tx._run_after()
 
     async def check(self) -> Health:

@@ -6,7 +6,7 @@ import asyncio
 import functools
 import re
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -34,8 +34,10 @@ class SQLiteTx:
 
     def __init__(self, store: SQLiteStore) -> None:
         self._store = store
+        self.hints = store.hints
         self._after: list[AfterCommit] = []
         self._before: list[AfterCommit] = []
+        self._end: list[Callable[[], None]] = []
 
     # Inside a transaction the write lock is already held (BEGIN IMMEDIATE), so no statement can
     # wait on another process: they run inline on the event loop thread, which costs tens of
@@ -61,6 +63,13 @@ class SQLiteTx:
     def before_commit(self, callback: AfterCommit) -> None:
         """Run ``callback`` at the end of the transaction, just before it commits (inside it)."""
         self._before.append(callback)
+
+    def on_end(self, callback: Callable[[], None]) -> None:
+        self._end.append(callback)
+
+    def _run_end(self) -> None:
+        while self._end:
+            self._end.pop()()
 
     async def _run_before(self) -> None:
         while self._before:
@@ -102,6 +111,7 @@ class SQLiteStore:
         self._ckpt_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-checkpoint")
         self._ckpt_conn: sqlite3.Connection | None = None
         self._checkpointer: asyncio.Task[None] | None = None
+        self.hints: dict[str, Any] = {}  # see Tx.hints
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -194,8 +204,7 @@ class SQLiteStore:
 
             return await self._run(lambda _c: run())
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[SQLiteTx]:
+    def transaction(self) -> AbstractAsyncContextManager[SQLiteTx]:
         """One logical transaction.
 
         Group commit: logical transactions that queue up behind each other share one SQLite
@@ -203,62 +212,73 @@ class SQLiteStore:
         of a group — or the 64th — commits for all.  Each caller's block returns only once its
         work is committed, and its after-commit callbacks run then.
         """
+        return self._logical(atomic=True)
+
+    def statements(self) -> AbstractAsyncContextManager[SQLiteTx]:
+        """Statements that need no atomicity together: they join the group without a SAVEPOINT
+        (two statements less), and if the block fails, what it already wrote stays, as with
+        autocommit on PostgreSQL.  Its block still returns once its writes are committed."""
+        return self._logical(atomic=False)
+
+    @asynccontextmanager
+    async def _logical(self, *, atomic: bool) -> AsyncIterator[SQLiteTx]:
         if self._conn is None:
             await self.open()
         tx = SQLiteTx(self)
-        self._queued += 1
         try:
-            await self._lock.acquire()
-        except BaseException:
-            # cancelled while queued: the group left open for us must still be committed
-            self._queued -= 1
-            if self._group is not None and self._queued == 0:
-                asyncio.ensure_future(self._flush_group())
-            raise
-        self._queued -= 1
-        committed: asyncio.Future[None] | None = None
-        try:
-            first = self._group is None  # the group's first member needs no savepoint: it can roll back all
-            if first:
-                await self._begin()
-                self._group = []
-            else:
-                _execute(self._conn, "SAVEPOINT logical", ())
+            self._queued += 1
             try:
-                yield tx
-                await tx._run_before()
+                await self._lock.acquire()
             except BaseException:
-                if first:
-                    _execute(self._conn, "ROLLBACK", ())
-                    self._group = None
-                else:
-                    _execute(self._conn, "ROLLBACK TO logical", ())
-                    _execute(self._conn, "RELEASE logical", ())
+                # cancelled while queued: the group left open for us must still be committed
+                self._queued -= 1
+                if self._group is not None and self._queued == 0:
+                    asyncio.ensure_future(self._flush_group())
                 raise
-            if not first:
-                _execute(self._conn, "RELEASE logical", ())
-            committed = asyncio.get_running_loop().create_future()
-            self._group.append(committed)
-        finally:
+            self._queued -= 1
+            committed: asyncio.Future[None] | None = None
             try:
-                if self._group is not None:
-                    if len(self._group) >= 64:
-                        self._commit_group()
-                    elif self._queued == 0 and not self._commit_scheduled:
-                        # commit once the tasks that are ready now have run: those that open a
-                        # transaction meanwhile join this group and share its COMMIT
-                        self._commit_scheduled = True
-                        asyncio.get_running_loop().call_soon(self._commit_if_idle)
+                first = self._group is None  # the group's first member needs no savepoint: it can roll back all
+                savepoint = atomic and not first
+                if first:
+                    await self._begin()
+                    self._group = []
+                elif savepoint:
+                    _execute(self._conn, "SAVEPOINT logical", ())
+                try:
+                    yield tx
+                    await tx._run_before()
+                except BaseException:
+                    if first and atomic:
+                        _execute(self._conn, "ROLLBACK", ())
+                        self._group = None
+                    elif savepoint:
+                        _execute(self._conn, "ROLLBACK TO logical", ())
+                        _execute(self._conn, "RELEASE logical", ())
+                    raise
+                if savepoint:
+                    _execute(self._conn, "RELEASE logical", ())
+                committed = asyncio.get_running_loop().create_future()
+                self._group.append(committed)
             finally:
-                self._lock.release()
-        await committed
+                try:
+                    if self._group is not None:
+                        if len(self._group) >= 64:
+                            self._commit_group()
+                        elif self._queued == 0 and not self._commit_scheduled:
+                            # commit once the tasks that are ready now have run: those that open a
+                            # transaction meanwhile join this group and share its COMMIT
+                            self._commit_scheduled = True
+                            asyncio.get_running_loop().call_soon(self._commit_if_idle)
+                finally:
+                    self._lock.release()
+            await committed
+        finally:
+            tx._run_end()
         for cb in tx._after:
             result = cb()
             if asyncio.iscoroutine(result):
                 await result
-
-    def statements(self) -> AbstractAsyncContextManager[SQLiteTx]:
-        return self.transaction()
 
     def _commit_if_idle(self) -> None:
         self._commit_scheduled = False

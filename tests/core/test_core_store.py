@@ -8,6 +8,7 @@ import pytest
 
 from flowbus import documents, journal
 from flowbus.api.entities import create_entity
+from flowbus.clock import utcnow
 from flowbus.errors import Conflict
 from flowbus.store import repo
 
@@ -108,3 +109,100 @@ async def test_entity_ancestors(runtime):
     child = await create_entity(runtime, name="Commune", siren=None, parent=root.id, actor_name="t")
     async with runtime.store.transaction() as tx:
         assert await repo.ancestors(tx, child.id) == [child.id, root.id]
+
+
+def _second_store(runtime):
+    """Another store on the same database, as another process (API, second worker) would have."""
+    if runtime.store.dialect == "postgres":
+        from flowbus.store.postgres import PostgresStore
+        return PostgresStore(runtime.store.dsn)
+    from flowbus.store.sqlite import SQLiteStore
+    return SQLiteStore(runtime.store.path)
+
+
+async def _append(store, entity_id: str, n: int, actor: str) -> None:
+    async with store.transaction() as tx:
+        for i in range(n):
+            await journal.append(tx, entity_id=entity_id, actor=actor, kind="test.entry", at=utcnow(),
+                                 data={"i": i})
+
+
+async def test_journal_chain_stays_whole_when_two_processes_append(runtime):
+    """Each process remembers the head it last wrote and writes after it only if it is still the head:
+    interleaved and concurrent appends from two stores on one database keep one unbroken chain."""
+    eid = await _chain(runtime, "Deux processus")
+    other = _second_store(runtime)
+    await other.open()
+    try:
+        for round_ in range(10):  # strictly alternating: each store's remembered head is stale every time
+            await _append(runtime.store, eid, 1 + round_ % 3, "a")
+            await _append(other, eid, 2, "b")
+        await asyncio.gather(*(_append(store, eid, 2, actor) for _ in range(10)
+                               for store, actor in ((runtime.store, "a"), (other, "b"))))
+    finally:
+        await other.close()
+    async with runtime.store.transaction() as tx:
+        assert await journal.verify(tx, eid) == []
+        kinds = [r["actor"] for r in await tx.fetch("SELECT actor FROM journal WHERE entity_id = $1 AND "
+                                                     "kind = 'test.entry'", eid)]
+    assert kinds.count("a") == sum(1 + r % 3 for r in range(10)) + 20 and kinds.count("b") == 20 + 20
+    assert eid in runtime.store.hints["journal_heads"]  # the remembered-head path was used
+
+
+async def test_journal_never_trusts_a_wrong_remembered_head(runtime):
+    eid = await _chain(runtime, "Tête fausse")
+    seq, _hash = runtime.store.hints["journal_heads"][eid]
+    for wrong in ((seq, "f" * 64), (seq - 1, _hash), (seq + 5, _hash)):
+        runtime.store.hints["journal_heads"][eid] = wrong
+        await _append(runtime.store, eid, 2, "a")
+    async with runtime.store.transaction() as tx:
+        assert await journal.verify(tx, eid) == []
+        assert await tx.fetchval("SELECT seq FROM journal_heads WHERE entity_id = $1", eid) == seq + 6
+
+
+async def test_on_end_runs_after_commit_and_after_rollback(runtime):
+    ended: list[str] = []
+    async with runtime.store.transaction() as tx:
+        tx.on_end(lambda: ended.append("committed"))
+        tx.after_commit(lambda: ended.append("after-commit"))
+        await tx.fetchval("SELECT 1")
+    with pytest.raises(RuntimeError):
+        async with runtime.store.transaction() as tx:
+            tx.on_end(lambda: ended.append("rolled back"))
+            tx.after_commit(lambda: ended.append("never"))
+            raise RuntimeError("boom")
+    async with runtime.store.statements() as tx:
+        tx.on_end(lambda: ended.append("statements"))
+    assert ended == ["committed", "after-commit", "rolled back", "statements"]
+
+
+async def test_statements_keep_what_they_wrote_when_their_block_fails(runtime):
+    """statements(): each statement stands alone (autocommit on PostgreSQL; on SQLite no savepoint in the
+    group commit), so a failure later in the block does not undo an earlier write, as a transaction would."""
+    ent = await create_entity(runtime, name="Autocommit", siren=None, parent=None, actor_name="test")
+    other = await create_entity(runtime, name="Autre", siren=None, parent=None, actor_name="test")
+
+    async def failing(name: str) -> None:
+        async with runtime.store.statements() as tx:
+            await tx.execute("UPDATE entities SET name = $2 WHERE id = $1", ent.id, name)
+            raise RuntimeError("later failure")
+
+    async def meanwhile() -> None:
+        async with runtime.store.transaction() as tx:
+            await tx.execute("UPDATE entities SET name = 'voisin' WHERE id = $1", other.id)
+
+    with pytest.raises(RuntimeError):
+        await failing("seul")  # alone (SQLite: the first of its group)
+    async with runtime.store.transaction() as tx:
+        assert await tx.fetchval("SELECT name FROM entities WHERE id = $1", ent.id) == "seul"
+    results = await asyncio.gather(meanwhile(), failing("écrit"), return_exceptions=True)  # SQLite: one group
+    assert results[0] is None and isinstance(results[1], RuntimeError)
+    async with runtime.store.transaction() as tx:
+        assert await tx.fetchval("SELECT name FROM entities WHERE id = $1", ent.id) == "écrit"
+        assert await tx.fetchval("SELECT name FROM entities WHERE id = $1", other.id) == "voisin"
+    with pytest.raises(RuntimeError):
+        async with runtime.store.transaction() as tx:
+            await tx.execute("UPDATE entities SET name = 'annulé' WHERE id = $1", ent.id)
+            raise RuntimeError("rolled back")
+    async with runtime.store.transaction() as tx:
+        assert await tx.fetchval("SELECT name FROM entities WHERE id = $1", ent.id) == "écrit"
