@@ -61,14 +61,20 @@ async def append(tx: Tx, *, entity_id: str, actor: str, kind: str, at: datetime,
         pending = []
         tx._journal_pending = pending  # type: ignore[attr-defined]
         tx.before_commit(lambda: _flush(tx, pending))
-    pending.append((entity_id, isoformat(at), actor, kind, document_id, canonical(data or {})))
+    pending.append(entry(entity_id=entity_id, actor=actor, kind=kind, at=at, document_id=document_id, data=data))
+
+
+def entry(*, entity_id: str, actor: str, kind: str, at: datetime, document_id: str | None = None,
+          data: dict[str, Any] | None = None) -> tuple:
+    """An entry to chain: (entity, at, actor, kind, document, canonical data JSON)."""
+    return (entity_id, isoformat(at), actor, kind, document_id, canonical(data or {}))
 
 
 _CHUNK = 100  # journal rows per INSERT
-_COLUMNS = "(entity_id, seq, at, actor, kind, document_id, data, prev_hash, hash)"
+COLUMNS = "(entity_id, seq, at, actor, kind, document_id, data, prev_hash, hash)"
 
 
-def _chain(entity_id: str, seq: int, prev: str, entries: list[tuple]) -> tuple[list[tuple], int, str]:
+def chain(entity_id: str, seq: int, prev: str, entries: list[tuple]) -> tuple[list[tuple], int, str]:
     """The rows of ``entries`` chained after the head (``seq``, ``prev``), and the new head."""
     rows: list[tuple] = []
     for _eid, at_s, actor, kind, document_id, data_json in entries:
@@ -79,10 +85,27 @@ def _chain(entity_id: str, seq: int, prev: str, entries: list[tuple]) -> tuple[l
     return rows, seq, prev
 
 
-def _values(count: int, *, cast_seq: bool = False) -> str:
+def values_sql(count: int, *, cast_seq: bool = False) -> str:
+    """``($1, …, $9), (…)``: the VALUES of ``count`` journal rows, their parameters first in the statement
+    (``cast_seq`` types the sequence number where PostgreSQL cannot infer it, in INSERT … SELECT)."""
     seq = "::bigint" if cast_seq else ""
     return ", ".join("(" + ", ".join(f"${j * 9 + k + 1}{seq if k == 1 else ''}" for k in range(9)) + ")"
                      for j in range(count))
+
+
+def remembered_heads(hints: dict[str, Any]) -> dict[str, tuple[int, str]]:
+    """The head (seq, hash) this process last wrote, per entity: a hint for conditional writes only."""
+    return hints.setdefault("journal_heads", {})
+
+
+def head_lock(hints: dict[str, Any], entity_id: str) -> asyncio.Lock:
+    """The in-process lock under which this process's transactions chain an entity's entries on
+    PostgreSQL (see ``_hold_head``)."""
+    locks: dict[str, asyncio.Lock] = hints.setdefault("journal_locks", {})
+    lock = locks.get(entity_id)
+    if lock is None:
+        lock = locks[entity_id] = asyncio.Lock()
+    return lock
 
 
 async def _flush(tx: Tx, pending: list[tuple]) -> None:
@@ -90,7 +113,7 @@ async def _flush(tx: Tx, pending: list[tuple]) -> None:
     for entry in pending:
         by_entity.setdefault(entry[0], []).append(entry)
     pending.clear()
-    heads: dict[str, tuple[int, str]] = tx.hints.setdefault("journal_heads", {})
+    heads = remembered_heads(tx.hints)
     for entity_id in sorted(by_entity):  # a fixed order: two transactions never lock heads crosswise
         entries = by_entity[entity_id]
         if tx.dialect == "postgres":
@@ -110,10 +133,7 @@ async def _hold_head(tx: Tx, entity_id: str) -> None:
     head (``_append_after``) is right, rather than a guess made while other writes are in flight.
     (SQLite's group commit already runs one transaction's writes at a time.)
     """
-    locks: dict[str, asyncio.Lock] = tx.hints.setdefault("journal_locks", {})
-    lock = locks.get(entity_id)
-    if lock is None:
-        lock = locks[entity_id] = asyncio.Lock()
+    lock = head_lock(tx.hints, entity_id)
     await lock.acquire()
     tx.on_end(lock.release)
 
@@ -126,22 +146,22 @@ async def _append_after(tx: Tx, entity_id: str, known: tuple[int, str], entries:
 
     The hint is never trusted: a head rolled back, rewritten or tampered with since does not match.
     """
-    rows, seq, prev = _chain(entity_id, known[0], known[1], entries)
+    rows, seq, prev = chain(entity_id, known[0], known[1], entries)
     heads[entity_id] = (seq, prev)
     args = [v for row in rows for v in row]
     n = len(args)
     if tx.dialect == "postgres":
         written = await tx.execute(
             f"WITH head AS (UPDATE journal_heads SET seq = ${n + 2}, hash = ${n + 3} WHERE entity_id = ${n + 1} "
-            f"AND seq = ${n + 4} AND hash = ${n + 5} RETURNING 1) INSERT INTO journal {_COLUMNS} "
-            f"SELECT * FROM (VALUES {_values(len(rows), cast_seq=True)}) AS v WHERE EXISTS (SELECT 1 FROM head)",
+            f"AND seq = ${n + 4} AND hash = ${n + 5} RETURNING 1) INSERT INTO journal {COLUMNS} "
+            f"SELECT * FROM (VALUES {values_sql(len(rows), cast_seq=True)}) AS v WHERE EXISTS (SELECT 1 FROM head)",
             *args, entity_id, seq, prev, known[0], known[1])
         return bool(written)
     moved = await tx.execute("UPDATE journal_heads SET seq = $2, hash = $3 WHERE entity_id = $1 AND seq = $4 "
                              "AND hash = $5", entity_id, seq, prev, known[0], known[1])
     if not moved:
         return False
-    await tx.execute(f"INSERT INTO journal {_COLUMNS} VALUES {_values(len(rows))}", *args)
+    await tx.execute(f"INSERT INTO journal {COLUMNS} VALUES {values_sql(len(rows))}", *args)
     return True
 
 
@@ -154,11 +174,11 @@ async def _append_locked(tx: Tx, entity_id: str, entries: list[tuple], heads: di
                          "ON CONFLICT (entity_id) DO NOTHING", entity_id, GENESIS)
         head = await tx.fetchrow(f"SELECT seq, hash FROM journal_heads WHERE entity_id = $1{lock}", entity_id)
         assert head is not None
-    rows, seq, prev = _chain(entity_id, int(head["seq"]), head["hash"], entries)
+    rows, seq, prev = chain(entity_id, int(head["seq"]), head["hash"], entries)
     heads[entity_id] = (seq, prev)
     for i in range(0, len(rows), _CHUNK):
         chunk = rows[i:i + _CHUNK]
-        insert = f"INSERT INTO journal {_COLUMNS} VALUES {_values(len(chunk))}"
+        insert = f"INSERT INTO journal {COLUMNS} VALUES {values_sql(len(chunk))}"
         args = [v for row in chunk for v in row]
         if tx.dialect == "postgres" and i + _CHUNK >= len(rows):
             # the last rows and the new head in one statement: one round trip less while the head is locked

@@ -72,6 +72,10 @@ class Bus(Protocol):
     runs the same cases on both.
     """
 
+    # True when ``publish(tx=…)`` writes the message in the caller's transaction (the embedded bus);
+    # False when it publishes once that transaction has committed (RabbitMQ).
+    publishes_in_store: bool
+
     async def start(self) -> None:
         """Connect / prepare.  Raises BackendError when the backend cannot be reached."""
 

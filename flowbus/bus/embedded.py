@@ -60,6 +60,7 @@ def _chunks(items: list[Any], size: int = CHUNK) -> Iterable[list[Any]]:
 
 
 class EmbeddedBus:
+    publishes_in_store = True  # publish(tx=…) writes the message in the caller's transaction
     def __init__(self, store: Store, *, lease: timedelta = timedelta(seconds=30),
                  backoff_base: timedelta = timedelta(seconds=5), backoff_max: timedelta = timedelta(minutes=10),
                  idle_poll: float = 5.0) -> None:

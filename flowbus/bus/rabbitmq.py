@@ -65,6 +65,7 @@ def safe_url(url: str) -> str:
 
 
 class RabbitMQBus:
+    publishes_in_store = False  # publish(tx=…) publishes once the caller's transaction has committed
     def __init__(self, url: str, *, prefix: str = "flowbus", backoff_base: timedelta = timedelta(seconds=5),
                  backoff_max: timedelta = timedelta(minutes=10), publish_timeout: float = 30.0) -> None:
         self.url = url

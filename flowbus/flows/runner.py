@@ -24,7 +24,7 @@ from flowbus.bus.base import Message
 from flowbus.clock import isoformat, parse_iso
 from flowbus.connectors.base import Outcome, StepContext
 from flowbus.errors import Conflict, FlowbusError, NotFound, PermanentError, TransientError, ValidationError
-from flowbus.flows import machine
+from flowbus.flows import fastrecord, machine
 from flowbus.flows.model import Target
 from flowbus.flows.retry import next_delay
 from flowbus.models import Document, FileRef
@@ -37,6 +37,13 @@ QUEUE = "steps"
 ACTIVE = ("running", "waiting")
 FINAL = ("done", "cancelled")
 ENGINE = "engine"
+# Claim a step run ($1 document, $2 step, $3 message id, $4 lease end, $5 now, $6 attempt, $7 step sequence):
+# only for the document's current step and attempt, and unless another live claim holds it.
+_CLAIM = ("UPDATE step_states SET claim = $3, lease_until = $4, status = 'running', updated_at = $5 "
+          "WHERE document_id = $1 AND step = $2 AND attempt = $6 AND (status IN ('pending', 'waiting') "
+          "OR (status = 'running' AND (claim IS NULL OR claim = $3 OR lease_until IS NULL OR lease_until <= $5))) "
+          "AND EXISTS (SELECT 1 FROM documents WHERE id = $1 AND step = $2 AND step_seq = $7 "
+          "AND state IN ('running', 'waiting')) RETURNING attempt, data, started_at")
 
 
 class Engine:
@@ -45,6 +52,7 @@ class Engine:
         self._consumer: Any = None
         self.stats = {"steps": 0, "latencies": []}
         self._files_in_conditions: dict[str, bool] = {}
+        self._fast = fastrecord.applies(runtime)  # PostgreSQL + RabbitMQ: the usual outcome in one statement
 
     # ---- workers -----------------------------------------------------------------------------
 
@@ -100,13 +108,11 @@ class Engine:
                 await hook(tx, new, old_state or "", doc.state)
         return new
 
-    async def _enter(self, tx: Tx, doc: Document, target: Any, fields: dict[str, Any], *, actor: str,
-                     reason: str | None = None, row: dict[str, Any] | None = None) -> Document:
-        """Follow ``target`` (skipping steps whose condition is false) and enter where it lands."""
+    def land(self, doc: Document, target: Any, fields: dict[str, Any]) -> tuple[Any, list[dict[str, Any]]]:
+        """Where ``target`` lands once the steps whose condition is false are skipped, and the journal
+        data of each step skipped on the way."""
         flow = self.rt.flow(doc.flow_id)
-        if row is None:
-            row = await repo.document_row(tx, doc.id)
-        seq = int(row["step_seq"])
+        skipped: list[dict[str, Any]] = []
         seen: set[str] = set()
         while target.kind == "step":
             step = flow.step(target.name)
@@ -115,9 +121,20 @@ class Engine:
             if step.id in seen:  # a loop of skipped steps: the validator forbids it; stay safe
                 raise PermanentError(f"steps loop while skipping at {step.id!r}")
             seen.add(step.id)
-            await self._journal(tx, doc, "step.skipped", actor, {"step": step.id, "condition": step.when.source
-                                                                 if hasattr(step.when, "source") else str(step.when)})
+            skipped.append({"step": step.id, "condition": step.when.source if hasattr(step.when, "source")
+                            else str(step.when)})
             target = machine.decide(flow, step.id, "skipped")
+        return target, skipped
+
+    async def _enter(self, tx: Tx, doc: Document, target: Any, fields: dict[str, Any], *, actor: str,
+                     reason: str | None = None, row: dict[str, Any] | None = None) -> Document:
+        """Follow ``target`` (skipping steps whose condition is false) and enter where it lands."""
+        if row is None:
+            row = await repo.document_row(tx, doc.id)
+        seq = int(row["step_seq"])
+        target, skipped = self.land(doc, target, fields)
+        for entry in skipped:
+            await self._journal(tx, doc, "step.skipped", actor, entry)
         now = isoformat(self.rt.clock.now())
         if target.kind == "step":
             # re-entering a step (a loop, an administrator's retry) continues its attempt numbers,
@@ -226,6 +243,11 @@ class Engine:
             except Exception as exc:  # noqa: BLE001 - a connector bug must not lose the document
                 bound.exception("step.crashed")
                 error = TransientError(f"unexpected error in connector {instance.kind!r}: {exc!r}")
+        if outcome is not None and self._fast and await fastrecord.record_done(self, msg, doc, ss, step_id, seq,
+                                                                               outcome):
+            self.stats["steps"] += 1
+            bound.info("step.finished", outcome=outcome.name, duration_ms=round((time.monotonic() - started) * 1000, 1))
+            return
         for _ in range(5):
             try:
                 async with self.rt.store.transaction() as tx:
@@ -257,18 +279,20 @@ class Engine:
             return None
         lease = now + step.timeout * 2 + timedelta(seconds=30)
         now_s = isoformat(now)
+        args = (doc_id, step_id, msg.id, isoformat(lease), now_s, attempt, seq)
         async with self.rt.store.statements() as tx:
-            ss = await tx.fetchrow(
-                "UPDATE step_states SET claim = $3, lease_until = $4, status = 'running', updated_at = $5 "
-                "WHERE document_id = $1 AND step = $2 AND attempt = $6 AND (status IN ('pending', 'waiting') "
-                "OR (status = 'running' AND (claim IS NULL OR claim = $3 OR lease_until IS NULL OR lease_until <= $5))) "
-                "AND EXISTS (SELECT 1 FROM documents WHERE id = $1 AND step = $2 AND step_seq = $7 "
-                "AND state IN ('running', 'waiting')) RETURNING attempt, data, started_at",
-                doc_id, step_id, msg.id, isoformat(lease), now_s, attempt, seq)
-            if ss is None:
-                return None
-            doc = await repo.document_with_files(tx, doc_id)
-            if doc is None:
+            if tx.dialect == "postgres":  # the claim and the document with its files: one round trip
+                rows = await tx.fetch(
+                    f"WITH c AS ({_CLAIM}) SELECT c.attempt AS ss_attempt, c.data AS ss_data, c.started_at AS "
+                    f"ss_started_at, {repo.DOCUMENT_WITH_FILES_COLUMNS} FROM c JOIN documents d ON d.id = $1 "
+                    f"{repo.DOCUMENT_FILES_JOIN} ORDER BY f.field, f.idx", *args)
+                doc = repo.document_from_joined_rows(rows)
+                ss = rows and {"attempt": rows[0]["ss_attempt"], "data": rows[0]["ss_data"],
+                               "started_at": rows[0]["ss_started_at"]}
+            else:
+                ss = await tx.fetchrow(_CLAIM, *args)
+                doc = None if ss is None else await repo.document_with_files(tx, doc_id)
+            if not ss or doc is None:
                 return None
             instance, config_error = await self._instance(tx, step, doc)
         return doc, ss, step, instance, config_error

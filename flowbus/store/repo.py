@@ -127,19 +127,30 @@ def document_from_row(row: dict[str, Any], files: list[FileRef]) -> Document:
     return _document(row, files)
 
 
-async def document_with_files(tx: Tx, document_id: str) -> Document | None:
-    """The document and its files, read in one statement (one round trip on a server database)."""
-    rows = await tx.fetch(
-        "SELECT d.*, f.field AS f_field, f.idx AS f_idx, f.filename AS f_filename, f.media_type AS f_media_type, "
-        "f.size AS f_size, f.sha256 AS f_sha256, f.blob_key AS f_blob_key, f.created_at AS f_created_at "
-        "FROM documents d LEFT JOIN document_files f ON f.document_id = d.id WHERE d.id = $1 "
-        "ORDER BY f.field, f.idx", document_id)
+# The columns and join that read a document with its files in one statement (``document_with_files``):
+# one row per file (one row with NULL file columns when it has none), ordered by field and index.
+DOCUMENT_WITH_FILES_COLUMNS = (
+    "d.*, f.field AS f_field, f.idx AS f_idx, f.filename AS f_filename, f.media_type AS f_media_type, "
+    "f.size AS f_size, f.sha256 AS f_sha256, f.blob_key AS f_blob_key, f.created_at AS f_created_at")
+DOCUMENT_FILES_JOIN = "LEFT JOIN document_files f ON f.document_id = d.id"
+
+
+def document_from_joined_rows(rows: list[dict[str, Any]]) -> Document | None:
+    """The document of rows read with ``DOCUMENT_WITH_FILES_COLUMNS`` (None when there are none)."""
     if not rows:
         return None
+    document_id = rows[0]["id"]
     files = [FileRef(document_id, r["f_field"], int(r["f_idx"]), r["f_filename"], r["f_media_type"], int(r["f_size"]),
                      r["f_sha256"], r["f_blob_key"], parse_iso(r["f_created_at"]))
              for r in rows if r["f_field"] is not None]
     return _document(rows[0], files)
+
+
+async def document_with_files(tx: Tx, document_id: str) -> Document | None:
+    """The document and its files, read in one statement (one round trip on a server database)."""
+    return document_from_joined_rows(await tx.fetch(
+        f"SELECT {DOCUMENT_WITH_FILES_COLUMNS} FROM documents d {DOCUMENT_FILES_JOIN} WHERE d.id = $1 "
+        "ORDER BY f.field, f.idx", document_id))
 
 
 async def document_row(tx: Tx, document_id: str) -> dict[str, Any]:

@@ -1,0 +1,110 @@
+"""Recording a step's usual outcome on PostgreSQL in one statement (one round trip, no BEGIN/COMMIT).
+
+The usual outcome: the step is done, with no new file, and the document goes on to another step,
+still ``running`` (no state change, hence no state hook).  Everything the general path
+(``Engine._record``) writes for it is written by one autocommitted statement: the step state, the
+next step's state, the document, the journal entries and the journal head.  A guard selects, and
+locks, the three rows it relies on — the document at the version the claim read, the step run
+still claimed by this message, the journal head this process remembers — and every write
+depends on the guard: if any of them changed, or another transaction holds it (SKIP LOCKED:
+never wait on a row lock while holding the in-process journal lock), nothing is written and the
+engine records the outcome through the general path, which reads everything again.
+
+Only with a bus that publishes after the commit (RabbitMQ): the next step's message is
+published once the statement has returned, as the general path's after-commit callback does.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flowbus import journal
+from flowbus.bus.base import Message
+from flowbus.clock import isoformat
+from flowbus.connectors.base import Outcome
+from flowbus.errors import FlowbusError
+from flowbus.flows import machine
+from flowbus.models import Document
+from flowbus.store import repo
+
+ENGINE = "engine"
+
+
+def applies(runtime: Any) -> bool:
+    """PostgreSQL state store and a bus that does not write into it."""
+    return runtime.store.dialect == "postgres" and not getattr(runtime.bus, "publishes_in_store", True)
+
+
+async def record_done(engine: Any, msg: Message, doc: Document, ss: dict[str, Any], step_id: str, seq: int,
+                      outcome: Outcome) -> bool:
+    """Record ``outcome`` in one statement if it is the usual case; False if nothing was written."""
+    if outcome.status != "done" or outcome.files or doc.state != "running":
+        return False
+    flow = engine.rt.flow(doc.flow_id)
+    fields = dict(doc.fields)
+    fields.update(outcome.fields)
+    try:
+        target = machine.decide(flow, step_id, outcome.name, status=outcome.status)
+        target, skipped = engine.land(doc, target, fields)
+    except FlowbusError:
+        return False  # the general path records the error
+    if target.kind != "step" or target.name == step_id:
+        return False  # ends, or a named state, or the same step again: the general path
+    hints = engine.rt.store.hints
+    heads = journal.remembered_heads(hints)
+    if doc.entity_id not in heads:
+        return False
+    now = engine.rt.clock.now()
+    entries = []
+    if outcome.fields:
+        entries.append(("fields.changed", {"fields": sorted(outcome.fields), "step": step_id}))
+    entries.append(("step.done", {"step": step_id, "outcome": outcome.name, "message": outcome.message,
+                                  "reason": outcome.reason}))
+    entries.extend(("step.skipped", data) for data in skipped)
+    pending = [journal.entry(entity_id=doc.entity_id, actor=ENGINE, kind=kind, at=now, document_id=doc.id,
+                             data=data) for kind, data in entries]
+    data = json.dumps(dict(outcome.data) if outcome.data else json.loads(ss["data"] or "{}"))
+    now_s = isoformat(now)
+    # the connection first, then the lock: a lock holder never waits for the pool, where transactions
+    # waiting for this lock hold connections
+    async with engine.rt.store.statements() as tx, journal.head_lock(hints, doc.entity_id):
+        known = heads.get(doc.entity_id)
+        if known is None:
+            return False
+        rows, head_seq, head_hash = journal.chain(doc.entity_id, known[0], known[1], pending)
+        args: list[Any] = [v for row in rows for v in row]
+        n = len(args)
+        args += [doc.id, doc.version, step_id, msg.id, int(ss["attempt"]), doc.entity_id, known[0], known[1],
+                 now_s, data, target.name, json.dumps(fields), repo.search_text(fields), doc.version + 1, seq + 1,
+                 head_seq, head_hash]
+        p = {name: f"${n + i + 1}" for i, name in enumerate(
+            ("doc", "version", "step", "claim", "attempt", "entity", "head_seq", "head_hash", "now", "data", "next",
+             "fields", "search", "new_version", "new_seq", "new_head_seq", "new_head_hash"))}
+        guarded = "EXISTS (SELECT 1 FROM g)"
+        attempt = await tx.fetchval(
+            f"WITH g AS (SELECT 1 FROM documents d, step_states s, journal_heads h "
+            f"WHERE d.id = {p['doc']} AND d.version = {p['version']} AND s.document_id = {p['doc']} "
+            f"AND s.step = {p['step']} AND s.claim = {p['claim']} AND s.attempt = {p['attempt']} "
+            f"AND s.status = 'running' AND h.entity_id = {p['entity']} AND h.seq = {p['head_seq']} "
+            f"AND h.hash = {p['head_hash']} FOR UPDATE SKIP LOCKED), "
+            f"cur AS (UPDATE step_states SET status = 'done', data = {p['data']}, last_error = NULL, "
+            f"updated_at = {p['now']} WHERE document_id = {p['doc']} AND step = {p['step']} AND {guarded}), "
+            f"nxt AS (INSERT INTO step_states (document_id, step, attempt, status, data, checks, started_at, "
+            f"updated_at) SELECT {p['doc']}, {p['next']}, 1, 'pending', '{{}}', 0, {p['now']}, {p['now']} "
+            f"WHERE {guarded} ON CONFLICT (document_id, step) DO UPDATE SET attempt = step_states.attempt + 1, "
+            f"status = 'pending', claim = NULL, lease_until = NULL, data = '{{}}', checks = 0, last_error = NULL, "
+            f"started_at = excluded.started_at, updated_at = excluded.updated_at RETURNING attempt), "
+            f"doc AS (UPDATE documents SET state = 'running', step = {p['next']}, last_error = NULL, "
+            f"fields = {p['fields']}, search_text = {p['search']}, version = {p['new_version']}, "
+            f"updated_at = {p['now']}, step_seq = {p['new_seq']} WHERE id = {p['doc']} AND {guarded}), "
+            f"head AS (UPDATE journal_heads SET seq = {p['new_head_seq']}, hash = {p['new_head_hash']} "
+            f"WHERE entity_id = {p['entity']} AND {guarded}), "
+            f"j AS (INSERT INTO journal {journal.COLUMNS} SELECT * FROM "
+            f"(VALUES {journal.values_sql(len(rows), cast_seq=True)}) AS v WHERE {guarded}) "
+            f"SELECT attempt FROM nxt", *args)
+        if attempt is None:
+            return False
+        heads[doc.entity_id] = (head_seq, head_hash)
+    await engine.rt.bus.publish(engine._message(doc.id, doc.flow_id, target.name, int(attempt), seq + 1))
+    return True

@@ -1,0 +1,211 @@
+"""The one-statement record of a step's usual outcome (PostgreSQL + RabbitMQ, flowbus/flows/fastrecord.py).
+
+It must write exactly what the general path writes, and write nothing — leaving the general path to
+read everything again — whenever what it relies on changed after the claim: the document (another
+writer, a cancellation), the journal head (another process), or a row another transaction holds.
+The handler is called directly; no worker runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from flowbus import documents, journal
+from flowbus.api.entities import create_entity
+from flowbus.bus.base import Message
+from flowbus.clock import utcnow
+from flowbus.connectors.base import Outcome
+from flowbus.connectors.testing import InstantConnector
+from flowbus.flows import fastrecord
+from flowbus.flows.runner import QUEUE
+
+
+@pytest.fixture
+def fast_results(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """What each call of the one-statement record returned (True: it recorded the outcome)."""
+    results: list[bool] = []
+    original = fastrecord.record_done
+
+    async def spy(*args: Any, **kwargs: Any) -> bool:
+        applied = await original(*args, **kwargs)
+        results.append(applied)
+        return applied
+
+    monkeypatch.setattr(fastrecord, "record_done", spy)
+    return results
+
+
+@pytest.fixture
+def connector_does(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Actions the test connector runs during its step (then it returns what it normally returns,
+    or the Outcome an action returns)."""
+    actions: list[Any] = []
+    original = InstantConnector.start
+
+    async def start(self: InstantConnector, ctx: Any) -> Outcome:
+        outcome = await original(self, ctx)
+        for action in actions:
+            outcome = await action(ctx) or outcome
+        return outcome
+
+    monkeypatch.setattr(InstantConnector, "start", start)
+    return actions
+
+
+async def _runtime(runtime_factory: Any, engine_config: Any) -> Any:
+    rt = await runtime_factory("scaleout", config_dir=engine_config, workers=False)
+    assert rt.engine._fast, "PostgreSQL + RabbitMQ: the one-statement record applies"
+    return rt
+
+
+async def _started(rt: Any, ent_id: str, **fields: Any) -> Any:
+    doc = await documents.create_document(rt, entity_id=ent_id, flow_id="four", fields={"title": "t", **fields},
+                                          actor="test")
+    await documents.run_action(rt, doc.id, "start", actor="test")
+    return doc
+
+
+async def _run_step(rt: Any, doc_id: str, msg_id: str) -> None:
+    async with rt.store.transaction() as tx:
+        row = await tx.fetchrow("SELECT d.step, d.step_seq, s.attempt FROM documents d JOIN step_states s "
+                                "ON s.document_id = d.id AND s.step = d.step WHERE d.id = $1", doc_id)
+    body = {"document": doc_id, "flow": "four", "step": row["step"], "attempt": int(row["attempt"]),
+            "seq": int(row["step_seq"]), "op": "start"}
+    await rt.engine.handle(Message(queue=QUEUE, body=body, key=f"{doc_id}:{row['step']}", id=msg_id))
+
+
+async def _written(rt: Any, doc_id: str) -> dict[str, Any]:
+    """What the engine wrote for a document, without ids and times."""
+    async with rt.store.transaction() as tx:
+        doc = await tx.fetchrow("SELECT state, step, step_seq, version, fields, last_error FROM documents "
+                                "WHERE id = $1", doc_id)
+        steps = await tx.fetch("SELECT step, attempt, status, data, checks, last_error FROM step_states "
+                               "WHERE document_id = $1 ORDER BY step", doc_id)
+        entries = [(e.actor, e.kind, e.data) for e in await journal.for_document(tx, doc_id)]
+    return {"document": doc, "steps": steps, "journal": entries}
+
+
+async def _assert_chain_whole(rt: Any, entity_id: str) -> None:
+    async with rt.store.transaction() as tx:
+        assert await journal.verify(tx, entity_id) == []
+
+
+async def test_writes_what_the_general_path_writes(runtime_factory, engine_config, fast_results, connector_does):
+    rt = await _runtime(runtime_factory, engine_config)
+    ent = await create_entity(rt, name="Commune", siren=None, parent=None, actor_name="test")
+
+    async def with_fields(ctx: Any) -> Outcome | None:
+        if ctx.step_id == "one":
+            return Outcome.done(fields={"title": "modifié"}, data={"n": 1}, message="fait")
+        return None
+
+    connector_does.append(with_fields)
+    fast = await _started(rt, ent.id, skip_third=True)  # step three is skipped on the way
+    for i in range(3):  # one, two (→ skips three), four
+        await _run_step(rt, fast.id, f"fast-{i}")
+    rt.engine._fast = False
+    general = await _started(rt, ent.id, skip_third=True)
+    for i in range(3):
+        await _run_step(rt, general.id, f"general-{i}")
+    assert fast_results == [True, True, False]  # the last step ends the document: a state change
+    assert await _written(rt, fast.id) == await _written(rt, general.id)
+    kinds = [kind for _actor, kind, _data in (await _written(rt, fast.id))["journal"]]
+    assert kinds.count("fields.changed") == 1 and kinds.count("step.skipped") == 1 and kinds.count("step.done") == 3
+    assert (await documents.get_document(rt, fast.id)).state == "done"
+    await _assert_chain_whole(rt, ent.id)
+
+
+async def test_a_document_changed_during_the_step_goes_through_the_general_path(runtime_factory, engine_config,
+                                                                                fast_results, connector_does):
+    rt = await _runtime(runtime_factory, engine_config)
+    ent = await create_entity(rt, name="Commune", siren=None, parent=None, actor_name="test")
+    doc = await _started(rt, ent.id)
+
+    async def another_writer(ctx: Any) -> None:  # e.g. another worker answering for the same document
+        async with rt.store.transaction() as tx:
+            await tx.execute("UPDATE documents SET version = version + 1, fields = $2 WHERE id = $1", ctx.document.id,
+                             '{"title": "changé pendant l\'étape", "skip_third": false}')
+
+    connector_does.append(another_writer)
+    await _run_step(rt, doc.id, "m-1")
+    assert fast_results == [False]
+    after = await documents.get_document(rt, doc.id)
+    assert after.step == "two" and after.fields["title"] == "changé pendant l'étape"
+    await _assert_chain_whole(rt, ent.id)
+
+
+async def test_a_cancellation_during_the_step_records_nothing(runtime_factory, engine_config, fast_results,
+                                                              connector_does):
+    rt = await _runtime(runtime_factory, engine_config)
+    ent = await create_entity(rt, name="Commune", siren=None, parent=None, actor_name="test")
+    doc = await _started(rt, ent.id)
+
+    async def cancel(ctx: Any) -> None:
+        await documents.run_action(rt, ctx.document.id, "cancel", actor="agent", comment="erreur de saisie")
+
+    connector_does.append(cancel)
+    await _run_step(rt, doc.id, "m-1")
+    assert fast_results == [False]
+    written = await _written(rt, doc.id)
+    assert written["document"]["state"] == "cancelled" and written["document"]["step"] == "one"
+    assert "step.done" not in [kind for _a, kind, _d in written["journal"]]
+    await _assert_chain_whole(rt, ent.id)
+
+
+async def test_a_journal_head_moved_by_another_process(runtime_factory, engine_config, fast_results,
+                                                        connector_does):
+    from flowbus.store.postgres import PostgresStore
+    rt = await _runtime(runtime_factory, engine_config)
+    ent = await create_entity(rt, name="Commune", siren=None, parent=None, actor_name="test")
+    doc = await _started(rt, ent.id)
+    other = PostgresStore(rt.store.dsn)
+
+    async def other_process_writes(ctx: Any) -> None:
+        async with other.transaction() as tx:
+            await journal.append(tx, entity_id=ent.id, actor="api", kind="test.entry", at=utcnow(), data={})
+
+    connector_does.append(other_process_writes)
+    try:
+        await _run_step(rt, doc.id, "m-1")  # this process's remembered head is stale: general path
+        await _run_step(rt, doc.id, "m-2")  # the general path left the head it wrote: one statement again
+    finally:
+        await other.close()
+    assert fast_results == [False, False]  # the other process wrote during step two as well
+    connector_does.clear()
+    await _run_step(rt, doc.id, "m-3")
+    assert fast_results == [False, False, True]
+    assert (await documents.get_document(rt, doc.id)).step == "four"
+    await _assert_chain_whole(rt, ent.id)
+
+
+async def test_a_row_held_by_another_transaction_is_not_waited_for(runtime_factory, engine_config, fast_results,
+                                                                   connector_does):
+    """SKIP LOCKED: the statement never waits on a row lock while it holds the in-process journal lock
+    (a transaction of this process holding that row may be waiting for the journal lock)."""
+    rt = await _runtime(runtime_factory, engine_config)
+    ent = await create_entity(rt, name="Commune", siren=None, parent=None, actor_name="test")
+    doc = await _started(rt, ent.id)
+    locked, release = asyncio.Event(), asyncio.Event()
+    holders: list[asyncio.Future[None]] = []
+
+    async def hold_document_row() -> None:
+        async with rt.store.transaction() as tx:
+            await tx.fetchrow("SELECT id FROM documents WHERE id = $1 FOR UPDATE", doc.id)
+            locked.set()
+            await release.wait()
+
+    async def lock_then_return(ctx: Any) -> None:
+        holders.append(asyncio.ensure_future(hold_document_row()))
+        await locked.wait()
+        asyncio.get_running_loop().call_later(0.3, release.set)
+
+    connector_does.append(lock_then_return)
+    async with asyncio.timeout(30):
+        await _run_step(rt, doc.id, "m-1")
+    await asyncio.gather(*holders)
+    assert fast_results == [False]  # skipped the locked row; the general path waited for it
+    assert (await documents.get_document(rt, doc.id)).step == "two"
+    await _assert_chain_whole(rt, ent.id)
