@@ -56,12 +56,18 @@ async def append(tx: Tx, *, entity_id: str, actor: str, kind: str, at: datetime,
     the chain head of a busy entity is locked only for the last moment of each transaction,
     and several entries of one transaction take that lock once.
     """
+    append_entries(tx, [entry(entity_id=entity_id, actor=actor, kind=kind, at=at, document_id=document_id,
+                              data=data)])
+
+
+def append_entries(tx: Tx, entries: list[tuple]) -> None:
+    """``append`` for entries already built with ``entry``."""
     pending: list[tuple] | None = getattr(tx, "_journal_pending", None)
     if pending is None:
         pending = []
         tx._journal_pending = pending  # type: ignore[attr-defined]
         tx.before_commit(lambda: _flush(tx, pending))
-    pending.append(entry(entity_id=entity_id, actor=actor, kind=kind, at=at, document_id=document_id, data=data))
+    pending.extend(entries)
 
 
 def entry(*, entity_id: str, actor: str, kind: str, at: datetime, document_id: str | None = None,

@@ -1,17 +1,21 @@
-"""Recording a step's usual outcome on PostgreSQL in one statement (one round trip, no BEGIN/COMMIT).
+"""The usual outcome of a step recorded with the fewest statements: one on PostgreSQL, a guarded few on SQLite.
 
 The usual outcome: the step is done, with no new file, and the document goes on to another step,
-still ``running`` (no state change, hence no state hook).  Everything the general path
-(``Engine._record``) writes for it is written by one autocommitted statement: the step state, the
-next step's state, the document, the journal entries and the journal head.  A guard selects, and
-locks, the three rows it relies on — the document at the version the claim read, the step run
-still claimed by this message, the journal head this process remembers — and every write
-depends on the guard: if any of them changed, or another transaction holds it (SKIP LOCKED:
-never wait on a row lock while holding the in-process journal lock), nothing is written and the
-engine records the outcome through the general path, which reads everything again.
+still ``running`` (no state change, hence no state hook).  What the general path
+(``Engine._record``) writes for it is written here without reading the document again: the claim
+already read it, and a guard checks that nothing it relies on changed since — the document still
+at the version the claim read, the step run still claimed by this message.  If anything changed,
+nothing is written and the engine records the outcome through the general path, which reads
+everything again.
 
-Only with a bus that publishes after the commit (RabbitMQ): the next step's message is
-published once the statement has returned, as the general path's after-commit callback does.
+PostgreSQL (with RabbitMQ): one autocommitted statement, no BEGIN/COMMIT.  The guard selects and
+locks the document, the step state and the journal head this process remembers (FOR UPDATE SKIP
+LOCKED: never wait on a row lock while holding the in-process journal lock) and every write
+depends on it.  The next step's message is published once the statement has returned, as the
+general path's after-commit callback does.
+
+SQLite: a transaction whose first statement is the guarded update of the step state; the store
+runs one transaction's statements at a time, so once it matched, the rest applies.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from flowbus import journal
 from flowbus.bus.base import Message
 from flowbus.clock import isoformat
 from flowbus.connectors.base import Outcome
-from flowbus.errors import FlowbusError
+from flowbus.errors import Conflict, FlowbusError
 from flowbus.flows import machine
 from flowbus.models import Document
 from flowbus.store import repo
@@ -32,13 +36,16 @@ ENGINE = "engine"
 
 
 def applies(runtime: Any) -> bool:
-    """PostgreSQL state store and a bus that does not write into it."""
+    """SQLite; PostgreSQL with a bus that does not write into it (a one-statement record cannot publish)."""
+    if runtime.store.dialect == "sqlite":
+        return True
     return runtime.store.dialect == "postgres" and not getattr(runtime.bus, "publishes_in_store", True)
 
 
 async def record_done(engine: Any, msg: Message, doc: Document, ss: dict[str, Any], step_id: str, seq: int,
                       outcome: Outcome) -> bool:
-    """Record ``outcome`` in one statement if it is the usual case; False if nothing was written."""
+    """Record ``outcome`` if it is the usual case and nothing changed since the claim; False if nothing
+    was written (the general path then records it)."""
     if outcome.status != "done" or outcome.files or doc.state != "running":
         return False
     flow = engine.rt.flow(doc.flow_id)
@@ -53,7 +60,7 @@ async def record_done(engine: Any, msg: Message, doc: Document, ss: dict[str, An
         return False  # ends, or a named state, or the same step again: the general path
     hints = engine.rt.store.hints
     heads = journal.remembered_heads(hints)
-    if doc.entity_id not in heads:
+    if engine.rt.store.dialect == "postgres" and doc.entity_id not in heads:
         return False
     now = engine.rt.clock.now()
     entries = []
@@ -66,6 +73,8 @@ async def record_done(engine: Any, msg: Message, doc: Document, ss: dict[str, An
                              data=data) for kind, data in entries]
     data = json.dumps(dict(outcome.data) if outcome.data else json.loads(ss["data"] or "{}"))
     now_s = isoformat(now)
+    if engine.rt.store.dialect == "sqlite":
+        return await _record_sqlite(engine, msg, doc, ss, step_id, seq, target.name, fields, pending, data, now_s)
     # the connection first, then the lock: a lock holder never waits for the pool, where transactions
     # waiting for this lock hold connections
     async with engine.rt.store.statements() as tx, journal.head_lock(hints, doc.entity_id):
@@ -108,3 +117,27 @@ async def record_done(engine: Any, msg: Message, doc: Document, ss: dict[str, An
         heads[doc.entity_id] = (head_seq, head_hash)
     await engine.rt.bus.publish(engine._message(doc.id, doc.flow_id, target.name, int(attempt), seq + 1))
     return True
+
+
+async def _record_sqlite(engine: Any, msg: Message, doc: Document, ss: dict[str, Any], step_id: str, seq: int,
+                         next_step: str, fields: dict[str, Any], pending: list[tuple], data: str, now_s: str) -> bool:
+    async with engine.rt.store.transaction() as tx:
+        guarded = await tx.execute(
+            "UPDATE step_states SET status = 'done', data = $5, last_error = NULL, updated_at = $6 "
+            "WHERE document_id = $1 AND step = $2 AND claim = $3 AND attempt = $4 AND status = 'running' "
+            "AND EXISTS (SELECT 1 FROM documents WHERE id = $1 AND version = $7)",
+            doc.id, step_id, msg.id, int(ss["attempt"]), data, now_s, doc.version)
+        if not guarded:
+            return False  # nothing written: the transaction commits nothing
+        attempt = int(await tx.fetchval(engine.ENTER_STEP_SQL, doc.id, next_step, now_s))
+        changed = await tx.execute(
+            "UPDATE documents SET state = 'running', step = $3, last_error = NULL, fields = $4, search_text = $5, "
+            "version = $6, updated_at = $7, step_seq = $8 WHERE id = $1 AND version = $2",
+            doc.id, doc.version, next_step, json.dumps(fields), repo.search_text(fields), doc.version + 1, now_s,
+            seq + 1)
+        if not changed:  # cannot happen: the store runs this transaction's statements alone
+            raise Conflict(f"document {doc.id} changed while its step outcome was being recorded")
+        journal.append_entries(tx, pending)
+        await engine._publish(tx, engine._message(doc.id, doc.flow_id, next_step, attempt, seq + 1))
+    return True
+

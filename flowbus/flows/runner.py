@@ -47,12 +47,21 @@ _CLAIM = ("UPDATE step_states SET claim = $3, lease_until = $4, status = 'runnin
 
 
 class Engine:
+    # Enter a step ($1 document, $2 step, $3 now) → its attempt number.  Re-entering a step (a loop, an
+    # administrator's retry) continues its attempt numbers, so idempotency keys never repeat.
+    ENTER_STEP_SQL = (
+        "INSERT INTO step_states (document_id, step, attempt, status, data, checks, started_at, updated_at) "
+        "VALUES ($1, $2, 1, 'pending', '{}', 0, $3, $3) ON CONFLICT (document_id, step) DO UPDATE SET "
+        "attempt = step_states.attempt + 1, status = 'pending', claim = NULL, lease_until = NULL, data = '{}', "
+        "checks = 0, last_error = NULL, started_at = excluded.started_at, updated_at = excluded.updated_at "
+        "RETURNING attempt")
+
     def __init__(self, runtime: Any) -> None:
         self.rt = runtime
         self._consumer: Any = None
         self.stats = {"steps": 0, "latencies": []}
         self._files_in_conditions: dict[str, bool] = {}
-        self._fast = fastrecord.applies(runtime)  # PostgreSQL + RabbitMQ: the usual outcome in one statement
+        self._fast = fastrecord.applies(runtime)  # the usual outcome with the fewest statements
 
     # ---- workers -----------------------------------------------------------------------------
 
@@ -137,14 +146,7 @@ class Engine:
             await self._journal(tx, doc, "step.skipped", actor, entry)
         now = isoformat(self.rt.clock.now())
         if target.kind == "step":
-            # re-entering a step (a loop, an administrator's retry) continues its attempt numbers,
-            # so idempotency keys never repeat
-            attempt = int(await tx.fetchval(
-                "INSERT INTO step_states (document_id, step, attempt, status, data, checks, started_at, updated_at) "
-                "VALUES ($1, $2, 1, 'pending', '{}', 0, $3, $3) ON CONFLICT (document_id, step) DO UPDATE SET "
-                "attempt = step_states.attempt + 1, status = 'pending', claim = NULL, lease_until = NULL, data = '{}', "
-                "checks = 0, last_error = NULL, started_at = excluded.started_at, updated_at = excluded.updated_at "
-                "RETURNING attempt", doc.id, target.name, now))
+            attempt = int(await tx.fetchval(self.ENTER_STEP_SQL, doc.id, target.name, now))
             new_doc = replace(doc, state="running", step=target.name, fields=fields, last_error=None)
             new_doc = await self._set_state(tx, new_doc, row, actor=actor, step_seq=seq + 1, reason=reason)
             await self._publish(tx, self._message(doc.id, doc.flow_id, target.name, attempt, seq + 1))
