@@ -146,6 +146,26 @@ class CpuMeter:
                 + f"; machine {self.machine_busy * 100:.0f}% busy over {os.cpu_count()} cores")
 
 
+def python_reference(rounds: int = 20_000) -> float:
+    """Thousands of rounds per second of a fixed pure-Python workload (a dict built, dumped to JSON,
+    parsed back and hashed, as a step does many times): this machine's speed for flowbus-like code
+    at the moment of the run.  The same code runs at very different rates from one hour to the next
+    on a shared virtual machine; figures of two runs compare once divided by this."""
+    import hashlib
+    import json
+    import time
+    best = 0.0
+    for _ in range(3):
+        start = time.process_time()
+        for i in range(rounds):
+            doc = {"id": f"doc-{i}", "state": "running", "step": "s2", "fields": {"title": "Délibération", "n": i}}
+            text = json.dumps(doc, sort_keys=True)
+            hashlib.sha256(text.encode()).hexdigest()
+            json.loads(text)["fields"]["n"] += 1
+        best = max(best, rounds / max(1e-9, time.process_time() - start) / 1000)
+    return best
+
+
 def configure_quiet_logs() -> None:
     import logging
 

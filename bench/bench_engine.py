@@ -8,7 +8,8 @@ Step-to-step latency: from the commit that enters a step (its message is publish
 a worker starts that step.  The CPU spent per document by this process, PostgreSQL and RabbitMQ,
 and how busy the whole machine was, are printed too: when the machine is saturated below the
 offered rate, the latency measured there is queueing, so it is measured again at half the
-throughput measured in the same run.
+throughput measured in the same run.  A pure-Python reference (``python_reference``) is printed before
+and after: this machine's speed varies a lot from hour to hour, and runs compare once divided by it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Backends, CpuMeter, configure_quiet_logs  # noqa: E402
+from _common import Backends, CpuMeter, configure_quiet_logs, python_reference  # noqa: E402
 
 
 def config(tmp: Path) -> Path:
@@ -125,6 +126,7 @@ async def main() -> None:
     parser.add_argument("--backends", default="embedded,scaleout")
     args = parser.parse_args()
     configure_quiet_logs()
+    print(f"machine reference before: {python_reference():.0f} k rounds/s (pure Python, bench/_common.py)", flush=True)
     backends = Backends()
     try:
         for kind in args.backends.split(","):
@@ -143,6 +145,7 @@ async def main() -> None:
                       flush=True)
     finally:
         await backends.close()
+    print(f"machine reference after: {python_reference():.0f} k rounds/s", flush=True)
 
 
 if __name__ == "__main__":
