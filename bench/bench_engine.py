@@ -1,7 +1,7 @@
 """Engine benchmark: documents/s through a 4-step flow of instant test connectors, and step-to-step
 latency p50/p99 at a steady 100 documents/s — on the embedded backend and on PostgreSQL + RabbitMQ + S3.
 
-    .venv/bin/python bench/bench_engine.py [--documents 2000] [--rate 100] [--seconds 10]
+    .venv/bin/python bench/bench_engine.py [--documents 2000] [--rate 100] [--seconds 10] [--entities 1]
 
 Targets (2-core machine): ≥ 500 documents/s embedded; p99 step-to-step latency < 50 ms at 100 documents/s.
 Step-to-step latency: from the commit that enters a step (its message is published) to the moment
@@ -47,56 +47,61 @@ def config(tmp: Path) -> Path:
     return cfg
 
 
-async def _create(rt, entity_id: str, n: int) -> list[str]:
+async def _entities(rt, name: str, count: int) -> list[str]:
+    from flowbus.api.entities import create_entity
+    return [(await create_entity(rt, name=f"{name} {i}", siren=None, parent=None, actor_name="bench")).id
+            for i in range(count)]
+
+
+async def _create(rt, entity_ids: list[str], n: int) -> list[str]:
+    """``n`` documents, spread over the entities in turn (each entity has its own journal chain)."""
     from flowbus import documents
     ids = []
     for i in range(n):
-        doc = await documents.create_document(rt, entity_id=entity_id, flow_id="four", fields={"title": f"d{i}"},
-                                              actor="bench")
+        doc = await documents.create_document(rt, entity_id=entity_ids[i % len(entity_ids)], flow_id="four",
+                                              fields={"title": f"d{i}"}, actor="bench")
         ids.append(doc.id)
     return ids
 
 
-async def _done_count(rt, entity_id: str) -> int:
+async def _done_count(rt, ids: list[str]) -> int:
     async with rt.store.transaction() as tx:
-        return int(await tx.fetchval("SELECT COUNT(*) FROM documents WHERE entity_id = $1 AND state = 'done'",
-                                     entity_id))
+        return int(await tx.fetchval("SELECT COUNT(*) FROM documents WHERE state = 'done' AND entity_id IN "
+                                     f"({', '.join(f'${i + 1}' for i in range(len(ids)))})", *ids))
 
 
-async def _wait_done(rt, entity_id: str, n: int, timeout: float) -> None:
+async def _wait_done(rt, entity_ids: list[str], n: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while await _done_count(rt, entity_id) < n:
+    while await _done_count(rt, entity_ids) < n:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"only {await _done_count(rt, entity_id)}/{n} documents done after {timeout}s")
+            raise RuntimeError(f"only {await _done_count(rt, entity_ids)}/{n} documents done after {timeout}s")
         await asyncio.sleep(0.2)
 
 
-async def throughput(backends: Backends, kind: str, n: int, workers: int) -> float:
+async def throughput(backends: Backends, kind: str, n: int, workers: int, entities: int) -> float:
     from flowbus import documents
-    from flowbus.api.entities import create_entity
     rt = await backends.runtime(kind, config_dir=config(backends.tmp), workers=workers)
-    ent = await create_entity(rt, name="Bench", siren=None, parent=None, actor_name="bench")
-    ids = await _create(rt, ent.id, n)
+    ents = await _entities(rt, "Bench", entities)
+    ids = await _create(rt, ents, n)
     for chunk in range(0, n, 200):  # queue every first step, then let the workers run
         await asyncio.gather(*(documents.run_action(rt, d, "start", actor="bench") for d in ids[chunk:chunk + 200]))
     meter = CpuMeter()
     meter.start()
     await rt.engine.start_workers()
-    await _wait_done(rt, ent.id, n, timeout=600)
+    await _wait_done(rt, ents, n, timeout=600)
     meter.stop()
     await rt.engine.stop()
     print(f"{kind:9s} {meter.report(n, 'document')}", flush=True)
     return n / meter.wall
 
 
-async def latency(backends: Backends, kind: str, rate: float, seconds: float,
-                  workers: int) -> tuple[float, float, int, CpuMeter]:
+async def latency(backends: Backends, kind: str, rate: float, seconds: float, workers: int,
+                  entities: int) -> tuple[float, float, int, CpuMeter]:
     from flowbus import documents
-    from flowbus.api.entities import create_entity
     rt = await backends.runtime(kind, config_dir=config(backends.tmp), workers=workers)
-    ent = await create_entity(rt, name="Latence", siren=None, parent=None, actor_name="bench")
+    ents = await _entities(rt, "Latence", entities)
     n = int(rate * seconds)
-    ids = await _create(rt, ent.id, n)
+    ids = await _create(rt, ents, n)
     await rt.engine.start_workers()
     rt.engine.stats["latencies"].clear()
     interval = 1.0 / rate
@@ -110,7 +115,7 @@ async def latency(backends: Backends, kind: str, rate: float, seconds: float,
             await asyncio.sleep(delay)
         pending.append(asyncio.ensure_future(documents.run_action(rt, doc_id, "start", actor="bench")))
     await asyncio.gather(*pending)
-    await _wait_done(rt, ent.id, n, timeout=300)
+    await _wait_done(rt, ents, n, timeout=300)
     meter.stop()
     lat = sorted(rt.engine.stats["latencies"])
     await rt.engine.stop()
@@ -124,22 +129,25 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--workers", type=int, default=64, help="concurrent step runs per worker (FLOWBUS_WORKERS)")
     parser.add_argument("--backends", default="embedded,scaleout")
+    parser.add_argument("--entities", type=int, default=1,
+                        help="documents spread over this many entities (collectivités), each with its own journal chain")
     args = parser.parse_args()
     configure_quiet_logs()
     print(f"machine reference before: {python_reference():.0f} k rounds/s (pure Python, bench/_common.py)", flush=True)
     backends = Backends()
     try:
         for kind in args.backends.split(","):
-            rate = await throughput(backends, kind, args.documents, args.workers)
+            rate = await throughput(backends, kind, args.documents, args.workers, args.entities)
             print(f"{kind:9s} 4-step flow, instant connectors: {rate:8.1f} documents/s "
-                  f"({rate * 4:.0f} steps/s, {args.documents} documents)", flush=True)
+                  f"({rate * 4:.0f} steps/s, {args.documents} documents, {args.entities} entities)", flush=True)
             rates = [args.rate]
             if rate < 2 * args.rate:
                 # offered 100/s beyond about half of what the machine sustains, the latency measured is
                 # queueing; measure it also at a rate this machine carries with room to spare
                 rates.append(max(1.0, round(rate / 2)))
             for offered in rates:
-                p50, p99, samples, meter = await latency(backends, kind, offered, args.seconds, args.workers)
+                p50, p99, samples, meter = await latency(backends, kind, offered, args.seconds, args.workers,
+                                                         args.entities)
                 print(f"{kind:9s} step-to-step latency at {offered:.0f} documents/s: p50 {p50:.1f} ms, "
                       f"p99 {p99:.1f} ms ({samples} steps; machine {meter.machine_busy * 100:.0f}% busy)",
                       flush=True)
