@@ -3,6 +3,10 @@
 Each entry's hash is SHA-256 over a canonical JSON of its content and the previous entry's
 hash; ``journal_heads`` keeps the last (seq, hash) of each chain so that removing the newest
 entries is detected too.
+
+Writing: entries are chained at commit.  Each process remembers the head it last wrote per entity
+and writes after it in one conditional statement (it moves the head only if the head is still
+that one); when another writer moved it, the head is read and locked as usual.
 """
 
 from __future__ import annotations
