@@ -69,6 +69,13 @@ async def _started(rt: Any, ent_id: str, **fields: Any) -> Any:
     return doc
 
 
+async def _one_started(runtime_factory: Any, engine_config: Any, backend: str) -> tuple[Any, Any, Any]:
+    """A runtime, an entity and one started document of the four-step flow (on step one)."""
+    rt = await _runtime(runtime_factory, engine_config, backend)
+    ent = await create_entity(rt, name="Commune", siren=None, parent=None, actor_name="test")
+    return rt, ent, await _started(rt, ent.id)
+
+
 async def _run_step(rt: Any, doc_id: str, msg_id: str) -> None:
     async with rt.store.transaction() as tx:
         row = await tx.fetchrow("SELECT d.step, d.step_seq, s.attempt FROM documents d JOIN step_states s "
@@ -123,9 +130,7 @@ async def test_writes_what_the_general_path_writes(backend, runtime_factory, eng
 async def test_a_document_changed_during_the_step_goes_through_the_general_path(backend, runtime_factory,
                                                                                 engine_config, fast_results,
                                                                                 connector_does):
-    rt = await _runtime(runtime_factory, engine_config, backend)
-    ent = await create_entity(rt, name="Commune", siren=None, parent=None, actor_name="test")
-    doc = await _started(rt, ent.id)
+    rt, ent, doc = await _one_started(runtime_factory, engine_config, backend)
 
     async def another_writer(ctx: Any) -> None:  # e.g. another worker answering for the same document
         async with rt.store.transaction() as tx:
@@ -142,9 +147,7 @@ async def test_a_document_changed_during_the_step_goes_through_the_general_path(
 
 async def test_a_cancellation_during_the_step_records_nothing(backend, runtime_factory, engine_config, fast_results,
                                                               connector_does):
-    rt = await _runtime(runtime_factory, engine_config, backend)
-    ent = await create_entity(rt, name="Commune", siren=None, parent=None, actor_name="test")
-    doc = await _started(rt, ent.id)
+    rt, ent, doc = await _one_started(runtime_factory, engine_config, backend)
 
     async def cancel(ctx: Any) -> None:
         await documents.run_action(rt, ctx.document.id, "cancel", actor="agent", comment="erreur de saisie")
@@ -160,9 +163,7 @@ async def test_a_cancellation_during_the_step_records_nothing(backend, runtime_f
 
 async def test_a_journal_head_moved_by_another_process(backend, runtime_factory, engine_config, fast_results,
                                                         connector_does):
-    rt = await _runtime(runtime_factory, engine_config, backend)
-    ent = await create_entity(rt, name="Commune", siren=None, parent=None, actor_name="test")
-    doc = await _started(rt, ent.id)
+    rt, ent, doc = await _one_started(runtime_factory, engine_config, backend)
     if backend == "scaleout":
         from flowbus.store.postgres import PostgresStore
         other: Any = PostgresStore(rt.store.dsn)
@@ -197,9 +198,7 @@ async def test_a_row_held_by_another_transaction_is_not_waited_for(runtime_facto
     """SKIP LOCKED: the statement never waits on a row lock while it holds the in-process journal lock,
     because the transaction holding that row may be waiting for the journal lock — as here, where it
     then writes a journal entry of the same entity (waiting would deadlock: the test would time out)."""
-    rt = await _runtime(runtime_factory, engine_config)
-    ent = await create_entity(rt, name="Commune", siren=None, parent=None, actor_name="test")
-    doc = await _started(rt, ent.id)
+    rt, ent, doc = await _one_started(runtime_factory, engine_config, "scaleout")
     locked, release = asyncio.Event(), asyncio.Event()
     holders: list[asyncio.Future[None]] = []
 
