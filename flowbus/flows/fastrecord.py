@@ -1,33 +1,35 @@
 """The usual outcome of a step recorded with the fewest statements: one on PostgreSQL, a guarded few on SQLite.
 
-The usual outcome: the step is done, with no new file, and the document goes on to another step,
-still ``running`` (no state change, hence no state hook).  What the general path
-(``Engine._record``) writes for it is written here without reading the document again: the claim
+The usual outcome: the step is done (or, on SQLite, rejected), with no new file.  What the general
+path (``Engine._record``) writes for it is written here without reading the document again: the claim
 already read it, and a guard checks that nothing it relies on changed since — the document still
 at the version the claim read, the step run still claimed by this message.  If anything changed,
 nothing is written and the engine records the outcome through the general path, which reads
 everything again.
 
-PostgreSQL (with RabbitMQ): one autocommitted statement, no BEGIN/COMMIT.  The guard selects and
-locks the document, the step state and the journal head this process remembers (FOR UPDATE SKIP
-LOCKED: never wait on a row lock while holding the in-process journal lock) and every write
-depends on it.  The next step's message is published once the statement has returned, as the
-general path's after-commit callback does.
+PostgreSQL (with RabbitMQ), when the document goes on to another step, still ``running`` (a state
+change runs state hooks in its transaction): one autocommitted statement, no BEGIN/COMMIT.  The
+guard selects and locks the document, the step state and the journal head this process remembers
+(FOR UPDATE SKIP LOCKED: never wait on a row lock while holding the in-process journal lock) and
+every write depends on it.  The next step's message is published once the statement has returned,
+as the general path's after-commit callback does.
 
-SQLite: a transaction whose first statement is the guarded update of the step state; the store
-runs one transaction's statements at a time, so once it matched, the rest applies.
+SQLite: a transaction whose first statement is the guarded update of the step state, then the
+general path's own writes (any target: next step, end, named state; rejections too).  The store
+runs one transaction's statements at a time, so once the guard matched, what it checked holds.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from flowbus import journal
 from flowbus.bus.base import Message
 from flowbus.clock import isoformat
 from flowbus.connectors.base import Outcome
-from flowbus.errors import Conflict, FlowbusError
+from flowbus.errors import FlowbusError
 from flowbus.flows import machine
 from flowbus.models import Document
 from flowbus.store import repo
@@ -46,21 +48,24 @@ async def record_done(engine: Any, msg: Message, doc: Document, ss: dict[str, An
                       outcome: Outcome) -> bool:
     """Record ``outcome`` if it is the usual case and nothing changed since the claim; False if nothing
     was written (the general path then records it)."""
-    if outcome.status != "done" or outcome.files or doc.state != "running":
+    if outcome.files or outcome.status not in ("done", "rejected"):
         return False
     flow = engine.rt.flow(doc.flow_id)
     fields = dict(doc.fields)
     fields.update(outcome.fields)
     try:
         target = machine.decide(flow, step_id, outcome.name, status=outcome.status)
-        target, skipped = engine.land(doc, target, fields)
+        landing, skipped = engine.land(doc, target, fields)
     except FlowbusError:
         return False  # the general path records the error
-    if target.kind != "step" or target.name == step_id:
-        return False  # ends, or a named state, or the same step again: the general path
+    data = json.dumps(dict(outcome.data) if outcome.data else json.loads(ss["data"] or "{}"))
+    if engine.rt.store.dialect == "sqlite":
+        return await _record_sqlite(engine, msg, doc, ss, step_id, seq, outcome, fields, target, data)
+    if outcome.status != "done" or doc.state != "running" or landing.kind != "step" or landing.name == step_id:
+        return False  # a state change (hooks run in its transaction), or the same step again: the general path
     hints = engine.rt.store.hints
     heads = journal.remembered_heads(hints)
-    if engine.rt.store.dialect == "postgres" and doc.entity_id not in heads:
+    if doc.entity_id not in heads:
         return False
     now = engine.rt.clock.now()
     entries = []
@@ -71,10 +76,8 @@ async def record_done(engine: Any, msg: Message, doc: Document, ss: dict[str, An
     entries.extend(("step.skipped", data) for data in skipped)
     pending = [journal.entry(entity_id=doc.entity_id, actor=ENGINE, kind=kind, at=now, document_id=doc.id,
                              data=data) for kind, data in entries]
-    data = json.dumps(dict(outcome.data) if outcome.data else json.loads(ss["data"] or "{}"))
     now_s = isoformat(now)
-    if engine.rt.store.dialect == "sqlite":
-        return await _record_sqlite(engine, msg, doc, ss, step_id, seq, target.name, fields, pending, data, now_s)
+    target = landing
     # the connection first, then the lock: a lock holder never waits for the pool, where transactions
     # waiting for this lock hold connections
     async with engine.rt.store.statements() as tx, journal.head_lock(hints, doc.entity_id):
@@ -120,24 +123,26 @@ async def record_done(engine: Any, msg: Message, doc: Document, ss: dict[str, An
 
 
 async def _record_sqlite(engine: Any, msg: Message, doc: Document, ss: dict[str, Any], step_id: str, seq: int,
-                         next_step: str, fields: dict[str, Any], pending: list[tuple], data: str, now_s: str) -> bool:
+                         outcome: Outcome, fields: dict[str, Any], target: Any, data: str) -> bool:
+    """The general path's writes (``Engine._enter`` included, for every kind of target), without its
+    read: the guard stands for it."""
+    now = engine.rt.clock.now()
     async with engine.rt.store.transaction() as tx:
         guarded = await tx.execute(
             "UPDATE step_states SET status = 'done', data = $5, last_error = NULL, updated_at = $6 "
             "WHERE document_id = $1 AND step = $2 AND claim = $3 AND attempt = $4 AND status = 'running' "
             "AND EXISTS (SELECT 1 FROM documents WHERE id = $1 AND version = $7)",
-            doc.id, step_id, msg.id, int(ss["attempt"]), data, now_s, doc.version)
+            doc.id, step_id, msg.id, int(ss["attempt"]), data, isoformat(now), doc.version)
         if not guarded:
             return False  # nothing written: the transaction commits nothing
-        attempt = int(await tx.fetchval(engine.ENTER_STEP_SQL, doc.id, next_step, now_s))
-        changed = await tx.execute(
-            "UPDATE documents SET state = 'running', step = $3, last_error = NULL, fields = $4, search_text = $5, "
-            "version = $6, updated_at = $7, step_seq = $8 WHERE id = $1 AND version = $2",
-            doc.id, doc.version, next_step, json.dumps(fields), repo.search_text(fields), doc.version + 1, now_s,
-            seq + 1)
-        if not changed:  # cannot happen: the store runs this transaction's statements alone
-            raise Conflict(f"document {doc.id} changed while its step outcome was being recorded")
-        journal.append_entries(tx, pending)
-        await engine._publish(tx, engine._message(doc.id, doc.flow_id, next_step, attempt, seq + 1))
+        if outcome.fields:
+            await engine._journal(tx, doc, "fields.changed", ENGINE,
+                                  {"fields": sorted(outcome.fields), "step": step_id})
+        await engine._journal(tx, doc, "step.done" if outcome.status == "done" else "step.rejected", ENGINE,
+                              {"step": step_id, "outcome": outcome.name, "message": outcome.message,
+                               "reason": outcome.reason})
+        # the row the general path would have read: the guard says it is still the one the claim read
+        row = {"version": doc.version, "state": doc.state, "step_seq": seq}
+        await engine._enter(tx, replace(doc, fields=fields), target, fields, actor=ENGINE, reason=outcome.reason,
+                            row=row)
     return True
-

@@ -21,6 +21,7 @@ from flowbus.clock import utcnow
 from flowbus.connectors.base import Outcome
 from flowbus.connectors.testing import InstantConnector
 from flowbus.flows import fastrecord
+from flowbus.flows.model import DEFAULT_REJECTED_STATE
 from flowbus.flows.runner import QUEUE
 
 
@@ -119,11 +120,37 @@ async def test_writes_what_the_general_path_writes(backend, runtime_factory, eng
     general = await _started(rt, ent.id, skip_third=True)
     for i in range(3):
         await _run_step(rt, general.id, f"general-{i}")
-    assert fast_results == [True, True, False]  # the last step ends the document: a state change
+    # PostgreSQL: the last step ends the document, a state change, through the general path
+    assert fast_results == ([True, True, True] if backend == "embedded" else [True, True, False])
     assert await _written(rt, fast.id) == await _written(rt, general.id)
     kinds = [kind for _actor, kind, _data in (await _written(rt, fast.id))["journal"]]
     assert kinds.count("fields.changed") == 1 and kinds.count("step.skipped") == 1 and kinds.count("step.done") == 3
     assert (await documents.get_document(rt, fast.id)).state == "done"
+    await _assert_chain_whole(rt, ent.id)
+
+
+async def test_a_rejection_writes_what_the_general_path_writes(backend, runtime_factory, engine_config,
+                                                               fast_results, connector_does):
+    """A business refusal at step two: the document goes to the flow's refusal state with the reason
+    (SQLite records it without reading again; PostgreSQL leaves state changes to the general path)."""
+    rt = await _runtime(runtime_factory, engine_config, backend)
+    ent = await create_entity(rt, name="Commune", siren=None, parent=None, actor_name="test")
+
+    async def refuse_step_two(ctx: Any) -> Outcome | None:
+        return Outcome.rejected("Pièce manquante", fields={"title": "refusé"}) if ctx.step_id == "two" else None
+
+    connector_does.append(refuse_step_two)
+    fast = await _started(rt, ent.id)
+    for i in range(2):
+        await _run_step(rt, fast.id, f"fast-{i}")
+    rt.engine._fast = False
+    general = await _started(rt, ent.id)
+    for i in range(2):
+        await _run_step(rt, general.id, f"general-{i}")
+    assert fast_results == ([True, True] if backend == "embedded" else [True, False])
+    assert await _written(rt, fast.id) == await _written(rt, general.id)
+    refused = await documents.get_document(rt, fast.id)
+    assert refused.state == DEFAULT_REJECTED_STATE and refused.fields["rejection_reason"] == "Pièce manquante"
     await _assert_chain_whole(rt, ent.id)
 
 
