@@ -363,8 +363,8 @@ async def delete_queues(url: str, names: list[str]) -> None:
             channel = await conn.channel()
             try:
                 await channel.queue_delete(name)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
+            except Exception as exc:  # noqa: BLE001 - already gone: nothing to delete
+                log.debug("bus.queue_delete_skipped", queue=name, error=repr(exc))
             if not channel.is_closed:
                 await channel.close()
     finally:

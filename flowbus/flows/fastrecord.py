@@ -55,12 +55,15 @@ async def record_done(engine: Any, msg: Message, doc: Document, ss: dict[str, An
     fields.update(outcome.fields)
     try:
         target = machine.decide(flow, step_id, outcome.name, status=outcome.status)
-        landing, skipped = engine.land(doc, target, fields)
     except FlowbusError:
         return False  # the general path records the error
     data = json.dumps(dict(outcome.data) if outcome.data else json.loads(ss["data"] or "{}"))
     if engine.rt.store.dialect == "sqlite":
         return await _record_sqlite(engine, msg, doc, ss, step_id, seq, outcome, fields, target, data)
+    try:
+        landing, skipped = engine.land(doc, target, fields)
+    except FlowbusError:
+        return False
     if outcome.status != "done" or doc.state != "running" or landing.kind != "step" or landing.name == step_id:
         return False  # a state change (hooks run in its transaction), or the same step again: the general path
     hints = engine.rt.store.hints
@@ -73,11 +76,10 @@ async def record_done(engine: Any, msg: Message, doc: Document, ss: dict[str, An
         entries.append(("fields.changed", {"fields": sorted(outcome.fields), "step": step_id}))
     entries.append(("step.done", {"step": step_id, "outcome": outcome.name, "message": outcome.message,
                                   "reason": outcome.reason}))
-    entries.extend(("step.skipped", data) for data in skipped)
+    entries.extend(("step.skipped", skip) for skip in skipped)
     pending = [journal.entry(entity_id=doc.entity_id, actor=ENGINE, kind=kind, at=now, document_id=doc.id,
-                             data=data) for kind, data in entries]
+                             data=entry_data) for kind, entry_data in entries]
     now_s = isoformat(now)
-    target = landing
     # the connection first, then the lock: a lock holder never waits for the pool, where transactions
     # waiting for this lock hold connections
     async with engine.rt.store.statements() as tx, journal.head_lock(hints, doc.entity_id):
@@ -88,7 +90,7 @@ async def record_done(engine: Any, msg: Message, doc: Document, ss: dict[str, An
         args: list[Any] = [v for row in rows for v in row]
         n = len(args)
         args += [doc.id, doc.version, step_id, msg.id, int(ss["attempt"]), doc.entity_id, known[0], known[1],
-                 now_s, data, target.name, json.dumps(fields), repo.search_text(fields), doc.version + 1, seq + 1,
+                 now_s, data, landing.name, json.dumps(fields), repo.search_text(fields), doc.version + 1, seq + 1,
                  head_seq, head_hash]
         p = {name: f"${n + i + 1}" for i, name in enumerate(
             ("doc", "version", "step", "claim", "attempt", "entity", "head_seq", "head_hash", "now", "data", "next",
@@ -118,7 +120,7 @@ async def record_done(engine: Any, msg: Message, doc: Document, ss: dict[str, An
         if attempt is None:
             return False
         heads[doc.entity_id] = (head_seq, head_hash)
-    await engine.rt.bus.publish(engine._message(doc.id, doc.flow_id, target.name, int(attempt), seq + 1))
+    await engine.rt.bus.publish(engine._message(doc.id, doc.flow_id, landing.name, int(attempt), seq + 1))
     return True
 
 
@@ -127,22 +129,25 @@ async def _record_sqlite(engine: Any, msg: Message, doc: Document, ss: dict[str,
     """The general path's writes (``Engine._enter`` included, for every kind of target), without its
     read: the guard stands for it."""
     now = engine.rt.clock.now()
-    async with engine.rt.store.transaction() as tx:
-        guarded = await tx.execute(
-            "UPDATE step_states SET status = 'done', data = $5, last_error = NULL, updated_at = $6 "
-            "WHERE document_id = $1 AND step = $2 AND claim = $3 AND attempt = $4 AND status = 'running' "
-            "AND EXISTS (SELECT 1 FROM documents WHERE id = $1 AND version = $7)",
-            doc.id, step_id, msg.id, int(ss["attempt"]), data, isoformat(now), doc.version)
-        if not guarded:
-            return False  # nothing written: the transaction commits nothing
-        if outcome.fields:
-            await engine._journal(tx, doc, "fields.changed", ENGINE,
-                                  {"fields": sorted(outcome.fields), "step": step_id})
-        await engine._journal(tx, doc, "step.done" if outcome.status == "done" else "step.rejected", ENGINE,
-                              {"step": step_id, "outcome": outcome.name, "message": outcome.message,
-                               "reason": outcome.reason})
-        # the row the general path would have read: the guard says it is still the one the claim read
-        row = {"version": doc.version, "state": doc.state, "step_seq": seq}
-        await engine._enter(tx, replace(doc, fields=fields), target, fields, actor=ENGINE, reason=outcome.reason,
-                            row=row)
+    try:
+        async with engine.rt.store.transaction() as tx:
+            guarded = await tx.execute(
+                "UPDATE step_states SET status = 'done', data = $5, last_error = NULL, updated_at = $6 "
+                "WHERE document_id = $1 AND step = $2 AND claim = $3 AND attempt = $4 AND status = 'running' "
+                "AND EXISTS (SELECT 1 FROM documents WHERE id = $1 AND version = $7)",
+                doc.id, step_id, msg.id, int(ss["attempt"]), data, isoformat(now), doc.version)
+            if not guarded:
+                return False  # nothing written: the transaction commits nothing
+            if outcome.fields:
+                await engine._journal(tx, doc, "fields.changed", ENGINE,
+                                      {"fields": sorted(outcome.fields), "step": step_id})
+            await engine._journal(tx, doc, "step.done" if outcome.status == "done" else "step.rejected", ENGINE,
+                                  {"step": step_id, "outcome": outcome.name, "message": outcome.message,
+                                   "reason": outcome.reason})
+            # the row the general path would have read: the guard says it is still the one the claim read
+            row = {"version": doc.version, "state": doc.state, "step_seq": seq}
+            await engine._enter(tx, replace(doc, fields=fields), target, fields, actor=ENGINE, reason=outcome.reason,
+                                row=row)
+    except FlowbusError:  # e.g. a loop of skipped steps: rolled back, nothing written; the general path records it
+        return False
     return True

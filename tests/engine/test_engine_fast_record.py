@@ -254,3 +254,25 @@ async def test_a_row_held_by_another_transaction_is_not_waited_for(runtime_facto
     assert fast_results == [False]  # skipped the locked row; the general path waited for it
     assert (await documents.get_document(rt, doc.id)).step == "two"
     await _assert_chain_whole(rt, ent.id)
+
+
+async def test_an_error_while_routing_leaves_it_to_the_general_path(backend, runtime_factory, engine_config,
+                                                                   fast_results, monkeypatch):
+    """The outcome cannot be routed (here: Engine.land fails, as for a loop of skipped steps): the short
+    record writes nothing (on SQLite its transaction, guard included, rolls back) and the general path
+    puts the document in error with the reason, as before."""
+    from flowbus.errors import PermanentError
+    rt, ent, doc = await _one_started(runtime_factory, engine_config, backend)
+
+    def unroutable(*args: Any, **kwargs: Any) -> Any:
+        raise PermanentError("steps loop while skipping at 'two'")
+
+    monkeypatch.setattr(rt.engine, "land", unroutable)
+    await _run_step(rt, doc.id, "m-1")
+    assert fast_results == [False]
+    after = await documents.get_document(rt, doc.id)
+    assert after.state == "error" and "steps loop while skipping" in (after.last_error or "")
+    async with rt.store.transaction() as tx:
+        status = await tx.fetchval("SELECT status FROM step_states WHERE document_id = $1 AND step = 'one'", doc.id)
+    assert status == "error"
+    await _assert_chain_whole(rt, ent.id)
