@@ -31,8 +31,18 @@ class Backends:
         self.runtimes: list[Any] = []
 
     async def runtime(self, kind: str, *, config_dir: Path | None = None, **overrides: Any) -> Any:
+        """A runtime opened in this process; ``rt.bench_values`` holds its settings, so a worker
+        process (``worker_process``) can open the same backends."""
         from flowbus.app import build
         from flowbus.settings import Settings
+        values = await self.values(kind, config_dir=config_dir, **overrides)
+        rt = await build(Settings(_env_file=None, **values))
+        rt.bench_values = values
+        self.runtimes.append(rt)
+        return rt
+
+    async def values(self, kind: str, *, config_dir: Path | None = None, **overrides: Any) -> dict[str, Any]:
+        """Settings for a new runtime of ``kind``: a fresh database, queue prefix and bucket on scale-out."""
         values: dict[str, Any] = {"data_dir": self.tmp / uuid.uuid4().hex[:8], "config_dir": config_dir or ROOT / "config",
                                   "log_level": "warning", "port": free_port()}
         if kind == "scaleout":
@@ -61,9 +71,7 @@ class Backends:
                           s3_endpoint=self.moto_endpoint, s3_access_key="test", s3_secret_key="test",
                           s3_bucket=f"bench-{uuid.uuid4().hex[:8]}")
         values.update(overrides)
-        rt = await build(Settings(_env_file=None, **values))
-        self.runtimes.append(rt)
-        return rt
+        return values
 
     async def close(self) -> None:
         for rt in self.runtimes:
@@ -95,15 +103,19 @@ class CpuMeter:
 
     GROUPS = {"postgres": "PostgreSQL", "beam.smp": "RabbitMQ"}
 
-    def __init__(self) -> None:
+    def __init__(self, workers: list[int] = ()) -> None:
         self._tick = os.sysconf("SC_CLK_TCK")
+        self._workers = list(workers)  # pids of worker processes, counted as "workers"
         self._start: dict[str, float] = {}
         self.seconds: dict[str, float] = {}
         self.machine_busy = 0.0  # fraction of all cores busy
         self.wall = 0.0
 
+    def _groups(self) -> dict[str, str]:
+        return {"workers": "workers", **self.GROUPS} if self._workers else self.GROUPS
+
     def _sample(self) -> tuple[dict[str, dict[int, float]], float, float]:
-        per: dict[str, dict[int, float]] = {name: {} for name in self.GROUPS}
+        per: dict[str, dict[int, float]] = {name: {} for name in self._groups()}
         for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
             if not entry.name.isdigit():
                 continue
@@ -113,6 +125,8 @@ class CpuMeter:
             except OSError:
                 continue
             comm = stat[stat.index("(") + 1:stat.rindex(")")]
+            if int(entry.name) in self._workers:
+                comm = "workers"
             if comm in per:
                 fields = stat[stat.rindex(")") + 2:].split()
                 per[comm][int(entry.name)] = (int(fields[11]) + int(fields[12])) / self._tick
@@ -134,7 +148,7 @@ class CpuMeter:
         import time
         per, busy, total = self._sample()
         self.seconds = {"flowbus": time.process_time() - self._cpu0}
-        for comm, label in self.GROUPS.items():
+        for comm, label in self._groups().items():
             # a process started during the run counts from zero; one that exited is lost (rare: pools persist)
             self.seconds[label] = sum(t - self._per[comm].get(pid, 0.0) for pid, t in per[comm].items())
         self.wall = time.perf_counter() - self._t0

@@ -78,47 +78,115 @@ async def _wait_done(rt, entity_ids: list[str], n: int, timeout: float) -> None:
         await asyncio.sleep(0.2)
 
 
-async def throughput(backends: Backends, kind: str, n: int, workers: int, entities: int) -> float:
+def _worker_process(values: dict, conn) -> None:
+    """A worker process (``flowbus serve --role worker``): opens the same backends, runs steps from
+    "go" to "stop", then sends back its step-to-step latencies."""
+    async def run() -> None:
+        from flowbus.app import build
+        from flowbus.settings import Settings
+        configure_quiet_logs()
+        rt = await build(Settings(_env_file=None, **values), migrate=False)
+        loop = asyncio.get_running_loop()
+        conn.send("ready")
+        await loop.run_in_executor(None, conn.recv)
+        await rt.engine.start_workers()
+        await loop.run_in_executor(None, conn.recv)
+        await rt.engine.stop()
+        conn.send(rt.engine.stats["latencies"])
+        await rt.close()
+    asyncio.run(run())
+
+
+class Workers:
+    """``count`` worker processes beside this one, or none: then this process runs the steps."""
+
+    def __init__(self, rt, count: int) -> None:
+        self.rt, self.count, self.procs, self.conns = rt, count, [], []
+
+    async def __aenter__(self) -> "Workers":
+        import multiprocessing
+        ctx = multiprocessing.get_context("spawn")
+        for _ in range(self.count):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker_process, args=(self.rt.bench_values, child), daemon=True)
+            proc.start()
+            self.procs.append(proc)
+            self.conns.append(parent)
+        loop = asyncio.get_running_loop()
+        for conn in self.conns:
+            await loop.run_in_executor(None, conn.recv)  # "ready": its runtime is open
+        return self
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    async def start(self) -> None:
+        if not self.procs:
+            await self.rt.engine.start_workers()
+        for conn in self.conns:
+            conn.send("go")
+
+    async def stop(self) -> list[float]:
+        if not self.procs:
+            await self.rt.engine.stop()
+            return list(self.rt.engine.stats["latencies"])
+        loop = asyncio.get_running_loop()
+        latencies: list[float] = []
+        for conn in self.conns:
+            conn.send("stop")
+        for conn in self.conns:
+            latencies += await loop.run_in_executor(None, conn.recv)
+        return latencies
+
+    async def __aexit__(self, *exc) -> None:
+        for proc in self.procs:
+            proc.join(30)
+            if proc.is_alive():
+                proc.kill()
+
+
+async def throughput(backends: Backends, kind: str, n: int, workers: int, entities: int, procs: int) -> float:
     from flowbus import documents
     rt = await backends.runtime(kind, config_dir=config(backends.tmp), workers=workers)
     ents = await _entities(rt, "Bench", entities)
     ids = await _create(rt, ents, n)
     for chunk in range(0, n, 200):  # queue every first step, then let the workers run
         await asyncio.gather(*(documents.run_action(rt, d, "start", actor="bench") for d in ids[chunk:chunk + 200]))
-    meter = CpuMeter()
-    meter.start()
-    await rt.engine.start_workers()
-    await _wait_done(rt, ents, n, timeout=600)
-    meter.stop()
-    await rt.engine.stop()
+    async with Workers(rt, procs) as pool:
+        meter = CpuMeter(pool.pids)
+        meter.start()
+        await pool.start()
+        await _wait_done(rt, ents, n, timeout=600)
+        meter.stop()
+        await pool.stop()
     print(f"{kind:9s} {meter.report(n, 'document')}", flush=True)
     return n / meter.wall
 
 
 async def latency(backends: Backends, kind: str, rate: float, seconds: float, workers: int,
-                  entities: int) -> tuple[float, float, int, CpuMeter]:
+                  entities: int, procs: int) -> tuple[float, float, int, CpuMeter]:
     from flowbus import documents
     rt = await backends.runtime(kind, config_dir=config(backends.tmp), workers=workers)
     ents = await _entities(rt, "Latence", entities)
     n = int(rate * seconds)
     ids = await _create(rt, ents, n)
-    await rt.engine.start_workers()
-    rt.engine.stats["latencies"].clear()
-    interval = 1.0 / rate
-    meter = CpuMeter()
-    meter.start()
-    t0 = time.perf_counter()
-    pending = []
-    for i, doc_id in enumerate(ids):
-        delay = t0 + i * interval - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        pending.append(asyncio.ensure_future(documents.run_action(rt, doc_id, "start", actor="bench")))
-    await asyncio.gather(*pending)
-    await _wait_done(rt, ents, n, timeout=300)
-    meter.stop()
-    lat = sorted(rt.engine.stats["latencies"])
-    await rt.engine.stop()
+    async with Workers(rt, procs) as pool:
+        await pool.start()
+        interval = 1.0 / rate
+        meter = CpuMeter(pool.pids)
+        meter.start()
+        t0 = time.perf_counter()
+        pending = []
+        for i, doc_id in enumerate(ids):
+            delay = t0 + i * interval - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            pending.append(asyncio.ensure_future(documents.run_action(rt, doc_id, "start", actor="bench")))
+        await asyncio.gather(*pending)
+        await _wait_done(rt, ents, n, timeout=300)
+        meter.stop()
+        lat = sorted(await pool.stop())
     return statistics.median(lat) * 1000, lat[max(0, int(len(lat) * 0.99) - 1)] * 1000, len(lat), meter
 
 
@@ -131,13 +199,17 @@ async def main() -> None:
     parser.add_argument("--backends", default="embedded,scaleout")
     parser.add_argument("--entities", type=int, default=1,
                         help="documents spread over this many entities (collectivités), each with its own journal chain")
+    parser.add_argument("--worker-processes", type=int, default=0,
+                        help="scale-out only: run the steps in this many worker processes (flowbus serve --role "
+                             "worker) instead of in the process that creates the documents")
     args = parser.parse_args()
     configure_quiet_logs()
     print(f"machine reference before: {python_reference():.0f} k rounds/s (pure Python, bench/_common.py)", flush=True)
     backends = Backends()
     try:
         for kind in args.backends.split(","):
-            rate = await throughput(backends, kind, args.documents, args.workers, args.entities)
+            procs = args.worker_processes if kind == "scaleout" else 0
+            rate = await throughput(backends, kind, args.documents, args.workers, args.entities, procs)
             print(f"{kind:9s} 4-step flow, instant connectors: {rate:8.1f} documents/s "
                   f"({rate * 4:.0f} steps/s, {args.documents} documents, {args.entities} entities)", flush=True)
             rates = [args.rate]
@@ -147,7 +219,7 @@ async def main() -> None:
                 rates.append(max(1.0, round(rate / 2)))
             for offered in rates:
                 p50, p99, samples, meter = await latency(backends, kind, offered, args.seconds, args.workers,
-                                                         args.entities)
+                                                         args.entities, procs)
                 print(f"{kind:9s} step-to-step latency at {offered:.0f} documents/s: p50 {p50:.1f} ms, "
                       f"p99 {p99:.1f} ms ({samples} steps; machine {meter.machine_busy * 100:.0f}% busy)",
                       flush=True)

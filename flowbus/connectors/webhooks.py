@@ -244,6 +244,14 @@ class WebhookService:
             await self.rt.bus.publish(self._message(hook["id"], document.id, f"e{seq}"), tx=tx)
 
     @staticmethod
+    def idle_sql(entity: str) -> str:
+        """A PostgreSQL predicate true when ``on_state_change`` would do nothing for a document of the
+        entity ``entity`` (an SQL parameter): no live webhook on the entity nor on its parents."""
+        return (f"NOT EXISTS (WITH RECURSIVE anc(id) AS (SELECT {entity}::text UNION SELECT e.parent_id "
+                f"FROM entities e JOIN anc ON e.id = anc.id WHERE e.parent_id IS NOT NULL) "
+                f"SELECT 1 FROM webhooks w JOIN anc ON w.entity_id = anc.id WHERE w.deleted_at IS NULL)")
+
+    @staticmethod
     def _message(webhook_id: str, document_id: str, tag: str, retry_of: str | None = None) -> Message:
         body = {"webhook": webhook_id, "document": document_id}
         if retry_of:

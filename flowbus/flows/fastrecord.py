@@ -7,12 +7,13 @@ at the version the claim read, the step run still claimed by this message.  If a
 nothing is written and the engine records the outcome through the general path, which reads
 everything again.
 
-PostgreSQL (with RabbitMQ), when the document goes on to another step, still ``running`` (a state
-change runs state hooks in its transaction): one autocommitted statement, no BEGIN/COMMIT.  The
-guard selects and locks the document, the step state and the journal head this process remembers
-(FOR UPDATE SKIP LOCKED: never wait on a row lock while holding the in-process journal lock) and
-every write depends on it.  The next step's message is published once the statement has returned,
-as the general path's after-commit callback does.
+PostgreSQL (with RabbitMQ), when a ``running`` document goes on to another step, or ends, or reaches
+a named state while no state hook has anything to do (each hook says so in SQL with ``idle_sql``:
+the webhooks', no live webhook on the entity or its parents): one autocommitted statement, no
+BEGIN/COMMIT.  The guard selects and locks the document, the step state and the journal head this
+process remembers (FOR UPDATE SKIP LOCKED: never wait on a row lock while holding the in-process
+journal lock), checks the hooks' condition, and every write depends on it.  The next step's message
+is published once the statement has returned, as the general path's after-commit callback does.
 
 SQLite: a transaction whose first statement is the guarded update of the step state, then the
 general path's own writes (any target: next step, end, named state; rejections too).  The store
@@ -64,19 +65,32 @@ async def record_done(engine: Any, msg: Message, doc: Document, ss: dict[str, An
         landing, skipped = engine.land(doc, target, fields)
     except FlowbusError:
         return False
-    if outcome.status != "done" or doc.state != "running" or landing.kind != "step" or landing.name == step_id:
-        return False  # a state change (hooks run in its transaction), or the same step again: the general path
+    if doc.state != "running" or (landing.kind == "step" and landing.name == step_id):
+        return False  # a state already changed by the step, or the same step again: the general path
+    idle = _hooks_idle_sql(engine.rt)
+    if landing.kind != "step" and idle is None:
+        return False  # a state change whose hooks cannot say in SQL that they have nothing to do
     hints = engine.rt.store.hints
     heads = journal.remembered_heads(hints)
     if doc.entity_id not in heads:
         return False
     now = engine.rt.clock.now()
+    kind = "step.done" if outcome.status == "done" else "step.rejected"
     entries = []
     if outcome.fields:
         entries.append(("fields.changed", {"fields": sorted(outcome.fields), "step": step_id}))
-    entries.append(("step.done", {"step": step_id, "outcome": outcome.name, "message": outcome.message,
-                                  "reason": outcome.reason}))
+    entries.append((kind, {"step": step_id, "outcome": outcome.name, "message": outcome.message,
+                           "reason": outcome.reason}))
     entries.extend(("step.skipped", skip) for skip in skipped)
+    state, new_step = "running", landing.name
+    if landing.kind != "step":  # what Engine._enter and _set_state write for the end or a named state
+        state, new_step = ("done", None) if landing.kind == "end" else (landing.name, step_id)
+        if landing.kind == "state" and outcome.reason:
+            fields = {**fields, "rejection_reason": outcome.reason}
+        change: dict[str, Any] = {"from": doc.state, "to": state, "step": new_step}
+        if outcome.reason:
+            change["reason"] = outcome.reason
+        entries.append(("state.changed", change))
     pending = [journal.entry(entity_id=doc.entity_id, actor=ENGINE, kind=kind, at=now, document_id=doc.id,
                              data=entry_data) for kind, entry_data in entries]
     now_s = isoformat(now)
@@ -90,38 +104,57 @@ async def record_done(engine: Any, msg: Message, doc: Document, ss: dict[str, An
         args: list[Any] = [v for row in rows for v in row]
         n = len(args)
         args += [doc.id, doc.version, step_id, msg.id, int(ss["attempt"]), doc.entity_id, known[0], known[1],
-                 now_s, data, landing.name, json.dumps(fields), repo.search_text(fields), doc.version + 1, seq + 1,
-                 head_seq, head_hash]
+                 now_s, data, new_step, json.dumps(fields), repo.search_text(fields), doc.version + 1, seq + 1,
+                 head_seq, head_hash, state]
         p = {name: f"${n + i + 1}" for i, name in enumerate(
             ("doc", "version", "step", "claim", "attempt", "entity", "head_seq", "head_hash", "now", "data", "next",
-             "fields", "search", "new_version", "new_seq", "new_head_seq", "new_head_hash"))}
+             "fields", "search", "new_version", "new_seq", "new_head_seq", "new_head_hash", "state"))}
         guarded = "EXISTS (SELECT 1 FROM g)"
+        if landing.kind == "step":
+            enter = (f"nxt AS (INSERT INTO step_states (document_id, step, attempt, status, data, checks, "
+                     f"started_at, updated_at) SELECT {p['doc']}, {p['next']}, 1, 'pending', '{{}}', 0, {p['now']}, "
+                     f"{p['now']} WHERE {guarded} ON CONFLICT (document_id, step) DO UPDATE SET "
+                     f"attempt = step_states.attempt + 1, status = 'pending', claim = NULL, lease_until = NULL, "
+                     f"data = '{{}}', checks = 0, last_error = NULL, started_at = excluded.started_at, "
+                     f"updated_at = excluded.updated_at RETURNING attempt), ")
+            result, quiet = "SELECT attempt FROM nxt", ""
+        else:  # no step entered; the state hooks would have nothing to do (their condition is in the guard)
+            enter, result, quiet = "", "SELECT 1 FROM g", f"AND {idle(p['entity'])} "
         attempt = await tx.fetchval(
             f"WITH g AS (SELECT 1 FROM documents d, step_states s, journal_heads h "
             f"WHERE d.id = {p['doc']} AND d.version = {p['version']} AND s.document_id = {p['doc']} "
             f"AND s.step = {p['step']} AND s.claim = {p['claim']} AND s.attempt = {p['attempt']} "
             f"AND s.status = 'running' AND h.entity_id = {p['entity']} AND h.seq = {p['head_seq']} "
-            f"AND h.hash = {p['head_hash']} FOR UPDATE SKIP LOCKED), "
+            f"AND h.hash = {p['head_hash']} {quiet}FOR UPDATE OF d, s, h SKIP LOCKED), "
             f"cur AS (UPDATE step_states SET status = 'done', data = {p['data']}, last_error = NULL, "
             f"updated_at = {p['now']} WHERE document_id = {p['doc']} AND step = {p['step']} AND {guarded}), "
-            f"nxt AS (INSERT INTO step_states (document_id, step, attempt, status, data, checks, started_at, "
-            f"updated_at) SELECT {p['doc']}, {p['next']}, 1, 'pending', '{{}}', 0, {p['now']}, {p['now']} "
-            f"WHERE {guarded} ON CONFLICT (document_id, step) DO UPDATE SET attempt = step_states.attempt + 1, "
-            f"status = 'pending', claim = NULL, lease_until = NULL, data = '{{}}', checks = 0, last_error = NULL, "
-            f"started_at = excluded.started_at, updated_at = excluded.updated_at RETURNING attempt), "
-            f"doc AS (UPDATE documents SET state = 'running', step = {p['next']}, last_error = NULL, "
+            f"{enter}"
+            f"doc AS (UPDATE documents SET state = {p['state']}, step = {p['next']}, last_error = NULL, "
             f"fields = {p['fields']}, search_text = {p['search']}, version = {p['new_version']}, "
             f"updated_at = {p['now']}, step_seq = {p['new_seq']} WHERE id = {p['doc']} AND {guarded}), "
             f"head AS (UPDATE journal_heads SET seq = {p['new_head_seq']}, hash = {p['new_head_hash']} "
             f"WHERE entity_id = {p['entity']} AND {guarded}), "
             f"j AS (INSERT INTO journal {journal.COLUMNS} SELECT * FROM "
             f"(VALUES {journal.values_sql(len(rows), cast_seq=True)}) AS v WHERE {guarded}) "
-            f"SELECT attempt FROM nxt", *args)
+            f"{result}", *args)
         if attempt is None:
             return False
         heads[doc.entity_id] = (head_seq, head_hash)
-    await engine.rt.bus.publish(engine._message(doc.id, doc.flow_id, landing.name, int(attempt), seq + 1))
+    if landing.kind == "step":
+        await engine.rt.bus.publish(engine._message(doc.id, doc.flow_id, landing.name, int(attempt), seq + 1))
     return True
+
+
+def _hooks_idle_sql(runtime: Any) -> Any:
+    """A function of the entity's SQL parameter giving a predicate true when no state hook would do
+    anything, or None when a hook cannot tell (its owner has no ``idle_sql``)."""
+    parts = []
+    for hook in runtime.state_hooks:
+        idle = getattr(getattr(hook, "__self__", None), "idle_sql", None)
+        if idle is None:
+            return None
+        parts.append(idle)
+    return lambda entity: " AND ".join(part(entity) for part in parts) if parts else "TRUE"
 
 
 async def _record_sqlite(engine: Any, msg: Message, doc: Document, ss: dict[str, Any], step_id: str, seq: int,

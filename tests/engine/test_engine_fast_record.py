@@ -120,8 +120,8 @@ async def test_writes_what_the_general_path_writes(backend, runtime_factory, eng
     general = await _started(rt, ent.id, skip_third=True)
     for i in range(3):
         await _run_step(rt, general.id, f"general-{i}")
-    # PostgreSQL: the last step ends the document, a state change, through the general path
-    assert fast_results == ([True, True, True] if backend == "embedded" else [True, True, False])
+    # the last step ends the document: a state change, short too while no webhook listens
+    assert fast_results == [True, True, True]
     assert await _written(rt, fast.id) == await _written(rt, general.id)
     kinds = [kind for _actor, kind, _data in (await _written(rt, fast.id))["journal"]]
     assert kinds.count("fields.changed") == 1 and kinds.count("step.skipped") == 1 and kinds.count("step.done") == 3
@@ -131,8 +131,7 @@ async def test_writes_what_the_general_path_writes(backend, runtime_factory, eng
 
 async def test_a_rejection_writes_what_the_general_path_writes(backend, runtime_factory, engine_config,
                                                                fast_results, connector_does):
-    """A business refusal at step two: the document goes to the flow's refusal state with the reason
-    (SQLite records it without reading again; PostgreSQL leaves state changes to the general path)."""
+    """A business refusal at step two: the document goes to the flow's refusal state with the reason."""
     rt = await _runtime(runtime_factory, engine_config, backend)
     ent = await create_entity(rt, name="Commune", siren=None, parent=None, actor_name="test")
 
@@ -147,7 +146,7 @@ async def test_a_rejection_writes_what_the_general_path_writes(backend, runtime_
     general = await _started(rt, ent.id)
     for i in range(2):
         await _run_step(rt, general.id, f"general-{i}")
-    assert fast_results == ([True, True] if backend == "embedded" else [True, False])
+    assert fast_results == [True, True]
     assert await _written(rt, fast.id) == await _written(rt, general.id)
     refused = await documents.get_document(rt, fast.id)
     assert refused.state == DEFAULT_REJECTED_STATE and refused.fields["rejection_reason"] == "Pièce manquante"
@@ -276,3 +275,50 @@ async def test_an_error_while_routing_leaves_it_to_the_general_path(backend, run
         status = await tx.fetchval("SELECT status FROM step_states WHERE document_id = $1 AND step = 'one'", doc.id)
     assert status == "error"
     await _assert_chain_whole(rt, ent.id)
+
+
+async def test_a_webhook_on_a_parent_entity_sends_the_state_change_through_the_general_path(
+        backend, runtime_factory, engine_config, fast_results):
+    """The short record of a state change only applies while no webhook would announce it: one on the
+    parent entity makes the last step take the general path, which writes the event; deleted, it no
+    longer counts."""
+    rt = await _runtime(runtime_factory, engine_config, backend)
+    parent = await create_entity(rt, name="Département", siren=None, parent=None, actor_name="test")
+    ent = await create_entity(rt, name="Commune", siren=None, parent=parent.id, actor_name="test")
+    hook, _secret = await rt.webhooks.create(entity_id=parent.id, url="https://example.org/flowbus", actor="test",
+                                             states=["done"])
+    heard = await _started(rt, ent.id)
+    for i in range(4):
+        await _run_step(rt, heard.id, f"heard-{i}")
+    await rt.webhooks.delete(hook["id"], actor="test")
+    quiet = await _started(rt, ent.id)
+    for i in range(4):
+        await _run_step(rt, quiet.id, f"quiet-{i}")
+    if backend == "scaleout":
+        assert fast_results == [True, True, True, False] + [True] * 4
+    else:  # SQLite's short record runs the general path's hooks in its own transaction
+        assert fast_results == [True] * 8
+    async with rt.store.transaction() as tx:
+        events = await tx.fetch("SELECT document_id, body FROM webhook_events WHERE webhook_id = $1", hook["id"])
+    assert [e["document_id"] for e in events] == [heard.id]
+    assert '"state": "done"' in events[0]["body"]
+    for doc in (heard, quiet):
+        assert (await documents.get_document(rt, doc.id)).state == "done"
+    assert await _written(rt, heard.id) == await _written(rt, quiet.id)
+    await _assert_chain_whole(rt, ent.id)
+
+
+async def test_a_state_hook_that_cannot_say_it_is_idle_is_always_run(backend, runtime_factory, engine_config,
+                                                                     fast_results):
+    """A state hook registered in code, without ``idle_sql``: every state change runs it."""
+    rt, ent, doc = await _one_started(runtime_factory, engine_config, backend)
+    heard: list[tuple[str, str]] = []
+
+    async def hook(tx: Any, document: Any, old_state: str, new_state: str) -> None:
+        heard.append((old_state, new_state))
+
+    rt.state_hooks.append(hook)
+    for i in range(4):
+        await _run_step(rt, doc.id, f"m-{i}")
+    assert heard == [("running", "done")]
+    assert fast_results == ([True, True, True, False] if backend == "scaleout" else [True] * 4)
