@@ -94,18 +94,38 @@ async def record_done(engine: Any, msg: Message, doc: Document, ss: dict[str, An
     pending = [journal.entry(entity_id=doc.entity_id, actor=ENGINE, kind=kind, at=now, document_id=doc.id,
                              data=entry_data) for kind, entry_data in entries]
     now_s = isoformat(now)
+    for _ in range(2):  # once again when another process moved the journal head meanwhile
+        written, attempt = await _write(engine, doc, ss, msg, step_id, seq, landing, idle, pending, {
+            "now": now_s, "data": data, "next": new_step, "fields": json.dumps(fields),
+            "search": repo.search_text(fields), "state": state})
+        if written is not False:
+            break
+    if written is not True:
+        return False
+    if landing.kind == "step":
+        await engine.rt.bus.publish(engine._message(doc.id, doc.flow_id, landing.name, int(attempt), seq + 1))
+    return True
+
+
+async def _write(engine: Any, doc: Document, ss: dict[str, Any], msg: Message, step_id: str, seq: int,
+                 landing: Any, idle: Any, pending: list[Any], values: dict[str, Any]) -> tuple[bool | None, Any]:
+    """The guarded statement, chained after the journal head this process remembers.  Returns
+    (True, attempt of the next step) once written; (False, None) when only the head had moved (it is
+    remembered anew: chain again); (None, None) when anything else failed the guard."""
+    hints = engine.rt.store.hints
+    heads = journal.remembered_heads(hints)
     # the connection first, then the lock: a lock holder never waits for the pool, where transactions
     # waiting for this lock hold connections
     async with engine.rt.store.statements() as tx, journal.head_lock(hints, doc.entity_id):
         known = heads.get(doc.entity_id)
         if known is None:
-            return False
+            return None, None
         rows, head_seq, head_hash = journal.chain(doc.entity_id, known[0], known[1], pending)
         args: list[Any] = [v for row in rows for v in row]
         n = len(args)
         args += [doc.id, doc.version, step_id, msg.id, int(ss["attempt"]), doc.entity_id, known[0], known[1],
-                 now_s, data, new_step, json.dumps(fields), repo.search_text(fields), doc.version + 1, seq + 1,
-                 head_seq, head_hash, state]
+                 values["now"], values["data"], values["next"], values["fields"], values["search"], doc.version + 1,
+                 seq + 1, head_seq, head_hash, values["state"]]
         p = {name: f"${n + i + 1}" for i, name in enumerate(
             ("doc", "version", "step", "claim", "attempt", "entity", "head_seq", "head_hash", "now", "data", "next",
              "fields", "search", "new_version", "new_seq", "new_head_seq", "new_head_hash", "state"))}
@@ -117,10 +137,12 @@ async def record_done(engine: Any, msg: Message, doc: Document, ss: dict[str, An
                      f"attempt = step_states.attempt + 1, status = 'pending', claim = NULL, lease_until = NULL, "
                      f"data = '{{}}', checks = 0, last_error = NULL, started_at = excluded.started_at, "
                      f"updated_at = excluded.updated_at RETURNING attempt), ")
-            result, quiet = "SELECT attempt FROM nxt", ""
+            result, quiet = "(SELECT attempt FROM nxt)", ""
         else:  # no step entered; the state hooks would have nothing to do (their condition is in the guard)
-            enter, result, quiet = "", "SELECT 1 FROM g", f"AND {idle(p['entity'])} "
-        attempt = await tx.fetchval(
+            enter, result, quiet = "", "(SELECT 1 FROM g)", f"AND {idle(p['entity'])} "
+        # besides the result, the journal head as committed before this statement: on a failed guard,
+        # whether another process moved it
+        row = await tx.fetchrow(
             f"WITH g AS (SELECT 1 FROM documents d, step_states s, journal_heads h "
             f"WHERE d.id = {p['doc']} AND d.version = {p['version']} AND s.document_id = {p['doc']} "
             f"AND s.step = {p['step']} AND s.claim = {p['claim']} AND s.attempt = {p['attempt']} "
@@ -136,13 +158,14 @@ async def record_done(engine: Any, msg: Message, doc: Document, ss: dict[str, An
             f"WHERE entity_id = {p['entity']} AND {guarded}), "
             f"j AS (INSERT INTO journal {journal.COLUMNS} SELECT * FROM "
             f"(VALUES {journal.values_sql(len(rows), cast_seq=True)}) AS v WHERE {guarded}) "
-            f"{result}", *args)
-        if attempt is None:
-            return False
-        heads[doc.entity_id] = (head_seq, head_hash)
-    if landing.kind == "step":
-        await engine.rt.bus.publish(engine._message(doc.id, doc.flow_id, landing.name, int(attempt), seq + 1))
-    return True
+            f"SELECT {result} AS result, seq, hash FROM journal_heads WHERE entity_id = {p['entity']}", *args)
+        if row is not None and row["result"] is not None:
+            heads[doc.entity_id] = (head_seq, head_hash)
+            return True, row["result"]
+        if row is not None and (int(row["seq"]), row["hash"]) != (known[0], known[1]):
+            heads[doc.entity_id] = (int(row["seq"]), row["hash"])
+            return False, None
+        return None, None
 
 
 def _hooks_idle_sql(runtime: Any) -> Any:
