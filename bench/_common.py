@@ -38,6 +38,8 @@ class Backends:
         values = await self.values(kind, config_dir=config_dir, **overrides)
         rt = await build(Settings(_env_file=None, **values))
         rt.bench_values = values
+        from flowbus.app import freeze_startup_objects
+        freeze_startup_objects()  # as flowbus serve does once started
         self.runtimes.append(rt)
         return rt
 

@@ -86,6 +86,8 @@ def _worker_process(values: dict, conn) -> None:
         from flowbus.settings import Settings
         configure_quiet_logs()
         rt = await build(Settings(_env_file=None, **values), migrate=False)
+        from flowbus.app import freeze_startup_objects
+        freeze_startup_objects()
         loop = asyncio.get_running_loop()
         conn.send("ready")
         await loop.run_in_executor(None, conn.recv)

@@ -132,10 +132,10 @@ async def run_action(rt: Any, document_id: str, action: str, *, actor: str, comm
     for _ in range(10):
         try:
             async with rt.store.transaction() as tx:
-                doc = await repo.get_document(tx, document_id)
+                doc, row = await repo.document_and_row(tx, document_id)
                 if action == "start":
-                    return await rt.engine.start_document(tx, doc, actor=actor)
-                return await rt.engine.admin_action(tx, doc, action, actor=actor, comment=comment)
+                    return await rt.engine.start_document(tx, doc, actor=actor, row=row)
+                return await rt.engine.admin_action(tx, doc, action, actor=actor, comment=comment, row=row)
         except Conflict as exc:
             if exc.expected_version is None:
                 raise

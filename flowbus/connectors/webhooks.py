@@ -53,6 +53,10 @@ TIMESTAMP_HEADER = "X-Flowbus-Timestamp"
 EVENT_HEADER = "X-Flowbus-Event"
 EVENT_TYPE = "document.state_changed"
 
+# the entity and its parents up to the root, as the table ``chain(id)`` (UNION: a cycle cannot loop)
+_ENTITY_CHAIN = ("WITH RECURSIVE chain(id) AS (SELECT CAST({entity} AS TEXT) UNION SELECT e.parent_id "
+                 "FROM entities e JOIN chain ON e.id = chain.id WHERE e.parent_id IS NOT NULL)")
+
 
 @dataclass(frozen=True)
 class WebhookPolicy:
@@ -214,10 +218,9 @@ class WebhookService:
 
     async def on_state_change(self, tx: Tx, document: Document, old_state: str, new_state: str) -> None:
         """Record and enqueue one event per matching webhook, inside the caller's transaction."""
-        chain = await repo.ancestors(tx, document.entity_id)
-        marks = ", ".join(f"${i}" for i in range(1, len(chain) + 1))
-        hooks = await tx.fetch(f"SELECT id, flows, states FROM webhooks WHERE deleted_at IS NULL "
-                               f"AND entity_id IN ({marks})", *chain)
+        hooks = await tx.fetch(f"{_ENTITY_CHAIN.format(entity='$1')} SELECT w.id, w.flows, w.states FROM webhooks w "
+                               "JOIN chain ON w.entity_id = chain.id WHERE w.deleted_at IS NULL ORDER BY w.id",
+                               document.entity_id)
         if not hooks:
             return
         now = self.rt.clock.now()
@@ -247,9 +250,8 @@ class WebhookService:
     def idle_sql(entity: str) -> str:
         """A PostgreSQL predicate true when ``on_state_change`` would do nothing for a document of the
         entity ``entity`` (an SQL parameter): no live webhook on the entity nor on its parents."""
-        return (f"NOT EXISTS (WITH RECURSIVE anc(id) AS (SELECT {entity}::text UNION SELECT e.parent_id "
-                f"FROM entities e JOIN anc ON e.id = anc.id WHERE e.parent_id IS NOT NULL) "
-                f"SELECT 1 FROM webhooks w JOIN anc ON w.entity_id = anc.id WHERE w.deleted_at IS NULL)")
+        return (f"NOT EXISTS ({_ENTITY_CHAIN.format(entity=entity)} SELECT 1 FROM webhooks w "
+                "JOIN chain ON w.entity_id = chain.id WHERE w.deleted_at IS NULL)")
 
     @staticmethod
     def _message(webhook_id: str, document_id: str, tag: str, retry_of: str | None = None) -> Message:

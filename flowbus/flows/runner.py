@@ -161,7 +161,9 @@ class Engine:
 
     # ---- commands from the API ---------------------------------------------------------------
 
-    async def start_document(self, tx: Tx, doc: Document, *, actor: str) -> Document:
+    async def start_document(self, tx: Tx, doc: Document, *, actor: str, row: dict[str, Any] | None = None
+                             ) -> Document:
+        """Enter the first step; ``row``: the document's stored row, if the caller read it in this transaction."""
         if doc.state != "draft":
             raise Conflict(f"the document is already {doc.state}; only a draft can be started", field="state")
         flow = self.rt.flow(doc.flow_id)
@@ -172,14 +174,15 @@ class Engine:
                                   field=missing[0], hint="fill them with PATCH or attach the files, then start")
         await self._journal(tx, doc, "admin.action", actor, {"action": "start"})
         if not flow.steps:
-            return await self._enter(tx, doc, Target("end", None), dict(doc.fields), actor=actor)
-        return await self._enter(tx, doc, Target("step", flow.start), dict(doc.fields), actor=actor)
+            return await self._enter(tx, doc, Target("end", None), dict(doc.fields), actor=actor, row=row)
+        return await self._enter(tx, doc, Target("step", flow.start), dict(doc.fields), actor=actor, row=row)
 
-    async def admin_action(self, tx: Tx, doc: Document, action: str, *, actor: str,
-                           comment: str | None = None) -> Document:
-        """retry | skip | cancel | resume — all journaled with the actor."""
+    async def admin_action(self, tx: Tx, doc: Document, action: str, *, actor: str, comment: str | None = None,
+                           row: dict[str, Any] | None = None) -> Document:
+        """retry | skip | cancel | resume — all journaled with the actor.  ``row``: as for ``start_document``."""
         flow = self.rt.flow(doc.flow_id)
-        row = await repo.document_row(tx, doc.id)
+        if row is None:
+            row = await repo.document_row(tx, doc.id)
         data = {"action": action, "step": doc.step}
         if comment:
             data["comment"] = comment
@@ -195,14 +198,15 @@ class Engine:
                                + (" (retry applies to documents in error)" if action == "retry" else ""),
                                field="state")
             await self._journal(tx, doc, "admin.action", actor, data)
-            return await self._enter(tx, doc, Target("step", doc.step), dict(doc.fields), actor=actor)
+            return await self._enter(tx, doc, Target("step", doc.step), dict(doc.fields), actor=actor, row=row)
         if action == "skip":
             if doc.step is None or doc.state not in ("error", "waiting", "running"):
                 raise Conflict(f"no step to skip: the document is {doc.state}", field="state")
             await self._journal(tx, doc, "admin.action", actor, data)
             await tx.execute("UPDATE step_states SET status = 'skipped', updated_at = $3 WHERE document_id = $1 "
                              "AND step = $2", doc.id, doc.step, isoformat(self.rt.clock.now()))
-            return await self._enter(tx, doc, machine.decide(flow, doc.step, "done"), dict(doc.fields), actor=actor)
+            return await self._enter(tx, doc, machine.decide(flow, doc.step, "done"), dict(doc.fields), actor=actor,
+                                     row=row)
         raise NotFound(f"unknown action {action!r}", field="action",
                        hint="actions: start, retry, skip, cancel, resume")
 

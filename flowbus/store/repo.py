@@ -116,11 +116,22 @@ async def insert_document(tx: Tx, doc: Document) -> None:
 
 
 async def get_document(tx: Tx, document_id: str, *, with_files: bool = True) -> Document:
+    if with_files:
+        return (await document_and_row(tx, document_id))[0]
     row = await tx.fetchrow("SELECT * FROM documents WHERE id = $1", document_id)
     if row is None:
         raise NotFound(f"document {document_id!r} does not exist", field="id")
-    files = await list_files(tx, document_id) if with_files else []
-    return _document(row, files)
+    return _document(row, [])
+
+
+async def document_and_row(tx: Tx, document_id: str) -> tuple[Document, dict[str, Any]]:
+    """The document with its files and its stored row (``version``, ``step_seq``…), in one statement."""
+    rows = await tx.fetch(f"SELECT {DOCUMENT_WITH_FILES_COLUMNS} FROM documents d {DOCUMENT_FILES_JOIN} "
+                          "WHERE d.id = $1 ORDER BY f.field, f.idx", document_id)
+    doc = document_from_joined_rows(rows)
+    if doc is None:
+        raise NotFound(f"document {document_id!r} does not exist", field="id")
+    return doc, rows[0]
 
 
 def document_from_row(row: dict[str, Any], files: list[FileRef]) -> Document:
