@@ -10,10 +10,15 @@ everything again.
 PostgreSQL (with RabbitMQ), when a ``running`` document goes on to another step, or ends, or reaches
 a named state while no state hook has anything to do (each hook says so in SQL with ``idle_sql``:
 the webhooks', no live webhook on the entity or its parents): one autocommitted statement, no
-BEGIN/COMMIT.  The guard selects and locks the document, the step state and the journal head this
-process remembers (FOR UPDATE SKIP LOCKED: never wait on a row lock while holding the in-process
-journal lock), checks the hooks' condition, and every write depends on it.  The next step's message
-is published once the statement has returned, as the general path's after-commit callback does.
+BEGIN/COMMIT.  The guard locks the document and the step state (SKIP LOCKED: never wait on them while
+holding the in-process journal lock, which the transaction holding them may be waiting for) and the
+entity's journal head row (waited for: every transaction writes its journal entries last, just
+before it commits, so whoever holds that row waits for nothing; in this process, only a holder of
+the in-process lock can hold it).  The entries are chained after the head this process remembers;
+if another process moved it, nothing is written, the statement returns the head now committed and
+the entries are chained again after it.  The guard checks the hooks' condition too, and every write
+depends on it.  The next step's message is published once the statement has returned, as the
+general path's after-commit callback does.
 
 SQLite: a transaction whose first statement is the guarded update of the step state, then the
 general path's own writes (any target: next step, end, named state; rejections too).  The store
@@ -25,6 +30,8 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from typing import Any
+
+import asyncpg
 
 from flowbus import journal
 from flowbus.bus.base import Message
@@ -94,7 +101,7 @@ async def record_done(engine: Any, msg: Message, doc: Document, ss: dict[str, An
     pending = [journal.entry(entity_id=doc.entity_id, actor=ENGINE, kind=kind, at=now, document_id=doc.id,
                              data=entry_data) for kind, entry_data in entries]
     now_s = isoformat(now)
-    for _ in range(2):  # once again when another process moved the journal head meanwhile
+    for _ in range(4):  # again while other processes move the journal head first (then the general path)
         written, attempt = await _write(engine, doc, ss, msg, step_id, seq, landing, idle, pending, {
             "now": now_s, "data": data, "next": new_step, "fields": json.dumps(fields),
             "search": repo.search_text(fields), "state": state})
@@ -111,7 +118,8 @@ async def _write(engine: Any, doc: Document, ss: dict[str, Any], msg: Message, s
                  landing: Any, idle: Any, pending: list[Any], values: dict[str, Any]) -> tuple[bool | None, Any]:
     """The guarded statement, chained after the journal head this process remembers.  Returns
     (True, attempt of the next step) once written; (False, None) when only the head had moved (it is
-    remembered anew: chain again); (None, None) when anything else failed the guard."""
+    remembered anew: chain again); (None, None) when anything else failed the guard (or PostgreSQL
+    broke a lock cycle this analysis missed)."""
     hints = engine.rt.store.hints
     heads = journal.remembered_heads(hints)
     # the connection first, then the lock: a lock holder never waits for the pool, where transactions
@@ -140,29 +148,33 @@ async def _write(engine: Any, doc: Document, ss: dict[str, Any], msg: Message, s
             result, quiet = "(SELECT attempt FROM nxt)", ""
         else:  # no step entered; the state hooks would have nothing to do (their condition is in the guard)
             enter, result, quiet = "", "(SELECT 1 FROM g)", f"AND {idle(p['entity'])} "
-        # besides the result, the journal head as committed before this statement: on a failed guard,
+        # besides the result, the journal head as locked (the latest committed): on a failed guard,
         # whether another process moved it
-        row = await tx.fetchrow(
-            f"WITH g AS (SELECT 1 FROM documents d, step_states s, journal_heads h "
-            f"WHERE d.id = {p['doc']} AND d.version = {p['version']} AND s.document_id = {p['doc']} "
-            f"AND s.step = {p['step']} AND s.claim = {p['claim']} AND s.attempt = {p['attempt']} "
-            f"AND s.status = 'running' AND h.entity_id = {p['entity']} AND h.seq = {p['head_seq']} "
-            f"AND h.hash = {p['head_hash']} {quiet}FOR UPDATE OF d, s, h SKIP LOCKED), "
-            f"cur AS (UPDATE step_states SET status = 'done', data = {p['data']}, last_error = NULL, "
-            f"updated_at = {p['now']} WHERE document_id = {p['doc']} AND step = {p['step']} AND {guarded}), "
-            f"{enter}"
-            f"doc AS (UPDATE documents SET state = {p['state']}, step = {p['next']}, last_error = NULL, "
-            f"fields = {p['fields']}, search_text = {p['search']}, version = {p['new_version']}, "
-            f"updated_at = {p['now']}, step_seq = {p['new_seq']} WHERE id = {p['doc']} AND {guarded}), "
-            f"head AS (UPDATE journal_heads SET seq = {p['new_head_seq']}, hash = {p['new_head_hash']} "
-            f"WHERE entity_id = {p['entity']} AND {guarded}), "
-            f"j AS (INSERT INTO journal {journal.COLUMNS} SELECT * FROM "
-            f"(VALUES {journal.values_sql(len(rows), cast_seq=True)}) AS v WHERE {guarded}) "
-            f"SELECT {result} AS result, seq, hash FROM journal_heads WHERE entity_id = {p['entity']}", *args)
-        if row is not None and row["result"] is not None:
+        try:
+            row = await tx.fetchrow(
+                f"WITH l AS (SELECT h.seq, h.hash FROM documents d, step_states s, journal_heads h "
+                f"WHERE d.id = {p['doc']} AND d.version = {p['version']} AND s.document_id = {p['doc']} "
+                f"AND s.step = {p['step']} AND s.claim = {p['claim']} AND s.attempt = {p['attempt']} "
+                f"AND s.status = 'running' AND h.entity_id = {p['entity']} {quiet}"
+                f"FOR UPDATE OF d, s SKIP LOCKED FOR UPDATE OF h), "
+                f"g AS (SELECT 1 FROM l WHERE seq = {p['head_seq']} AND hash = {p['head_hash']}), "
+                f"cur AS (UPDATE step_states SET status = 'done', data = {p['data']}, last_error = NULL, "
+                f"updated_at = {p['now']} WHERE document_id = {p['doc']} AND step = {p['step']} AND {guarded}), "
+                f"{enter}"
+                f"doc AS (UPDATE documents SET state = {p['state']}, step = {p['next']}, last_error = NULL, "
+                f"fields = {p['fields']}, search_text = {p['search']}, version = {p['new_version']}, "
+                f"updated_at = {p['now']}, step_seq = {p['new_seq']} WHERE id = {p['doc']} AND {guarded}), "
+                f"head AS (UPDATE journal_heads SET seq = {p['new_head_seq']}, hash = {p['new_head_hash']} "
+                f"WHERE entity_id = {p['entity']} AND {guarded}), "
+                f"j AS (INSERT INTO journal {journal.COLUMNS} SELECT * FROM "
+                f"(VALUES {journal.values_sql(len(rows), cast_seq=True)}) AS v WHERE {guarded}) "
+                f"SELECT {result} AS result, (SELECT seq FROM l) AS seq, (SELECT hash FROM l) AS hash", *args)
+        except asyncpg.DeadlockDetectedError:
+            return None, None
+        if row["result"] is not None:
             heads[doc.entity_id] = (head_seq, head_hash)
             return True, row["result"]
-        if row is not None and (int(row["seq"]), row["hash"]) != (known[0], known[1]):
+        if row["seq"] is not None and (int(row["seq"]), row["hash"]) != (known[0], known[1]):
             heads[doc.entity_id] = (int(row["seq"]), row["hash"])
             return False, None
         return None, None

@@ -267,6 +267,53 @@ async def test_a_row_held_by_another_transaction_is_not_waited_for(runtime_facto
     await _assert_chain_whole(rt, ent.id)
 
 
+async def test_a_journal_head_held_by_another_process_is_waited_for(runtime_factory, engine_config, fast_results,
+                                                                   connector_does, monkeypatch):
+    """The journal head row, locked by another process's transaction (its journal entries are written
+    last, just before its commit): the statement waits for it (no one holding it waits for this
+    process), reads the head that process committed, and chains again after it — two statements, no
+    general path."""
+    from flowbus.store.postgres import PostgresStore
+    rt, ent, doc = await _one_started(runtime_factory, engine_config, "scaleout")
+    other = PostgresStore(rt.store.dsn)
+    writes: list[int] = [0]
+    original_write = fastrecord._write
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        writes[0] += 1
+        return await original_write(*args, **kwargs)
+
+    monkeypatch.setattr(fastrecord, "_write", counted)
+    holding = asyncio.Event()
+
+    async def other_process() -> None:
+        async with other.transaction() as tx:
+            await tx.fetchrow("SELECT seq FROM journal_heads WHERE entity_id = $1 FOR UPDATE", ent.id)
+            holding.set()
+            async with other.transaction() as watch:  # until the short record waits for the row
+                while not await watch.fetchval("SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = "
+                                               "'Lock' AND query LIKE 'WITH l AS%'"):
+                    await asyncio.sleep(0.01)
+            await journal.append(tx, entity_id=ent.id, actor="api", kind="test.entry", at=utcnow(), data={})
+
+    holder: list[asyncio.Future[None]] = []
+
+    async def lock_the_head(ctx: Any) -> None:
+        holder.append(asyncio.ensure_future(other_process()))
+        await holding.wait()
+
+    connector_does.append(lock_the_head)
+    try:
+        async with asyncio.timeout(20):
+            await _run_step(rt, doc.id, "m-1")
+            await asyncio.gather(*holder)
+    finally:
+        await other.close()
+    assert fast_results == [True] and writes == [2]
+    assert (await documents.get_document(rt, doc.id)).step == "two"
+    await _assert_chain_whole(rt, ent.id)
+
+
 async def test_an_error_while_routing_leaves_it_to_the_general_path(backend, runtime_factory, engine_config,
                                                                    fast_results, monkeypatch):
     """The outcome cannot be routed (here: Engine.land fails, as for a loop of skipped steps): the short
