@@ -98,10 +98,11 @@ class Backends:
 
 
 class CpuMeter:
-    """CPU seconds spent, between ``start()`` and ``stop()``, by this process, by the local PostgreSQL
-    and RabbitMQ servers (processes named ``postgres`` and ``beam.smp``, read from /proc) and by the
-    whole machine (/proc/stat), so a benchmark can say where the time went and whether the machine
-    was saturated.  Linux only; a missing /proc leaves the figures at zero."""
+    """CPU seconds spent, between ``start()`` and ``stop()``, by this process, by the worker processes
+    whose pids are given, by the local PostgreSQL and RabbitMQ servers (processes named ``postgres``
+    and ``beam.smp``, read from /proc) and by the whole machine (/proc/stat), so a benchmark can say
+    where the time went and whether the machine was saturated.  Linux only; a missing /proc leaves the
+    figures at zero."""
 
     GROUPS = {"postgres": "PostgreSQL", "beam.smp": "RabbitMQ"}
 

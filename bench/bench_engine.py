@@ -2,13 +2,16 @@
 latency p50/p99 at a steady 100 documents/s — on the embedded backend and on PostgreSQL + RabbitMQ + S3.
 
     .venv/bin/python bench/bench_engine.py [--documents 2000] [--rate 100] [--seconds 10] [--entities 1]
+                                           [--worker-processes 0]
 
 Targets (2-core machine): ≥ 500 documents/s embedded; p99 step-to-step latency < 50 ms at 100 documents/s.
 Step-to-step latency: from the commit that enters a step (its message is published) to the moment
 a worker starts that step.  The CPU spent per document by this process, PostgreSQL and RabbitMQ,
 and how busy the whole machine was, are printed too: when the machine is saturated below the
 offered rate, the latency measured there is queueing, so it is measured again at half the
-throughput measured in the same run.  A pure-Python reference (``python_reference``) is printed before
+throughput measured in the same run.  By default the steps run in this process, as in ``flowbus
+serve``; ``--worker-processes N`` runs them in N processes as ``flowbus serve --role worker`` (scale-out
+only), their CPU counted apart.  A pure-Python reference (``python_reference``) is printed before
 and after: this machine's speed varies a lot from hour to hour, and runs compare once divided by it.
 """
 
