@@ -82,12 +82,12 @@ async def record_done(engine: Any, msg: Message, doc: Document, ss: dict[str, An
     if doc.entity_id not in heads:
         return False
     now = engine.rt.clock.now()
-    kind = "step.done" if outcome.status == "done" else "step.rejected"
+    step_kind = "step.done" if outcome.status == "done" else "step.rejected"
     entries = []
     if outcome.fields:
         entries.append(("fields.changed", {"fields": sorted(outcome.fields), "step": step_id}))
-    entries.append((kind, {"step": step_id, "outcome": outcome.name, "message": outcome.message,
-                           "reason": outcome.reason}))
+    entries.append((step_kind, {"step": step_id, "outcome": outcome.name, "message": outcome.message,
+                                "reason": outcome.reason}))
     entries.extend(("step.skipped", skip) for skip in skipped)
     state, new_step = "running", landing.name
     if landing.kind != "step":  # what Engine._enter and _set_state write for the end or a named state
