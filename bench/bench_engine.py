@@ -1,12 +1,13 @@
 """Engine benchmark: documents/s through a 4-step flow of instant test connectors, and step-to-step
 latency p50/p99 at a steady 100 documents/s — on the embedded backend and on PostgreSQL + RabbitMQ + S3.
 
-    .venv/bin/python bench/bench_engine.py [--documents 2000] [--rate 100] [--seconds 10] [--entities 1]
-                                           [--worker-processes 0]
+    .venv/bin/python bench/bench_engine.py [--documents 2000] [--rate 100] [--seconds 10] [--warmup 2]
+                                           [--entities 1] [--worker-processes 0]
 
 Targets (2-core machine): ≥ 500 documents/s embedded; p99 step-to-step latency < 50 ms at 100 documents/s.
 Step-to-step latency: from the commit that enters a step (its message is published) to the moment
-a worker starts that step.  The CPU spent per document by this process, PostgreSQL and RabbitMQ,
+a worker starts that step, measured in the steady state that follows a warm-up at the same rate
+(``--warmup`` seconds: a new runtime prepares its statements on each pooled connection).  The CPU spent per document by this process, PostgreSQL and RabbitMQ,
 and how busy the whole machine was, are printed too: when the machine is saturated below the
 offered rate, the latency measured there is queueing, so it is measured again at half the
 throughput measured in the same run.  By default the steps run in this process, as in ``flowbus
@@ -95,7 +96,8 @@ def _worker_process(values: dict, conn) -> None:
         conn.send("ready")
         await loop.run_in_executor(None, conn.recv)
         await rt.engine.start_workers()
-        await loop.run_in_executor(None, conn.recv)
+        while await loop.run_in_executor(None, conn.recv) == "reset":  # until "stop"
+            rt.engine.stats["latencies"].clear()
         await rt.engine.stop()
         conn.send(rt.engine.stats["latencies"])
         await rt.close()
@@ -131,6 +133,12 @@ class Workers:
             await self.rt.engine.start_workers()
         for conn in self.conns:
             conn.send("go")
+
+    def reset(self) -> None:
+        """Forget the latencies measured so far (those of the warm-up)."""
+        self.rt.engine.stats["latencies"].clear()
+        for conn in self.conns:
+            conn.send("reset")
 
     async def stop(self) -> list[float]:
         if not self.procs:
@@ -169,27 +177,38 @@ async def throughput(backends: Backends, kind: str, n: int, workers: int, entiti
     return n / meter.wall
 
 
-async def latency(backends: Backends, kind: str, rate: float, seconds: float, workers: int,
-                  entities: int, procs: int) -> tuple[float, float, int, CpuMeter]:
+async def _offer(rt, ids: list[str], rate: float) -> None:
+    """Start the documents at ``rate`` per second (as the API would, one request every 1/rate s)."""
     from flowbus import documents
+    interval = 1.0 / rate
+    t0 = time.perf_counter()
+    pending = []
+    for i, doc_id in enumerate(ids):
+        delay = t0 + i * interval - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        pending.append(asyncio.ensure_future(documents.run_action(rt, doc_id, "start", actor="bench")))
+    await asyncio.gather(*pending)
+
+
+async def latency(backends: Backends, kind: str, rate: float, seconds: float, workers: int,
+                  entities: int, procs: int, warmup: float) -> tuple[float, float, int, CpuMeter]:
     rt = await backends.runtime(kind, config_dir=config(backends.tmp), workers=workers)
     ents = await _entities(rt, "Latence", entities)
+    warm = await _create(rt, ents, int(rate * warmup))
     n = int(rate * seconds)
     ids = await _create(rt, ents, n)
     async with Workers(rt, procs) as pool:
         await pool.start()
-        interval = 1.0 / rate
+        # a server that has just started prepares its statements on each new pooled connection, opens
+        # channels…: measured is the steady state that follows
+        await _offer(rt, warm, rate)
+        await _wait_done(rt, ents, len(warm), timeout=300)
+        pool.reset()
         meter = CpuMeter(pool.pids)
         meter.start()
-        t0 = time.perf_counter()
-        pending = []
-        for i, doc_id in enumerate(ids):
-            delay = t0 + i * interval - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            pending.append(asyncio.ensure_future(documents.run_action(rt, doc_id, "start", actor="bench")))
-        await asyncio.gather(*pending)
-        await _wait_done(rt, ents, n, timeout=300)
+        await _offer(rt, ids, rate)
+        await _wait_done(rt, ents, len(warm) + n, timeout=300)
         meter.stop()
         lat = sorted(await pool.stop())
     return statistics.median(lat) * 1000, lat[max(0, int(len(lat) * 0.99) - 1)] * 1000, len(lat), meter
@@ -200,6 +219,7 @@ async def main() -> None:
     parser.add_argument("--documents", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=100)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--warmup", type=float, default=2, help="seconds offered at the rate before measuring")
     parser.add_argument("--workers", type=int, default=64, help="concurrent step runs per worker (FLOWBUS_WORKERS)")
     parser.add_argument("--backends", default="embedded,scaleout")
     parser.add_argument("--entities", type=int, default=1,
@@ -224,9 +244,10 @@ async def main() -> None:
                 rates.append(max(1.0, round(rate / 2)))
             for offered in rates:
                 p50, p99, samples, meter = await latency(backends, kind, offered, args.seconds, args.workers,
-                                                         args.entities, procs)
+                                                         args.entities, procs, args.warmup)
                 print(f"{kind:9s} step-to-step latency at {offered:.0f} documents/s: p50 {p50:.1f} ms, "
-                      f"p99 {p99:.1f} ms ({samples} steps; machine {meter.machine_busy * 100:.0f}% busy)",
+                      f"p99 {p99:.1f} ms ({samples} steps after a {args.warmup:g} s warm-up; "
+                      f"machine {meter.machine_busy * 100:.0f}% busy)",
                       flush=True)
     finally:
         await backends.close()
