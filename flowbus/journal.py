@@ -6,7 +6,9 @@ entries is detected too.
 
 Writing: entries are chained at commit.  Each process remembers the head it last wrote per entity
 and writes after it in one conditional statement (it moves the head only if the head is still
-that one); when another writer moved it, the head is read and locked as usual.
+that one); when another writer moved it, the head is read and locked as usual.  A statement can
+also leave the chaining to PostgreSQL, after the head row it locks (``sql_chain``, used by the
+engine's short record).
 """
 
 from __future__ import annotations
@@ -50,6 +52,32 @@ def _canonical_entry_hash(entity_id: str, seq: int, at: str, actor: str, kind: s
                f'"document":{"null" if document_id is None else _str(document_id)},"entity":{_str(entity_id)},'
                f'"kind":{_str(kind)},"prev":{_str(prev_hash)},"seq":{int(seq)}}}')
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def hash_prefix(entity_id: str, at: str, actor: str, kind: str, document_id: str | None, data_json: str) -> str:
+    """An entry's canonical payload up to its previous hash: the payload is this prefix, then the
+    previous hash (hexadecimal: nothing to escape), then ``","seq":`` and the sequence number and ``}``
+    — so that PostgreSQL can finish it after a head it has just locked (``sql_chain``)."""
+    return (f'{{"actor":{_str(actor)},"at":{_str(at)},"data":{data_json},'
+            f'"document":{"null" if document_id is None else _str(document_id)},"entity":{_str(entity_id)},'
+            f'"kind":{_str(kind)},"prev":"')
+
+
+def sql_chain(head: str, entity: str, entries: list[dict[str, str]]) -> tuple[str, str, str]:
+    """Chain entries in SQL after the head row of the CTE ``head`` (columns ``seq``, ``hash``), with the
+    hashes ``chain`` would compute: CTEs ``e1``…``eN`` (``seq``, ``prev``, ``hash``; empty when ``head``
+    is).  ``entity`` and each entry's ``prefix`` (``hash_prefix``), ``at``, ``actor``, ``kind``,
+    ``document``, ``data`` are SQL parameters.  Returns (the CTEs, a SELECT of the journal rows in
+    ``COLUMNS`` order, the last CTE's name: the new head)."""
+    ctes, rows, prev = [], [], head
+    for i, e in enumerate(entries, 1):
+        payload = f"{e['prefix']}::text || {prev}.hash || '\",\"seq\":' || ({prev}.seq + 1) || '}}'"
+        ctes.append(f"e{i} AS (SELECT {prev}.seq + 1 AS seq, {prev}.hash AS prev, "
+                    f"encode(sha256(convert_to({payload}, 'UTF8')), 'hex') AS hash FROM {prev})")
+        rows.append(f"SELECT {entity}::text, e{i}.seq, {e['at']}::text, {e['actor']}::text, {e['kind']}::text, "
+                    f"{e['document']}::text, {e['data']}::text, e{i}.prev, e{i}.hash FROM e{i}")
+        prev = f"e{i}"
+    return ", ".join(ctes), " UNION ALL ".join(rows), prev
 
 
 async def append(tx: Tx, *, entity_id: str, actor: str, kind: str, at: datetime,

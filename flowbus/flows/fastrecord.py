@@ -14,9 +14,9 @@ BEGIN/COMMIT.  The guard locks the document and the step state (SKIP LOCKED: nev
 holding the in-process journal lock, which the transaction holding them may be waiting for) and the
 entity's journal head row (waited for: every transaction writes its journal entries last, just
 before it commits, so whoever holds that row waits for nothing; in this process, only a holder of
-the in-process lock can hold it).  The entries are chained after the head this process remembers;
-if another process moved it, nothing is written, the statement returns the head now committed and
-the entries are chained again after it.  The guard checks the hooks' condition too, and every write
+the in-process lock can hold it).  PostgreSQL chains the journal entries after the head row it
+locked (``journal.sql_chain``: the same SHA-256 as ``journal.chain``), wherever another process
+(the API, another worker) left it.  The guard checks the hooks' condition too, and every write
 depends on it.  The next step's message is published once the statement has returned, as the
 general path's after-commit callback does.
 
@@ -77,10 +77,6 @@ async def record_done(engine: Any, msg: Message, doc: Document, ss: dict[str, An
     idle = _hooks_idle_sql(engine.rt)
     if landing.kind != "step" and idle is None:
         return False  # a state change whose hooks cannot say in SQL that they have nothing to do
-    hints = engine.rt.store.hints
-    heads = journal.remembered_heads(hints)
-    if doc.entity_id not in heads:
-        return False
     now = engine.rt.clock.now()
     step_kind = "step.done" if outcome.status == "done" else "step.rejected"
     entries = []
@@ -101,13 +97,10 @@ async def record_done(engine: Any, msg: Message, doc: Document, ss: dict[str, An
     pending = [journal.entry(entity_id=doc.entity_id, actor=ENGINE, kind=kind, at=now, document_id=doc.id,
                              data=entry_data) for kind, entry_data in entries]
     now_s = isoformat(now)
-    for _ in range(4):  # again while other processes move the journal head first (then the general path)
-        written, attempt = await _write(engine, doc, ss, msg, step_id, seq, landing, idle, pending, {
-            "now": now_s, "data": data, "next": new_step, "fields": json.dumps(fields),
-            "search": repo.search_text(fields), "state": state})
-        if written is not False:
-            break
-    if written is not True:
+    attempt = await _write(engine, doc, ss, msg, step_id, seq, landing, idle, pending, {
+        "now": now_s, "data": data, "next": new_step, "fields": json.dumps(fields),
+        "search": repo.search_text(fields), "state": state})
+    if attempt is None:
         return False
     if landing.kind == "step":
         await engine.rt.bus.publish(engine._message(doc.id, doc.flow_id, landing.name, int(attempt), seq + 1))
@@ -115,29 +108,29 @@ async def record_done(engine: Any, msg: Message, doc: Document, ss: dict[str, An
 
 
 async def _write(engine: Any, doc: Document, ss: dict[str, Any], msg: Message, step_id: str, seq: int,
-                 landing: Any, idle: Any, pending: list[Any], values: dict[str, Any]) -> tuple[bool | None, Any]:
-    """The guarded statement, chained after the journal head this process remembers.  Returns
-    (True, attempt of the next step) once written; (False, None) when only the head had moved (it is
-    remembered anew: chain again); (None, None) when anything else failed the guard (or PostgreSQL
-    broke a lock cycle this analysis missed)."""
+                 landing: Any, idle: Any, pending: list[Any], values: dict[str, Any]) -> Any:
+    """The guarded statement; the journal entries are chained by PostgreSQL after the head row it
+    locked (``journal.sql_chain``).  Returns the attempt of the step entered (1 when none is), or None
+    when the guard failed (or PostgreSQL broke a lock cycle this analysis missed): nothing written."""
     hints = engine.rt.store.hints
-    heads = journal.remembered_heads(hints)
     # the connection first, then the lock: a lock holder never waits for the pool, where transactions
-    # waiting for this lock hold connections
+    # waiting for this lock hold connections.  (The lock keeps this process's writes to one entity from
+    # queueing on its head row inside PostgreSQL, each holding a pooled connection.)
     async with engine.rt.store.statements() as tx, journal.head_lock(hints, doc.entity_id):
-        known = heads.get(doc.entity_id)
-        if known is None:
-            return None, None
-        rows, head_seq, head_hash = journal.chain(doc.entity_id, known[0], known[1], pending)
-        args: list[Any] = [v for row in rows for v in row]
-        n = len(args)
-        args += [doc.id, doc.version, step_id, msg.id, int(ss["attempt"]), doc.entity_id, known[0], known[1],
-                 values["now"], values["data"], values["next"], values["fields"], values["search"], doc.version + 1,
-                 seq + 1, head_seq, head_hash, values["state"]]
-        p = {name: f"${n + i + 1}" for i, name in enumerate(
-            ("doc", "version", "step", "claim", "attempt", "entity", "head_seq", "head_hash", "now", "data", "next",
-             "fields", "search", "new_version", "new_seq", "new_head_seq", "new_head_hash", "state"))}
-        guarded = "EXISTS (SELECT 1 FROM g)"
+        args: list[Any] = [doc.id, doc.version, step_id, msg.id, int(ss["attempt"]), doc.entity_id, values["now"],
+                           values["data"], values["next"], values["fields"], values["search"], doc.version + 1,
+                           seq + 1, values["state"]]
+        p = {name: f"${i + 1}" for i, name in enumerate(
+            ("doc", "version", "step", "claim", "attempt", "entity", "now", "data", "next", "fields", "search",
+             "new_version", "new_seq", "state"))}
+        entries = []
+        for entity_id, at_s, actor, kind, document_id, data_json in pending:
+            entries.append({name: f"${len(args) + i + 1}" for i, name in enumerate(
+                ("prefix", "at", "actor", "kind", "document", "data"))})
+            args += [journal.hash_prefix(entity_id, at_s, actor, kind, document_id, data_json), at_s, actor, kind,
+                     document_id, data_json]
+        chained, journal_rows, new_head = journal.sql_chain("l", p["entity"], entries)
+        guarded = "EXISTS (SELECT 1 FROM l)"
         if landing.kind == "step":
             enter = (f"nxt AS (INSERT INTO step_states (document_id, step, attempt, status, data, checks, "
                      f"started_at, updated_at) SELECT {p['doc']}, {p['next']}, 1, 'pending', '{{}}', 0, {p['now']}, "
@@ -147,37 +140,30 @@ async def _write(engine: Any, doc: Document, ss: dict[str, Any], msg: Message, s
                      f"updated_at = excluded.updated_at RETURNING attempt), ")
             result, quiet = "(SELECT attempt FROM nxt)", ""
         else:  # no step entered; the state hooks would have nothing to do (their condition is in the guard)
-            enter, result, quiet = "", "(SELECT 1 FROM g)", f"AND {idle(p['entity'])} "
-        # besides the result, the journal head as locked (the latest committed): on a failed guard,
-        # whether another process moved it
+            enter, result, quiet = "", "(SELECT 1 FROM l)", f"AND {idle(p['entity'])} "
         try:
             row = await tx.fetchrow(
                 f"WITH l AS (SELECT h.seq, h.hash FROM documents d, step_states s, journal_heads h "
                 f"WHERE d.id = {p['doc']} AND d.version = {p['version']} AND s.document_id = {p['doc']} "
                 f"AND s.step = {p['step']} AND s.claim = {p['claim']} AND s.attempt = {p['attempt']} "
                 f"AND s.status = 'running' AND h.entity_id = {p['entity']} {quiet}"
-                f"FOR UPDATE OF d, s SKIP LOCKED FOR UPDATE OF h), "
-                f"g AS (SELECT 1 FROM l WHERE seq = {p['head_seq']} AND hash = {p['head_hash']}), "
+                f"FOR UPDATE OF d, s SKIP LOCKED FOR UPDATE OF h), {chained}, "
                 f"cur AS (UPDATE step_states SET status = 'done', data = {p['data']}, last_error = NULL, "
                 f"updated_at = {p['now']} WHERE document_id = {p['doc']} AND step = {p['step']} AND {guarded}), "
                 f"{enter}"
                 f"doc AS (UPDATE documents SET state = {p['state']}, step = {p['next']}, last_error = NULL, "
                 f"fields = {p['fields']}, search_text = {p['search']}, version = {p['new_version']}, "
                 f"updated_at = {p['now']}, step_seq = {p['new_seq']} WHERE id = {p['doc']} AND {guarded}), "
-                f"head AS (UPDATE journal_heads SET seq = {p['new_head_seq']}, hash = {p['new_head_hash']} "
-                f"WHERE entity_id = {p['entity']} AND {guarded}), "
-                f"j AS (INSERT INTO journal {journal.COLUMNS} SELECT * FROM "
-                f"(VALUES {journal.values_sql(len(rows), cast_seq=True)}) AS v WHERE {guarded}) "
-                f"SELECT {result} AS result, (SELECT seq FROM l) AS seq, (SELECT hash FROM l) AS hash", *args)
+                f"head AS (UPDATE journal_heads h SET seq = n.seq, hash = n.hash FROM {new_head} n "
+                f"WHERE h.entity_id = {p['entity']}), "
+                f"j AS (INSERT INTO journal {journal.COLUMNS} {journal_rows}) "
+                f"SELECT {result} AS result, n.seq, n.hash FROM {new_head} n", *args)
         except asyncpg.DeadlockDetectedError:
-            return None, None
-        if row["result"] is not None:
-            heads[doc.entity_id] = (head_seq, head_hash)
-            return True, row["result"]
-        if row["seq"] is not None and (int(row["seq"]), row["hash"]) != (known[0], known[1]):
-            heads[doc.entity_id] = (int(row["seq"]), row["hash"])
-            return False, None
-        return None, None
+            return None
+        if row is None or row["result"] is None:
+            return None
+        journal.remembered_heads(hints)[doc.entity_id] = (int(row["seq"]), row["hash"])  # for the general path
+        return row["result"]
 
 
 def _hooks_idle_sql(runtime: Any) -> Any:
