@@ -4,11 +4,12 @@ Each entry's hash is SHA-256 over a canonical JSON of its content and the previo
 hash; ``journal_heads`` keeps the last (seq, hash) of each chain so that removing the newest
 entries is detected too.
 
-Writing: entries are chained at commit.  Each process remembers the head it last wrote per entity
-and writes after it in one conditional statement (it moves the head only if the head is still
-that one); when another writer moved it, the head is read and locked as usual.  A statement can
-also leave the chaining to PostgreSQL, after the head row it locks (``sql_chain``, used by the
-engine's short record).
+Writing: entries are chained at commit.  On PostgreSQL one statement locks the entity's head row,
+chains the entries after it and moves it (``sql_chain``: PostgreSQL computes the same SHA-256 as
+``chain``), whichever process wrote last; the engine's short record puts the same chaining in its
+own statement.  On SQLite (one writer at a time) the process remembers the head it last wrote and
+writes after it in one conditional statement, reading the head again when another process (a
+command-line tool) moved it.
 """
 
 from __future__ import annotations
@@ -123,12 +124,9 @@ def chain(entity_id: str, seq: int, prev: str, entries: list[tuple]) -> tuple[li
     return rows, seq, prev
 
 
-def values_sql(count: int, *, cast_seq: bool = False) -> str:
-    """``($1, …, $9), (…)``: the VALUES of ``count`` journal rows, their parameters first in the statement
-    (``cast_seq`` types the sequence number where PostgreSQL cannot infer it, in INSERT … SELECT)."""
-    seq = "::bigint" if cast_seq else ""
-    return ", ".join("(" + ", ".join(f"${j * 9 + k + 1}{seq if k == 1 else ''}" for k in range(9)) + ")"
-                     for j in range(count))
+def values_sql(count: int) -> str:
+    """``($1, …, $9), (…)``: the VALUES of ``count`` journal rows, their parameters first in the statement."""
+    return ", ".join("(" + ", ".join(f"${j * 9 + k + 1}" for k in range(9)) + ")" for j in range(count))
 
 
 def remembered_heads(hints: dict[str, Any]) -> dict[str, tuple[int, str]]:
@@ -156,6 +154,8 @@ async def _flush(tx: Tx, pending: list[tuple]) -> None:
         entries = by_entity[entity_id]
         if tx.dialect == "postgres":
             await _hold_head(tx, entity_id)
+            await _append_in_sql(tx, entity_id, entries, heads)
+            continue
         known = heads.get(entity_id)
         if known is not None and len(entries) <= _CHUNK and await _append_after(tx, entity_id, known, entries, heads):
             continue
@@ -164,21 +164,45 @@ async def _flush(tx: Tx, pending: list[tuple]) -> None:
 
 async def _hold_head(tx: Tx, entity_id: str) -> None:
     """On PostgreSQL, this process's transactions chain an entity's entries one at a time, each
-    holding the entity's lock from its journal write to its end (commit or rollback).
-
-    The database already serialises them on the head row, from the write to the commit; waiting here
-    instead means that each write is sent knowing the head the previous one left, so the remembered
-    head (``_append_after``) is right, rather than a guess made while other writes are in flight.
-    (SQLite's group commit already runs one transaction's writes at a time.)
+    holding the entity's lock from its journal write to its end (commit or rollback): they queue
+    here rather than on the head row inside PostgreSQL, each holding a pooled connection.  The
+    engine's short record takes the same lock (``head_lock``).
     """
     lock = head_lock(tx.hints, entity_id)
     await lock.acquire()
     tx.on_end(lock.release)
 
 
+_SQL_CHUNK = 50  # entries chained per statement by PostgreSQL
+
+
+async def _append_in_sql(tx: Tx, entity_id: str, entries: list[tuple], heads: dict[str, tuple[int, str]]) -> None:
+    """PostgreSQL: lock the head row, chain ``entries`` after it and move it, in one statement per
+    ``_SQL_CHUNK`` entries — whichever process wrote last (``sql_chain``)."""
+    for i in range(0, len(entries), _SQL_CHUNK):
+        args: list[Any] = [entity_id]
+        params = []
+        for _eid, at_s, actor, kind, document_id, data_json in entries[i:i + _SQL_CHUNK]:
+            params.append({name: f"${len(args) + j + 1}" for j, name in enumerate(
+                ("prefix", "at", "actor", "kind", "document", "data"))})
+            args += [hash_prefix(entity_id, at_s, actor, kind, document_id, data_json), at_s, actor, kind,
+                     document_id, data_json]
+        ctes, rows, last = sql_chain("l", "$1", params)
+        sql = (f"WITH l AS (SELECT seq, hash FROM journal_heads WHERE entity_id = $1 FOR UPDATE), {ctes}, "
+               f"head AS (UPDATE journal_heads h SET seq = n.seq, hash = n.hash FROM {last} n "
+               f"WHERE h.entity_id = $1), j AS (INSERT INTO journal {COLUMNS} {rows}) SELECT seq, hash FROM {last}")
+        row = await tx.fetchrow(sql, *args)
+        if row is None:  # the entity's first entry: its chain starts from the genesis head
+            await tx.execute("INSERT INTO journal_heads (entity_id, seq, hash) VALUES ($1, 0, $2) "
+                             "ON CONFLICT (entity_id) DO NOTHING", entity_id, GENESIS)
+            row = await tx.fetchrow(sql, *args)
+            assert row is not None
+        heads[entity_id] = (int(row["seq"]), row["hash"])
+
+
 async def _append_after(tx: Tx, entity_id: str, known: tuple[int, str], entries: list[tuple],
                         heads: dict[str, tuple[int, str]]) -> bool:
-    """Chain ``entries`` after the head this process last wrote, in one conditional write: the head
+    """SQLite: chain ``entries`` after the head this process last wrote, in one conditional write: the head
     moves only if it still is (seq, hash) = ``known``, and the rows are written only then.  False when
     another writer moved it: the caller then reads it (``_append_locked``).
 
@@ -187,14 +211,6 @@ async def _append_after(tx: Tx, entity_id: str, known: tuple[int, str], entries:
     rows, seq, prev = chain(entity_id, known[0], known[1], entries)
     heads[entity_id] = (seq, prev)
     args = [v for row in rows for v in row]
-    n = len(args)
-    if tx.dialect == "postgres":
-        written = await tx.execute(
-            f"WITH head AS (UPDATE journal_heads SET seq = ${n + 2}, hash = ${n + 3} WHERE entity_id = ${n + 1} "
-            f"AND seq = ${n + 4} AND hash = ${n + 5} RETURNING 1) INSERT INTO journal {COLUMNS} "
-            f"SELECT * FROM (VALUES {values_sql(len(rows), cast_seq=True)}) AS v WHERE EXISTS (SELECT 1 FROM head)",
-            *args, entity_id, seq, prev, known[0], known[1])
-        return bool(written)
     moved = await tx.execute("UPDATE journal_heads SET seq = $2, hash = $3 WHERE entity_id = $1 AND seq = $4 "
                              "AND hash = $5", entity_id, seq, prev, known[0], known[1])
     if not moved:
@@ -204,27 +220,19 @@ async def _append_after(tx: Tx, entity_id: str, known: tuple[int, str], entries:
 
 
 async def _append_locked(tx: Tx, entity_id: str, entries: list[tuple], heads: dict[str, tuple[int, str]]) -> None:
-    """Read the head (locked on PostgreSQL), chain ``entries`` after it, write them and the new head."""
-    lock = " FOR UPDATE" if tx.dialect == "postgres" else ""
-    head = await tx.fetchrow(f"SELECT seq, hash FROM journal_heads WHERE entity_id = $1{lock}", entity_id)
+    """SQLite: read the head, chain ``entries`` after it, write them and the new head."""
+    head = await tx.fetchrow("SELECT seq, hash FROM journal_heads WHERE entity_id = $1", entity_id)
     if head is None:
         await tx.execute("INSERT INTO journal_heads (entity_id, seq, hash) VALUES ($1, 0, $2) "
                          "ON CONFLICT (entity_id) DO NOTHING", entity_id, GENESIS)
-        head = await tx.fetchrow(f"SELECT seq, hash FROM journal_heads WHERE entity_id = $1{lock}", entity_id)
+        head = await tx.fetchrow("SELECT seq, hash FROM journal_heads WHERE entity_id = $1", entity_id)
         assert head is not None
     rows, seq, prev = chain(entity_id, int(head["seq"]), head["hash"], entries)
     heads[entity_id] = (seq, prev)
     for i in range(0, len(rows), _CHUNK):
         chunk = rows[i:i + _CHUNK]
-        insert = f"INSERT INTO journal {COLUMNS} VALUES {values_sql(len(chunk))}"
-        args = [v for row in chunk for v in row]
-        if tx.dialect == "postgres" and i + _CHUNK >= len(rows):
-            # the last rows and the new head in one statement: one round trip less while the head is locked
-            n = len(args)
-            await tx.execute(f"WITH written AS ({insert}) UPDATE journal_heads SET seq = ${n + 2}, "
-                             f"hash = ${n + 3} WHERE entity_id = ${n + 1}", *args, entity_id, seq, prev)
-            return
-        await tx.execute(insert, *args)
+        await tx.execute(f"INSERT INTO journal {COLUMNS} VALUES {values_sql(len(chunk))}",
+                         *[v for row in chunk for v in row])
     await tx.execute("UPDATE journal_heads SET seq = $2, hash = $3 WHERE entity_id = $1", entity_id, seq, prev)
 
 

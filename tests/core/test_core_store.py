@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -128,8 +129,9 @@ async def _append(store, entity_id: str, n: int, actor: str) -> None:
 
 
 async def test_journal_chain_stays_whole_when_two_processes_append(runtime):
-    """Each process remembers the head it last wrote and writes after it only if it is still the head:
-    interleaved and concurrent appends from two stores on one database keep one unbroken chain."""
+    """Interleaved and concurrent appends from two stores on one database keep one unbroken chain
+    (PostgreSQL chains after the head row it locks; SQLite writes after the remembered head only if
+    it is still the head, and reads it again otherwise)."""
     eid = await _chain(runtime, "Deux processus")
     other = _second_store(runtime)
     await other.open()
@@ -146,7 +148,21 @@ async def test_journal_chain_stays_whole_when_two_processes_append(runtime):
         kinds = [r["actor"] for r in await tx.fetch("SELECT actor FROM journal WHERE entity_id = $1 AND "
                                                      "kind = 'test.entry'", eid)]
     assert kinds.count("a") == sum(1 + r % 3 for r in range(10)) + 20 and kinds.count("b") == 20 + 20
-    assert eid in runtime.store.hints["journal_heads"]  # the remembered-head path was used
+    assert eid in runtime.store.hints["journal_heads"]  # each process remembers the head it wrote last
+
+
+async def test_journal_many_entries_in_one_transaction(runtime):
+    """More entries than one statement chains (PostgreSQL: 50 per statement; SQLite: 100 rows per INSERT)."""
+    eid = await _chain(runtime, "Lot")
+    async with runtime.store.transaction() as tx:
+        before = await tx.fetchval("SELECT seq FROM journal_heads WHERE entity_id = $1", eid)
+    await _append(runtime.store, eid, 130, "a")
+    async with runtime.store.transaction() as tx:
+        assert await journal.verify(tx, eid) == []
+        assert await tx.fetchval("SELECT seq FROM journal_heads WHERE entity_id = $1", eid) == before + 130
+        data = [json.loads(r["data"])["i"] for r in await tx.fetch(
+            "SELECT data FROM journal WHERE entity_id = $1 AND kind = 'test.entry' ORDER BY seq", eid)]
+    assert data == list(range(130))
 
 
 async def test_journal_never_trusts_a_wrong_remembered_head(runtime):
