@@ -130,7 +130,7 @@ def values_sql(count: int) -> str:
 
 
 def remembered_heads(hints: dict[str, Any]) -> dict[str, tuple[int, str]]:
-    """The head (seq, hash) this process last wrote, per entity: a hint for conditional writes only."""
+    """The head (seq, hash) this process last wrote, per entity (SQLite): a hint for conditional writes only."""
     return hints.setdefault("journal_heads", {})
 
 
@@ -154,7 +154,7 @@ async def _flush(tx: Tx, pending: list[tuple]) -> None:
         entries = by_entity[entity_id]
         if tx.dialect == "postgres":
             await _hold_head(tx, entity_id)
-            await _append_in_sql(tx, entity_id, entries, heads)
+            await _append_in_sql(tx, entity_id, entries)
             continue
         known = heads.get(entity_id)
         if known is not None and len(entries) <= _CHUNK and await _append_after(tx, entity_id, known, entries, heads):
@@ -176,7 +176,7 @@ async def _hold_head(tx: Tx, entity_id: str) -> None:
 _SQL_CHUNK = 50  # entries chained per statement by PostgreSQL
 
 
-async def _append_in_sql(tx: Tx, entity_id: str, entries: list[tuple], heads: dict[str, tuple[int, str]]) -> None:
+async def _append_in_sql(tx: Tx, entity_id: str, entries: list[tuple]) -> None:
     """PostgreSQL: lock the head row, chain ``entries`` after it and move it, in one statement per
     ``_SQL_CHUNK`` entries — whichever process wrote last (``sql_chain``)."""
     for i in range(0, len(entries), _SQL_CHUNK):
@@ -195,9 +195,7 @@ async def _append_in_sql(tx: Tx, entity_id: str, entries: list[tuple], heads: di
         if row is None:  # the entity's first entry: its chain starts from the genesis head
             await tx.execute("INSERT INTO journal_heads (entity_id, seq, hash) VALUES ($1, 0, $2) "
                              "ON CONFLICT (entity_id) DO NOTHING", entity_id, GENESIS)
-            row = await tx.fetchrow(sql, *args)
-            assert row is not None
-        heads[entity_id] = (int(row["seq"]), row["hash"])
+            assert await tx.fetchrow(sql, *args) is not None
 
 
 async def _append_after(tx: Tx, entity_id: str, known: tuple[int, str], entries: list[tuple],

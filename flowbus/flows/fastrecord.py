@@ -157,13 +157,10 @@ async def _write(engine: Any, doc: Document, ss: dict[str, Any], msg: Message, s
                 f"head AS (UPDATE journal_heads h SET seq = n.seq, hash = n.hash FROM {new_head} n "
                 f"WHERE h.entity_id = {p['entity']}), "
                 f"j AS (INSERT INTO journal {journal.COLUMNS} {journal_rows}) "
-                f"SELECT {result} AS result, n.seq, n.hash FROM {new_head} n", *args)
+                f"SELECT {result} AS result", *args)
         except asyncpg.DeadlockDetectedError:
             return None
-        if row is None or row["result"] is None:
-            return None
-        journal.remembered_heads(hints)[doc.entity_id] = (int(row["seq"]), row["hash"])  # for the general path
-        return row["result"]
+        return None if row is None else row["result"]
 
 
 def _hooks_idle_sql(runtime: Any) -> Any:
