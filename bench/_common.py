@@ -32,7 +32,7 @@ class Backends:
 
     async def runtime(self, kind: str, *, config_dir: Path | None = None, **overrides: Any) -> Any:
         """A runtime opened in this process; ``rt.bench_values`` holds its settings, so a worker
-        process (``worker_process``) can open the same backends."""
+        process (``bench_engine._worker_process``) can open the same backends."""
         from flowbus.app import build
         from flowbus.settings import Settings
         values = await self.values(kind, config_dir=config_dir, **overrides)

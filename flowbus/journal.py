@@ -49,9 +49,8 @@ def _canonical_entry_hash(entity_id: str, seq: int, at: str, actor: str, kind: s
     Builds the same canonical string directly (keys in sorted order) instead of parsing and
     re-serialising the data; ``verify`` keeps ``entry_hash``, which accepts any stored JSON.
     """
-    payload = (f'{{"actor":{_str(actor)},"at":{_str(at)},"data":{data_json},'
-               f'"document":{"null" if document_id is None else _str(document_id)},"entity":{_str(entity_id)},'
-               f'"kind":{_str(kind)},"prev":{_str(prev_hash)},"seq":{int(seq)}}}')
+    payload = (hash_prefix(entity_id, at, actor, kind, document_id, data_json) + _str(prev_hash)[1:]
+               + f',"seq":{int(seq)}}}')
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -64,21 +63,27 @@ def hash_prefix(entity_id: str, at: str, actor: str, kind: str, document_id: str
             f'"kind":{_str(kind)},"prev":"')
 
 
-def sql_chain(head: str, entity: str, entries: list[dict[str, str]]) -> tuple[str, str, str]:
-    """Chain entries in SQL after the head row of the CTE ``head`` (columns ``seq``, ``hash``), with the
-    hashes ``chain`` would compute: CTEs ``e1``…``eN`` (``seq``, ``prev``, ``hash``; empty when ``head``
-    is).  ``entity`` and each entry's ``prefix`` (``hash_prefix``), ``at``, ``actor``, ``kind``,
-    ``document``, ``data`` are SQL parameters.  Returns (the CTEs, a SELECT of the journal rows in
-    ``COLUMNS`` order, the last CTE's name: the new head)."""
-    ctes, rows, prev = [], [], head
-    for i, e in enumerate(entries, 1):
-        payload = f"{e['prefix']}::text || {prev}.hash || '\",\"seq\":' || ({prev}.seq + 1) || '}}'"
+def sql_chain(head: str, entity: str, entries: list[tuple], first_param: int) -> tuple[str, list[Any]]:
+    """PostgreSQL CTEs that chain ``entries`` (built with ``entry``) after the head row of the CTE
+    ``head`` (columns ``seq``, ``hash``), with the hashes ``chain`` computes, insert them and move the
+    entity's head; nothing is written when ``head`` is empty.  ``entity`` is the entity's SQL
+    parameter; the entries' parameters are numbered from ``first_param``.  Returns (the CTEs, the
+    entries' parameter values)."""
+    ctes, rows, args, prev = [], [], [], head
+    for i, (entity_id, at_s, actor, kind, document_id, data_json) in enumerate(entries, 1):
+        p = [f"${first_param + len(args) + j}" for j in range(6)]
+        args += [hash_prefix(entity_id, at_s, actor, kind, document_id, data_json), at_s, actor, kind, document_id,
+                 data_json]
+        payload = f"{p[0]}::text || {prev}.hash || '\",\"seq\":' || ({prev}.seq + 1) || '}}'"
         ctes.append(f"e{i} AS (SELECT {prev}.seq + 1 AS seq, {prev}.hash AS prev, "
                     f"encode(sha256(convert_to({payload}, 'UTF8')), 'hex') AS hash FROM {prev})")
-        rows.append(f"SELECT {entity}::text, e{i}.seq, {e['at']}::text, {e['actor']}::text, {e['kind']}::text, "
-                    f"{e['document']}::text, {e['data']}::text, e{i}.prev, e{i}.hash FROM e{i}")
+        rows.append(f"SELECT {entity}::text, e{i}.seq, {p[1]}::text, {p[2]}::text, {p[3]}::text, {p[4]}::text, "
+                    f"{p[5]}::text, e{i}.prev, e{i}.hash FROM e{i}")
         prev = f"e{i}"
-    return ", ".join(ctes), " UNION ALL ".join(rows), prev
+    ctes.append(f"head AS (UPDATE journal_heads h SET seq = n.seq, hash = n.hash FROM {prev} n "
+                f"WHERE h.entity_id = {entity})")
+    ctes.append(f"j AS (INSERT INTO journal {COLUMNS} {' UNION ALL '.join(rows)})")
+    return ", ".join(ctes), args
 
 
 async def append(tx: Tx, *, entity_id: str, actor: str, kind: str, at: datetime,
@@ -180,22 +185,13 @@ async def _append_in_sql(tx: Tx, entity_id: str, entries: list[tuple]) -> None:
     """PostgreSQL: lock the head row, chain ``entries`` after it and move it, in one statement per
     ``_SQL_CHUNK`` entries — whichever process wrote last (``sql_chain``)."""
     for i in range(0, len(entries), _SQL_CHUNK):
-        args: list[Any] = [entity_id]
-        params = []
-        for _eid, at_s, actor, kind, document_id, data_json in entries[i:i + _SQL_CHUNK]:
-            params.append({name: f"${len(args) + j + 1}" for j, name in enumerate(
-                ("prefix", "at", "actor", "kind", "document", "data"))})
-            args += [hash_prefix(entity_id, at_s, actor, kind, document_id, data_json), at_s, actor, kind,
-                     document_id, data_json]
-        ctes, rows, last = sql_chain("l", "$1", params)
-        sql = (f"WITH l AS (SELECT seq, hash FROM journal_heads WHERE entity_id = $1 FOR UPDATE), {ctes}, "
-               f"head AS (UPDATE journal_heads h SET seq = n.seq, hash = n.hash FROM {last} n "
-               f"WHERE h.entity_id = $1), j AS (INSERT INTO journal {COLUMNS} {rows}) SELECT seq, hash FROM {last}")
-        row = await tx.fetchrow(sql, *args)
-        if row is None:  # the entity's first entry: its chain starts from the genesis head
+        chained, args = sql_chain("l", "$1", entries[i:i + _SQL_CHUNK], 2)
+        sql = (f"WITH l AS (SELECT seq, hash FROM journal_heads WHERE entity_id = $1 FOR UPDATE), {chained} "
+               "SELECT 1 FROM l")
+        if await tx.fetchrow(sql, entity_id, *args) is None:  # the entity's first entry: start from the genesis
             await tx.execute("INSERT INTO journal_heads (entity_id, seq, hash) VALUES ($1, 0, $2) "
                              "ON CONFLICT (entity_id) DO NOTHING", entity_id, GENESIS)
-            assert await tx.fetchrow(sql, *args) is not None
+            assert await tx.fetchrow(sql, entity_id, *args) is not None
 
 
 async def _append_after(tx: Tx, entity_id: str, known: tuple[int, str], entries: list[tuple],

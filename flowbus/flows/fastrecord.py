@@ -74,7 +74,7 @@ async def record_done(engine: Any, msg: Message, doc: Document, ss: dict[str, An
         return False
     if doc.state != "running" or (landing.kind == "step" and landing.name == step_id):
         return False  # a state already changed by the step, or the same step again: the general path
-    idle = _hooks_idle_sql(engine.rt)
+    idle = None if landing.kind == "step" else _hooks_idle_sql(engine.rt)
     if landing.kind != "step" and idle is None:
         return False  # a state change whose hooks cannot say in SQL that they have nothing to do
     now = engine.rt.clock.now()
@@ -123,13 +123,8 @@ async def _write(engine: Any, doc: Document, ss: dict[str, Any], msg: Message, s
         p = {name: f"${i + 1}" for i, name in enumerate(
             ("doc", "version", "step", "claim", "attempt", "entity", "now", "data", "next", "fields", "search",
              "new_version", "new_seq", "state"))}
-        entries = []
-        for entity_id, at_s, actor, kind, document_id, data_json in pending:
-            entries.append({name: f"${len(args) + i + 1}" for i, name in enumerate(
-                ("prefix", "at", "actor", "kind", "document", "data"))})
-            args += [journal.hash_prefix(entity_id, at_s, actor, kind, document_id, data_json), at_s, actor, kind,
-                     document_id, data_json]
-        chained, journal_rows, new_head = journal.sql_chain("l", p["entity"], entries)
+        chained, chain_args = journal.sql_chain("l", p["entity"], pending, len(args) + 1)
+        args += chain_args
         guarded = "EXISTS (SELECT 1 FROM l)"
         if landing.kind == "step":
             enter = (f"nxt AS (INSERT INTO step_states (document_id, step, attempt, status, data, checks, "
@@ -153,10 +148,7 @@ async def _write(engine: Any, doc: Document, ss: dict[str, Any], msg: Message, s
                 f"{enter}"
                 f"doc AS (UPDATE documents SET state = {p['state']}, step = {p['next']}, last_error = NULL, "
                 f"fields = {p['fields']}, search_text = {p['search']}, version = {p['new_version']}, "
-                f"updated_at = {p['now']}, step_seq = {p['new_seq']} WHERE id = {p['doc']} AND {guarded}), "
-                f"head AS (UPDATE journal_heads h SET seq = n.seq, hash = n.hash FROM {new_head} n "
-                f"WHERE h.entity_id = {p['entity']}), "
-                f"j AS (INSERT INTO journal {journal.COLUMNS} {journal_rows}) "
+                f"updated_at = {p['now']}, step_seq = {p['new_seq']} WHERE id = {p['doc']} AND {guarded}) "
                 f"SELECT {result} AS result", *args)
         except asyncpg.DeadlockDetectedError:
             return None

@@ -126,8 +126,7 @@ async def get_document(tx: Tx, document_id: str, *, with_files: bool = True) -> 
 
 async def document_and_row(tx: Tx, document_id: str) -> tuple[Document, dict[str, Any]]:
     """The document with its files and its stored row (``version``, ``step_seq``…), in one statement."""
-    rows = await tx.fetch(f"SELECT {DOCUMENT_WITH_FILES_COLUMNS} FROM documents d {DOCUMENT_FILES_JOIN} "
-                          "WHERE d.id = $1 ORDER BY f.field, f.idx", document_id)
+    rows = await _document_with_files_rows(tx, document_id)
     doc = document_from_joined_rows(rows)
     if doc is None:
         raise NotFound(f"document {document_id!r} does not exist", field="id")
@@ -159,9 +158,12 @@ def document_from_joined_rows(rows: list[dict[str, Any]]) -> Document | None:
 
 async def document_with_files(tx: Tx, document_id: str) -> Document | None:
     """The document and its files, read in one statement (one round trip on a server database)."""
-    return document_from_joined_rows(await tx.fetch(
-        f"SELECT {DOCUMENT_WITH_FILES_COLUMNS} FROM documents d {DOCUMENT_FILES_JOIN} WHERE d.id = $1 "
-        "ORDER BY f.field, f.idx", document_id))
+    return document_from_joined_rows(await _document_with_files_rows(tx, document_id))
+
+
+async def _document_with_files_rows(tx: Tx, document_id: str) -> list[dict[str, Any]]:
+    return await tx.fetch(f"SELECT {DOCUMENT_WITH_FILES_COLUMNS} FROM documents d {DOCUMENT_FILES_JOIN} "
+                          "WHERE d.id = $1 ORDER BY f.field, f.idx", document_id)
 
 
 async def document_row(tx: Tx, document_id: str) -> dict[str, Any]:
