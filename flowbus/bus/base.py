@@ -22,7 +22,8 @@ from flowbus.blobs.base import Health
 if TYPE_CHECKING:
     from flowbus.store.base import Tx
 
-__all__ = ["Bus", "Consumer", "DeadLetter", "Handler", "Health", "Message", "Retry", "backoff", "delay_bucket_ms"]
+__all__ = ["Bus", "Consumer", "DeadLetter", "HandOff", "Handler", "Health", "Message", "Retry", "backoff",
+           "delay_bucket_ms"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class Message:
     id: str = field(default_factory=lambda: uuid4().hex)
     deliveries: int = 1  # how many times this message has been delivered (1 on first delivery)
     last_error: str | None = None
+    # What the publisher already knows, for a handler in its own process: given to the handler only
+    # when the message is handed off (``Bus.hand_off``); never stored, never sent over the wire.
+    local: Any = field(default=None, compare=False, repr=False)
 
 
 Handler = Callable[[Message], Awaitable[None]]
@@ -59,6 +63,11 @@ class DeadLetter:
     attempts: int  # failed deliveries (Retry deliveries not counted)
 
 
+class HandOff(Protocol):
+    """A promise from ``Bus.hand_off``: the next message published with it goes straight to a
+    handler of this process once the transaction commits (see ``Bus.hand_off``)."""
+
+
 class Consumer(Protocol):
     async def stop(self) -> None:
         """Stop taking messages, let the handlers in progress finish, release the rest."""
@@ -79,16 +88,31 @@ class Bus(Protocol):
     async def start(self) -> None:
         """Connect / prepare.  Raises BackendError when the backend cannot be reached."""
 
-    async def publish(self, message: Message, *, delay: timedelta | None = None, tx: Tx | None = None) -> None:
+    async def publish(self, message: Message, *, delay: timedelta | None = None, tx: Tx | None = None,
+                      hand_off: HandOff | None = None) -> None:
         """Send ``message`` to ``message.queue``, delivered after ``delay`` if given.
 
         With ``tx``, the message is sent only if and once that store transaction commits.
         Inside a store transaction always pass it as ``tx``: the embedded bus writes through the
         store, and a publish without ``tx`` would wait for the transaction that is waiting for it.
         Returns once the message is durable (written to the store / confirmed by the broker).
+        ``hand_off``: what ``hand_off(queue, tx)`` returned, for a message without delay.
 
         Raises:
             BackendError: the message could not be made durable.
+        """
+
+    def hand_off(self, queue: str, tx: Tx) -> HandOff | None:
+        """Whether the next message published on ``queue`` in ``tx`` can go straight to a handler of
+        this process once ``tx`` commits, without a round through the queue; None when it cannot.
+
+        The message is still written durably, leased to that handler (so it is delivered again, from
+        the queue, if the process dies before the handler returned), and the handler receives the
+        very ``Message`` object published, with its ``local`` attachment.  The embedded bus hands
+        off when the publisher is a handler of the queue's consumer in this process (its successor
+        takes its place) or when that consumer has a free slot; RabbitMQ never does (a message must
+        go through the broker to be durable).  The caller may prepare for the hand-off in ``tx``
+        (the engine claims the step for the message it is about to publish).
         """
 
     async def consume(self, queue: str, handler: Handler, *, prefetch: int = 16, max_attempts: int = 5) -> Consumer:

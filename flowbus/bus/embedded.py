@@ -12,14 +12,22 @@ another process on the same database are seen within ``idle_poll`` seconds.
 
 Concurrent ``publish`` calls are written in one transaction (group commit), and acks are batched the
 same way: both are flushed as soon as the previous write is done, never held back by a timer.
+
+Hand-off (``hand_off``): a message published in a transaction by a handler of this process's
+consumer of the same queue (its successor, e.g. the engine's next step), or while that consumer has
+a free slot, is written already leased to the consumer and handed to it once the transaction
+commits: no wake-up, no claim, no decoding, and the handler gets the publisher's ``Message.local``.
+If the process dies first, the lease runs out and the message is delivered from its row as usual.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
@@ -57,6 +65,22 @@ def _placeholders(start: int, count: int) -> str:
 def _chunks(items: list[Any], size: int = CHUNK) -> Iterable[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
+
+
+@dataclass
+class _Slot:
+    """The place of the message a handler task is handling: given once to a message it publishes."""
+    consumer: EmbeddedConsumer
+    given: bool = False
+
+
+_HANDLING: contextvars.ContextVar[_Slot | None] = contextvars.ContextVar("flowbus_bus_handling", default=None)
+
+
+@dataclass
+class EmbeddedHandOff:
+    consumer: EmbeddedConsumer
+    used: bool = False
 
 
 class EmbeddedBus:
@@ -100,7 +124,31 @@ class EmbeddedBus:
             if consumer.queue in wanted:
                 consumer.wake()
 
-    async def publish(self, message: Message, *, delay: timedelta | None = None, tx: Tx | None = None) -> None:
+    def hand_off(self, queue: str, tx: Tx) -> EmbeddedHandOff | None:
+        slot = _HANDLING.get()
+        if slot is not None and not slot.given and slot.consumer.queue == queue and slot.consumer.running:
+            slot.given = True  # the publishing handler's place goes to the message it publishes
+            return EmbeddedHandOff(slot.consumer)
+        for consumer in self._consumers:
+            if consumer.queue == queue and consumer.running and consumer.has_room():
+                consumer.reserved += 1  # held for this transaction, whether it publishes or not
+                tx.on_end(consumer.release_reservation)
+                return EmbeddedHandOff(consumer)
+        return None
+
+    async def publish(self, message: Message, *, delay: timedelta | None = None, tx: Tx | None = None,
+                      hand_off: Any = None) -> None:
+        if tx is not None and isinstance(hand_off, EmbeddedHandOff) and not hand_off.used \
+                and not (delay and delay > timedelta(0)):
+            hand_off.used = True
+            consumer = hand_off.consumer
+            now = _now()
+            await tx.execute(f"INSERT INTO bus_messages {_COLUMNS[:-1]}, lease_owner) VALUES "
+                             "($1, $2, $3, $4, $5, $6, 1, 0, NULL, $7, $8)",
+                             message.id, message.queue, message.key, encode_body(message.body),
+                             isoformat(now + self.lease), _next_seq(), isoformat(now), consumer.owner)
+            tx.after_commit(lambda: consumer.take(message))
+            return
         row = self._row(message, delay)
         if tx is not None:
             await self._insert(tx, [row])
@@ -184,6 +232,14 @@ class EmbeddedBus:
                 await tx.execute(f"UPDATE bus_messages SET due_at = $1 WHERE lease_owner = $2 "
                                  f"AND id IN ({_placeholders(3, len(chunk))})", until, owner, *chunk)
 
+    async def _release(self, queue: str, message_ids: list[str], owner: str) -> None:
+        """Messages leased to ``owner`` that it will not handle: due again now, for whoever consumes."""
+        async with self.store.transaction() as tx:
+            for chunk in _chunks(message_ids):
+                await tx.execute(f"UPDATE bus_messages SET due_at = $1, lease_owner = NULL WHERE lease_owner = $2 "
+                                 f"AND id IN ({_placeholders(3, len(chunk))})", isoformat(_now()), owner, *chunk)
+        self._wake([queue])
+
     async def _reschedule(self, message: Message, owner: str, delay: timedelta, *, retried: bool,
                           last_error: str | None) -> None:
         async with self.store.transaction() as tx:
@@ -258,11 +314,41 @@ class EmbeddedConsumer:
         self._held: dict[str, asyncio.Task[None]] = {}
         self._loop: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
+        self.running = False
+        self._context = contextvars.Context()
+        self.reserved = 0  # slots promised to hand-offs whose transaction has not ended yet
+        self._releasing: set[asyncio.Task[None]] = set()
 
     def wake(self) -> None:
         self._event.set()
 
+    def has_room(self) -> bool:
+        return len(self._held) + self.reserved < self.prefetch
+
+    def release_reservation(self) -> None:
+        self.reserved -= 1
+
+    def take(self, message: Message) -> None:
+        """A message handed off to this consumer (already leased to it): handle it now."""
+        if not self.running:  # stopped since the hand-off was promised: leave it to whoever consumes next
+            task = asyncio.ensure_future(self._release(message.id))
+            self._releasing.add(task)
+            task.add_done_callback(self._releasing.discard)
+            return
+        if message.id not in self._held:
+            # in the context the consumer started with, as a message it claimed: none of the publisher's
+            # context variables (an API request's log bindings…) follow the message
+            self._held[message.id] = asyncio.create_task(self._handle(message, 0), context=self._context.copy())
+
+    async def _release(self, message_id: str) -> None:
+        try:
+            await self.bus._release(self.queue, [message_id], self.owner)
+        except Exception:  # noqa: BLE001 - the lease runs out instead, and the message comes back then
+            log.exception("bus.release_failed", queue=self.queue, message_id=message_id)
+
     def start(self) -> None:
+        self.running = True
+        self._context = contextvars.copy_context()
         self._loop = asyncio.create_task(self._run(), name=f"bus-consumer-{self.queue}")
         self._renewer = asyncio.create_task(self._renew_leases(), name=f"bus-lease-{self.queue}")
 
@@ -282,7 +368,10 @@ class EmbeddedConsumer:
                     continue
                 for row in rows:
                     if row["id"] not in self._held:
-                        self._held[row["id"]] = asyncio.create_task(self._handle(row))
+                        message = Message(queue=self.queue, body=json.loads(row["body"]), key=row["msg_key"],
+                                          id=row["id"], deliveries=int(row["deliveries"]) + 1,
+                                          last_error=row["last_error"])
+                        self._held[row["id"]] = asyncio.create_task(self._handle(message, int(row["retries"])))
                 if len(rows) == free:
                     continue
                 timeout = self.bus.idle_poll
@@ -306,10 +395,9 @@ class EmbeddedConsumer:
                 except Exception:  # noqa: BLE001 - next period will try again
                     log.exception("bus.renew_failed", queue=self.queue)
 
-    async def _handle(self, row: dict[str, Any]) -> None:
-        deliveries, retries = int(row["deliveries"]) + 1, int(row["retries"])
-        message = Message(queue=self.queue, body=json.loads(row["body"]), key=row["msg_key"], id=row["id"],
-                          deliveries=deliveries, last_error=row["last_error"])
+    async def _handle(self, message: Message, retries: int) -> None:
+        deliveries = message.deliveries
+        _HANDLING.set(_Slot(self))  # this task's context only
         try:
             try:
                 await self.handler(message)
@@ -339,6 +427,7 @@ class EmbeddedConsumer:
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Stop claiming, let the handlers in progress finish (up to ``timeout``), release the rest."""
+        self.running = False
         if self in self.bus._consumers:
             self.bus._consumers.remove(self)
         for task in (self._loop, self._renewer):
@@ -355,3 +444,5 @@ class EmbeddedConsumer:
             async with self.bus.store.transaction() as tx:
                 await tx.execute("UPDATE bus_messages SET due_at = $1, lease_owner = NULL WHERE lease_owner = $2",
                                  isoformat(_now()), self.owner)
+        if self._releasing:
+            await asyncio.gather(*self._releasing, return_exceptions=True)

@@ -213,7 +213,12 @@ class RabbitMQBus:
 
     # ---- Bus ---------------------------------------------------------------------------------
 
-    async def publish(self, message: Message, *, delay: timedelta | None = None, tx: Any = None) -> None:
+    def hand_off(self, queue: str, tx: Any) -> None:
+        """Never: a message is durable only once the broker has it (see ``Bus.hand_off``)."""
+        return None
+
+    async def publish(self, message: Message, *, delay: timedelta | None = None, tx: Any = None,
+                      hand_off: Any = None) -> None:
         if tx is not None:
             tx.after_commit(lambda: self._publish(message, delay, {}))
             return

@@ -190,7 +190,7 @@ async def _record_sqlite(engine: Any, msg: Message, doc: Document, ss: dict[str,
             # the row the general path would have read: the guard says it is still the one the claim read
             row = {"version": doc.version, "state": doc.state, "step_seq": seq}
             await engine._enter(tx, replace(doc, fields=fields), target, fields, actor=ENGINE, reason=outcome.reason,
-                                row=row)
+                                row=row, hand_off=True)  # the claim read the document with its files
     except FlowbusError:  # e.g. a loop of skipped steps: rolled back, nothing written; the general path records it
         return False
     return True

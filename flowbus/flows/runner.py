@@ -5,7 +5,10 @@ steps a document has entered, so a message for a step the document has left is r
 as stale and dropped.  A step run is claimed (``step_states.claim`` = the message id, with a
 lease) before the connector is called: a duplicate message is dropped while the claim holds,
 a redelivery of the same message (its worker died) takes the claim over and calls the
-connector again with the same idempotency key.
+connector again with the same idempotency key.  When the bus can hand the next step's message
+straight to a worker of this process (``Bus.hand_off``: the embedded bus), the transaction that
+enters the step claims it for that message and the message carries the claim (``Claim``), so the
+worker reads nothing again before calling the connector.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ import asyncio
 import json
 import time
 from dataclasses import replace
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
+from uuid import uuid4
 
 import structlog
 
@@ -46,6 +50,15 @@ _CLAIM = ("UPDATE step_states SET claim = $3, lease_until = $4, status = 'runnin
           "AND state IN ('running', 'waiting')) RETURNING attempt, data, started_at")
 
 
+class Claim(NamedTuple):
+    """A step run claimed for a message: what the worker needs to call the connector."""
+    doc: Document
+    ss: dict[str, Any]  # the step state's attempt, data and started_at
+    step: Any
+    instance: Any
+    config_error: FlowbusError | None
+
+
 class Engine:
     # Enter a step ($1 document, $2 step, $3 now) → its attempt number.  Re-entering a step (a loop, an
     # administrator's retry) continues its attempt numbers, so idempotency keys never repeat.
@@ -53,6 +66,13 @@ class Engine:
         "INSERT INTO step_states (document_id, step, attempt, status, data, checks, started_at, updated_at) "
         "VALUES ($1, $2, 1, 'pending', '{}', 0, $3, $3) ON CONFLICT (document_id, step) DO UPDATE SET "
         "attempt = step_states.attempt + 1, status = 'pending', claim = NULL, lease_until = NULL, data = '{}', "
+        "checks = 0, last_error = NULL, started_at = excluded.started_at, updated_at = excluded.updated_at "
+        "RETURNING attempt")
+    # The same, claimed at once for the message about to be handed off ($4 its id, $5 the lease end).
+    ENTER_CLAIMED_SQL = (
+        "INSERT INTO step_states (document_id, step, attempt, status, claim, lease_until, data, checks, started_at, "
+        "updated_at) VALUES ($1, $2, 1, 'running', $4, $5, '{}', 0, $3, $3) ON CONFLICT (document_id, step) DO UPDATE "
+        "SET attempt = step_states.attempt + 1, status = 'running', claim = $4, lease_until = $5, data = '{}', "
         "checks = 0, last_error = NULL, started_at = excluded.started_at, updated_at = excluded.updated_at "
         "RETURNING attempt")
 
@@ -82,8 +102,14 @@ class Engine:
                                           "seq": seq, "op": op, "sent": time.time()},
                        key=f"{doc_id}:{step}:{attempt}:{op}")
 
-    async def _publish(self, tx: Tx, msg: Message, delay: timedelta | None = None) -> None:
-        await self.rt.bus.publish(msg, delay=delay if delay and delay.total_seconds() > 0 else None, tx=tx)
+    async def _publish(self, tx: Tx, msg: Message, delay: timedelta | None = None, hand_off: Any = None) -> None:
+        await self.rt.bus.publish(msg, delay=delay if delay and delay.total_seconds() > 0 else None, tx=tx,
+                                  hand_off=hand_off)
+
+    @staticmethod
+    def _lease_end(step: Any, now: datetime) -> str:
+        """Until when a claim holds: a worker gone silent that long has died."""
+        return isoformat(now + step.timeout * 2 + timedelta(seconds=30))
 
     def _conditions_test_files(self, flow: Any) -> bool:
         """Whether a condition of the flow reads ``files.…`` (only then are file rows needed to route)."""
@@ -136,20 +162,37 @@ class Engine:
         return target, skipped
 
     async def _enter(self, tx: Tx, doc: Document, target: Any, fields: dict[str, Any], *, actor: str,
-                     reason: str | None = None, row: dict[str, Any] | None = None) -> Document:
-        """Follow ``target`` (skipping steps whose condition is false) and enter where it lands."""
+                     reason: str | None = None, row: dict[str, Any] | None = None, hand_off: bool = False
+                     ) -> Document:
+        """Follow ``target`` (skipping steps whose condition is false) and enter where it lands.
+
+        ``hand_off``: ``doc`` is the stored document, files included, so a worker of this process may
+        run the step entered with it, if the bus can hand the message over (``Bus.hand_off``)."""
         if row is None:
             row = await repo.document_row(tx, doc.id)
         seq = int(row["step_seq"])
         target, skipped = self.land(doc, target, fields)
         for entry in skipped:
             await self._journal(tx, doc, "step.skipped", actor, entry)
-        now = isoformat(self.rt.clock.now())
+        clock_now = self.rt.clock.now()
+        now = isoformat(clock_now)
         if target.kind == "step":
-            attempt = int(await tx.fetchval(self.ENTER_STEP_SQL, doc.id, target.name, now))
+            handing = self.rt.bus.hand_off(QUEUE, tx) if hand_off else None
+            if handing is not None:  # claimed now for the message handed off: its worker reads nothing again
+                step = self.rt.flow(doc.flow_id).step(target.name)
+                msg_id = uuid4().hex
+                attempt = int(await tx.fetchval(self.ENTER_CLAIMED_SQL, doc.id, target.name, now, msg_id,
+                                                self._lease_end(step, clock_now)))
+                instance, config_error = await self._instance(tx, step, doc)
+            else:
+                attempt = int(await tx.fetchval(self.ENTER_STEP_SQL, doc.id, target.name, now))
             new_doc = replace(doc, state="running", step=target.name, fields=fields, last_error=None)
             new_doc = await self._set_state(tx, new_doc, row, actor=actor, step_seq=seq + 1, reason=reason)
-            await self._publish(tx, self._message(doc.id, doc.flow_id, target.name, attempt, seq + 1))
+            msg = self._message(doc.id, doc.flow_id, target.name, attempt, seq + 1)
+            if handing is not None:
+                ss = {"attempt": attempt, "data": "{}", "started_at": now}
+                msg = replace(msg, id=msg_id, local=Claim(new_doc, ss, step, instance, config_error))
+            await self._publish(tx, msg, hand_off=handing)
             return new_doc
         if target.kind == "end":
             new_doc = replace(doc, state="done", step=None, fields=fields, last_error=None)
@@ -175,12 +218,15 @@ class Engine:
         await self._journal(tx, doc, "admin.action", actor, {"action": "start"})
         if not flow.steps:
             return await self._enter(tx, doc, Target("end", None), dict(doc.fields), actor=actor, row=row)
-        return await self._enter(tx, doc, Target("step", flow.start), dict(doc.fields), actor=actor, row=row)
+        # with row, the caller read the document and its files in this transaction: it may be handed off
+        return await self._enter(tx, doc, Target("step", flow.start), dict(doc.fields), actor=actor, row=row,
+                                 hand_off=row is not None)
 
     async def admin_action(self, tx: Tx, doc: Document, action: str, *, actor: str, comment: str | None = None,
                            row: dict[str, Any] | None = None) -> Document:
         """retry | skip | cancel | resume — all journaled with the actor.  ``row``: as for ``start_document``."""
         flow = self.rt.flow(doc.flow_id)
+        hand_off = row is not None  # as in start_document
         if row is None:
             row = await repo.document_row(tx, doc.id)
         data = {"action": action, "step": doc.step}
@@ -198,7 +244,8 @@ class Engine:
                                + (" (retry applies to documents in error)" if action == "retry" else ""),
                                field="state")
             await self._journal(tx, doc, "admin.action", actor, data)
-            return await self._enter(tx, doc, Target("step", doc.step), dict(doc.fields), actor=actor, row=row)
+            return await self._enter(tx, doc, Target("step", doc.step), dict(doc.fields), actor=actor, row=row,
+                                     hand_off=hand_off)
         if action == "skip":
             if doc.step is None or doc.state not in ("error", "waiting", "running"):
                 raise Conflict(f"no step to skip: the document is {doc.state}", field="state")
@@ -206,7 +253,7 @@ class Engine:
             await tx.execute("UPDATE step_states SET status = 'skipped', updated_at = $3 WHERE document_id = $1 "
                              "AND step = $2", doc.id, doc.step, isoformat(self.rt.clock.now()))
             return await self._enter(tx, doc, machine.decide(flow, doc.step, "done"), dict(doc.fields), actor=actor,
-                                     row=row)
+                                     row=row, hand_off=hand_off)
         raise NotFound(f"unknown action {action!r}", field="action",
                        hint="actions: start, retry, skip, cancel, resume")
 
@@ -217,8 +264,8 @@ class Engine:
         doc_id, step_id, attempt, seq, op = (body["document"], body["step"], int(body["attempt"]), int(body["seq"]),
                                              body.get("op", "start"))
         now = self.rt.clock.now()
-        claimed = None
-        if "flow" in body:
+        claimed = msg.local if isinstance(msg.local, Claim) else None  # handed off, claimed with its step
+        if claimed is None and "flow" in body:
             claimed = await self._claim(msg, doc_id, body["flow"], step_id, attempt, seq, now)
         if claimed is None:
             claimed = await self._claim_checked(msg, doc_id, step_id, attempt, seq, now)
@@ -275,7 +322,7 @@ class Engine:
                    duration_ms=round((time.monotonic() - started) * 1000, 1))
 
     async def _claim(self, msg: Message, doc_id: str, flow_id: str, step_id: str, attempt: int, seq: int,
-                     now: Any) -> tuple[Document, dict[str, Any], Any, Any, FlowbusError | None] | None:
+                     now: Any) -> Claim | None:
         """The usual claim: one conditional UPDATE takes the step run if the document is on this step
         (same step sequence and attempt) and no other live claim holds it; None when it does not apply
         (stale or duplicate message, unknown flow): ``_claim_checked`` then looks at why."""
@@ -283,9 +330,7 @@ class Engine:
             step = self.rt.flow(flow_id).step(step_id)
         except (FlowbusError, KeyError):
             return None
-        lease = now + step.timeout * 2 + timedelta(seconds=30)
-        now_s = isoformat(now)
-        args = (doc_id, step_id, msg.id, isoformat(lease), now_s, attempt, seq)
+        args = (doc_id, step_id, msg.id, self._lease_end(step, now), isoformat(now), attempt, seq)
         async with self.rt.store.statements() as tx:
             if tx.dialect == "postgres":  # the claim and the document with its files: one round trip
                 rows = await tx.fetch(
@@ -301,10 +346,10 @@ class Engine:
             if not ss or doc is None:
                 return None
             instance, config_error = await self._instance(tx, step, doc)
-        return doc, ss, step, instance, config_error
+        return Claim(doc, ss, step, instance, config_error)
 
     async def _claim_checked(self, msg: Message, doc_id: str, step_id: str, attempt: int, seq: int,
-                             now: Any) -> tuple[Document, dict[str, Any], Any, Any, FlowbusError | None] | None:
+                             now: Any) -> Claim | None:
         """The claim, reading first why it may not apply: a stale message (the document left the step:
         make sure its current step has a message), a duplicate while another worker's claim holds."""
         async with self.rt.store.transaction() as tx:
@@ -322,13 +367,12 @@ class Engine:
                     and parse_iso(ss["lease_until"]) > now:
                 return None  # a duplicate message while another worker runs this step
             step = self.rt.flow(row["flow_id"]).step(step_id)
-            lease = now + step.timeout * 2 + timedelta(seconds=30)
             await tx.execute("UPDATE step_states SET claim = $3, lease_until = $4, status = 'running', updated_at = $5 "
-                             "WHERE document_id = $1 AND step = $2", doc_id, step_id, msg.id, isoformat(lease),
-                             isoformat(now))
+                             "WHERE document_id = $1 AND step = $2", doc_id, step_id, msg.id,
+                             self._lease_end(step, now), isoformat(now))
             doc = repo.document_from_row(row, await repo.list_files(tx, doc_id))
             instance, config_error = await self._instance(tx, step, doc)
-        return doc, ss, step, instance, config_error
+        return Claim(doc, ss, step, instance, config_error)
 
     async def _instance(self, tx: Tx, step: Any, doc: Document) -> tuple[Any, FlowbusError | None]:
         try:
