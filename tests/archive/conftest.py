@@ -16,9 +16,15 @@ XSD_DIR = SHARED / "schemas" / "seda"
 SAMPLES = SHARED / "samples" / "seda"
 
 
+# Some archive tests run on a manual clock set to this day (test_archive_steps, test_archive_asalae):
+# the PKI is issued for it (valid from the day before, for two years), not for the day the tests run,
+# or its certificates would not yet be valid at that clock's time from the next morning on.
+PKI_ISSUED = datetime(2026, 11, 23, 9, tzinfo=UTC)
+
+
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory):
-    return make_test_pki(tmp_path_factory.mktemp("pki"))
+    return make_test_pki(tmp_path_factory.mktemp("pki"), now=PKI_ISSUED)
 
 
 @pytest.fixture
