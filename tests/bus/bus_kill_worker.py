@@ -4,8 +4,10 @@ Usage: python bus_kill_worker.py embedded <sqlite path | postgresql:// DSN> <que
        python bus_kill_worker.py rabbitmq <amqp url> <prefix> <queue> <effects file>
 
 The handler performs its effect (append the message key to the effects file, one write per
-key) only if the key is not already there, then returns (→ ack).  The process never exits
-by itself: the test kills it.
+key) only if the key is not already there, then returns (→ ack).  From the ``HANG_AFTER``-th
+effect on, handlers never return after their effect: the messages they hold are in flight (claimed,
+not acked) whenever the test kills the process.  The process never exits by itself: the test
+kills it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+HANG_AFTER = 3000
 
 
 async def main(argv: list[str]) -> None:
@@ -44,7 +48,9 @@ async def main(argv: list[str]) -> None:
             return
         os.write(fd, f"{message.key}\n".encode())
         done.add(message.key)
-        await asyncio.sleep(0.0005)  # some work, so that a batch is in flight when the kill comes
+        await asyncio.sleep(0.0005)  # some work
+        if len(done) >= HANG_AFTER:
+            await asyncio.Event().wait()  # in flight until the kill
 
     await bus.consume(queue, handler, prefetch=50)
     print("ready", flush=True)
