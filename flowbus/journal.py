@@ -15,6 +15,7 @@ command-line tool) moved it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -129,6 +130,7 @@ def chain(entity_id: str, seq: int, prev: str, entries: list[tuple]) -> tuple[li
     return rows, seq, prev
 
 
+@functools.lru_cache(maxsize=128)
 def values_sql(count: int) -> str:
     """``($1, …, $9), (…)``: the VALUES of ``count`` journal rows, their parameters first in the statement."""
     return ", ".join("(" + ", ".join(f"${j * 9 + k + 1}" for k in range(9)) + ")" for j in range(count))

@@ -65,7 +65,7 @@ async def record_done(engine: Any, msg: Message, doc: Document, ss: dict[str, An
         target = machine.decide(flow, step_id, outcome.name, status=outcome.status)
     except FlowbusError:
         return False  # the general path records the error
-    data = json.dumps(dict(outcome.data) if outcome.data else json.loads(ss["data"] or "{}"))
+    data = json.dumps(dict(outcome.data)) if outcome.data else (ss["data"] or "{}")  # the stored JSON, kept
     if engine.rt.store.dialect == "sqlite":
         return await _record_sqlite(engine, msg, doc, ss, step_id, seq, outcome, fields, target, data)
     try:

@@ -97,10 +97,14 @@ class Engine:
 
     # ---- helpers -----------------------------------------------------------------------------
 
-    def _message(self, doc_id: str, flow_id: str, step: str, attempt: int, seq: int, op: str = "start") -> Message:
-        return Message(queue=QUEUE, body={"document": doc_id, "flow": flow_id, "step": step, "attempt": attempt,
-                                          "seq": seq, "op": op, "sent": time.time()},
-                       key=f"{doc_id}:{step}:{attempt}:{op}")
+    def _message(self, doc_id: str, flow_id: str, step: str, attempt: int, seq: int, op: str = "start", *,
+                 msg_id: str | None = None, local: Any = None) -> Message:
+        body = {"document": doc_id, "flow": flow_id, "step": step, "attempt": attempt, "seq": seq, "op": op,
+                "sent": time.time()}
+        key = f"{doc_id}:{step}:{attempt}:{op}"
+        if msg_id is None:
+            return Message(queue=QUEUE, body=body, key=key)
+        return Message(queue=QUEUE, body=body, key=key, id=msg_id, local=local)
 
     async def _publish(self, tx: Tx, msg: Message, delay: timedelta | None = None, hand_off: Any = None) -> None:
         await self.rt.bus.publish(msg, delay=delay if delay and delay.total_seconds() > 0 else None, tx=tx,
@@ -188,10 +192,12 @@ class Engine:
                 attempt = int(await tx.fetchval(self.ENTER_STEP_SQL, doc.id, target.name, now))
             new_doc = replace(doc, state="running", step=target.name, fields=fields, last_error=None)
             new_doc = await self._set_state(tx, new_doc, row, actor=actor, step_seq=seq + 1, reason=reason)
-            msg = self._message(doc.id, doc.flow_id, target.name, attempt, seq + 1)
-            if handing is not None:
+            if handing is None:
+                msg = self._message(doc.id, doc.flow_id, target.name, attempt, seq + 1)
+            else:
                 ss = {"attempt": attempt, "data": "{}", "started_at": now}
-                msg = replace(msg, id=msg_id, local=Claim(new_doc, ss, step, instance, config_error))
+                msg = self._message(doc.id, doc.flow_id, target.name, attempt, seq + 1, msg_id=msg_id,
+                                    local=Claim(new_doc, ss, step, instance, config_error))
             await self._publish(tx, msg, hand_off=handing)
             return new_doc
         if target.kind == "end":
