@@ -13,88 +13,21 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 
 from flowbus.bus.base import DeadLetter, Message, Retry
 from flowbus.errors import NotFound
-from flowbus.store.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from tests.bus.conftest import BusEnv  # the env fixture's type
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).resolve().parent / "bus_kill_worker.py"
-FAST_BACKOFF = timedelta(milliseconds=20)
-
-
-class BusEnv:
-    """Opens buses of one kind on the same durable place (SQLite file / queue prefix)."""
-
-    def __init__(self, kind: str, tmp: Path, amqp_url: str | None, dsn: str | None = None) -> None:
-        self.kind = kind
-        self.dsn = dsn
-        self.tmp = tmp
-        self.amqp_url = amqp_url
-        self.prefix = f"t{uuid.uuid4().hex[:10]}"
-        self.db = tmp / "bus.sqlite3"
-        self.buses: list[Any] = []
-        self.stores: list[Any] = []
-
-    @property
-    def embedded(self) -> bool:
-        return self.kind.startswith("embedded")
-
-    @property
-    def location(self) -> str:
-        """Where the embedded bus keeps its messages: the SQLite file or the PostgreSQL DSN."""
-        return self.dsn if self.dsn else str(self.db)
-
-    async def store(self) -> Any:
-        if self.dsn:
-            from flowbus.store.postgres import PostgresStore
-            store: Any = PostgresStore(self.dsn)
-        else:
-            store = SQLiteStore(self.db)
-        await store.open()
-        await store.migrate()
-        self.stores.append(store)
-        return store
-
-    async def open(self) -> Any:
-        if self.embedded:
-            from flowbus.bus.embedded import EmbeddedBus
-            bus: Any = EmbeddedBus(await self.store(), lease=timedelta(seconds=1), backoff_base=FAST_BACKOFF)
-        else:
-            from flowbus.bus.rabbitmq import RabbitMQBus
-            assert self.amqp_url
-            bus = RabbitMQBus(self.amqp_url, prefix=self.prefix, backoff_base=FAST_BACKOFF)
-        await bus.start()
-        self.buses.append(bus)
-        return bus
-
-    async def close(self) -> None:
-        names: set[str] = set()
-        for bus in self.buses:
-            await bus.close()
-            names |= getattr(bus, "_queues", set())
-        if self.kind == "rabbitmq" and self.buses:
-            last = self.buses[-1]
-            last._queues = names | {last.work_queue(q) for q in ("q", "big")} | {last.dead_queue("q")}
-            await last.delete_queues()
-        for store in self.stores:
-            await store.close()
-
-
-@pytest.fixture(params=["embedded", "embedded-postgres", "rabbitmq"])
-async def env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BusEnv]:
-    amqp = request.getfixturevalue("amqp_url") if request.param == "rabbitmq" else None
-    dsn = request.getfixturevalue("pg_database") if request.param == "embedded-postgres" else None
-    e = BusEnv(request.param, tmp_path, amqp, dsn)
-    yield e
-    await e.close()
 
 
 async def wait_until(predicate: Callable[[], Awaitable[bool] | bool], timeout: float, what: str) -> None:
@@ -347,36 +280,32 @@ async def test_10000_messages_consumer_killed_midway_none_lost(env: BusEnv, tmp_
         assert redelivered > 0, "messages in flight at the kill must be delivered again"
 
 
-async def test_rabbitmq_consumer_resumes_after_connections_are_closed(tmp_path: Path,
-                                                                      amqp_url: str) -> None:
+@pytest.mark.parametrize("env", ["rabbitmq"], indirect=True)
+async def test_rabbitmq_consumer_resumes_after_connections_are_closed(env: BusEnv) -> None:
     """``rabbitmqctl close_connection`` on the bus's connection: the robust connection comes back,
     the consumer resumes, nothing is lost (only this bus's connection is closed, not the neighbours')."""
-    env = BusEnv("rabbitmq", tmp_path, amqp_url)
-    try:
-        bus = await env.open()
-        total = 4000
-        sent = [msg(i) for i in range(total)]
-        for i in range(0, total, 1000):
-            await asyncio.gather(*(bus.publish(m) for m in sent[i:i + 1000]))
-        done: set[str] = set()
-        reconnected = asyncio.Event()
-        bus._conn.reconnect_callbacks.add(lambda *_: reconnected.set())
+    bus = await env.open()
+    total = 4000
+    sent = [msg(i) for i in range(total)]
+    for i in range(0, total, 1000):
+        await asyncio.gather(*(bus.publish(m) for m in sent[i:i + 1000]))
+    done: set[str] = set()
+    reconnected = asyncio.Event()
+    bus._conn.reconnect_callbacks.add(lambda *_: reconnected.set())
 
-        async def handler(m: Message) -> None:
-            await asyncio.sleep(0.01)
-            done.add(m.key)
+    async def handler(m: Message) -> None:
+        await asyncio.sleep(0.01)
+        done.add(m.key)
 
-        await bus.consume("q", handler, prefetch=20)
-        await wait_until(lambda: len(done) >= 300, 20, "300 messages")
-        await asyncio.to_thread(close_connections, bus.connection_name)
-        assert len(done) < total, "the connection must be closed mid-way"
-        await bus.publish(msg(total))  # published while the connection is down: waits for it to come back
-        await asyncio.wait_for(reconnected.wait(), 20)
-        await wait_until(lambda: len(done) == total + 1, 40, "every message after the reconnection")
-        assert (await bus.check()).ok
-        await wait_until(lambda: _zero(bus.pending("q")), 10, "pending == 0")
-    finally:
-        await env.close()
+    await bus.consume("q", handler, prefetch=20)
+    await wait_until(lambda: len(done) >= 300, 20, "300 messages")
+    await asyncio.to_thread(close_connections, bus.connection_name)
+    assert len(done) < total, "the connection must be closed mid-way"
+    await bus.publish(msg(total))  # published while the connection is down: waits for it to come back
+    await asyncio.wait_for(reconnected.wait(), 20)
+    await wait_until(lambda: len(done) == total + 1, 40, "every message after the reconnection")
+    assert (await bus.check()).ok
+    await wait_until(lambda: _zero(bus.pending("q")), 10, "pending == 0")
 
 
 def close_connections(connection_name: str) -> None:
@@ -389,28 +318,25 @@ def close_connections(connection_name: str) -> None:
                        capture_output=True, timeout=30, check=True)
 
 
-async def test_rabbitmq_undecodable_message_goes_to_dead_letters(tmp_path: Path, amqp_url: str) -> None:
+@pytest.mark.parametrize("env", ["rabbitmq"], indirect=True)
+async def test_rabbitmq_undecodable_message_goes_to_dead_letters(env: BusEnv) -> None:
     """A message that is not ours (published by hand, not JSON) must not block the queue."""
     import aio_pika
-    env = BusEnv("rabbitmq", tmp_path, amqp_url)
-    try:
-        bus = await env.open()
-        got: list[str] = []
+    bus = await env.open()
+    got: list[str] = []
 
-        async def handler(m: Message) -> None:
-            got.append(m.key)
+    async def handler(m: Message) -> None:
+        got.append(m.key)
 
-        await bus.consume("q", handler)
-        conn = await aio_pika.connect(amqp_url)
-        async with conn:
-            channel = await conn.channel()
-            await channel.default_exchange.publish(aio_pika.Message(b"<not json>", message_id="raw-1"),
-                                                   routing_key=bus.work_queue("q"))
-        await bus.publish(msg(1))
-        await wait_until(lambda: got == ["k1"], 10, "the next message")
-        letters = await bus.dead_letters("q")
-        assert [d.message.id for d in letters] == ["raw-1"]
-        assert letters[0].error.startswith("undecodable message body")
-        assert letters[0].message.body == {"undecodable": "<not json>"}
-    finally:
-        await env.close()
+    await bus.consume("q", handler)
+    conn = await aio_pika.connect(env.amqp_url)
+    async with conn:
+        channel = await conn.channel()
+        await channel.default_exchange.publish(aio_pika.Message(b"<not json>", message_id="raw-1"),
+                                               routing_key=bus.work_queue("q"))
+    await bus.publish(msg(1))
+    await wait_until(lambda: got == ["k1"], 10, "the next message")
+    letters = await bus.dead_letters("q")
+    assert [d.message.id for d in letters] == ["raw-1"]
+    assert letters[0].error.startswith("undecodable message body")
+    assert letters[0].message.body == {"undecodable": "<not json>"}

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from flowbus.bus.base import Message
-from tests.bus.test_bus_contract import BusEnv, env, msg, wait_until  # noqa: F401 - env is a fixture
+from tests.bus.test_bus_contract import msg, wait_until
+
+if TYPE_CHECKING:
+    from tests.bus.conftest import BusEnv  # the env fixture's type
 
 embedded_only = pytest.mark.parametrize("env", ["embedded", "embedded-postgres"], indirect=True)
 

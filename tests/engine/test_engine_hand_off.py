@@ -126,3 +126,19 @@ async def test_a_worker_dying_in_a_handed_off_step_leaves_it_to_run_again_once(b
     assert len({e["key"] for e in entries}) == 1
     assert doc.state == "done"
     assert spied["claim"] == 1, "the message from its row is claimed again: same message, same claim"
+
+
+async def test_embedded_bus_on_postgresql_hands_off_the_first_steps(runtime_factory, engine_config, pg_database,
+                                                                   wait_state, spied) -> None:
+    """The embedded bus over PostgreSQL: a start hands its first step off (claimed by the start's
+    statement on PostgreSQL); the steps after it are recorded by the general path, which reads the
+    document without its files and so publishes through the queue."""
+    rt = await runtime_factory("embedded", workers=False, config_dir=engine_config, database_url=pg_database)
+    assert rt.store.dialect == "postgres" and rt.bus.publishes_in_store
+    await rt.engine.start_workers()
+    ids = await _started(rt, 3)
+    for doc_id in ids:
+        await wait_state(rt, doc_id, "done")
+    counter = calls_for(rt)
+    assert all(counter.count(f"{d}:{s}") == 1 for d in ids for s in ("one", "two", "three", "four"))
+    assert spied["handed"] == 3 and spied["claim"] == 9
