@@ -142,11 +142,11 @@ class EmbeddedBus:
                 and not (delay and delay > timedelta(0)):
             hand_off.used = True
             consumer = hand_off.consumer
-            now = _now()
+            # leased to the consumer (due when the lease runs out) and counted as delivered once
+            msg_id, queue, key, body, lease_end, seq, _deliveries, *rest = self._row(message, self.lease)
             await tx.execute(f"INSERT INTO bus_messages {_COLUMNS[:-1]}, lease_owner) VALUES "
-                             "($1, $2, $3, $4, $5, $6, 1, 0, NULL, $7, $8)",
-                             message.id, message.queue, message.key, encode_body(message.body),
-                             isoformat(now + self.lease), _next_seq(), isoformat(now), consumer.owner)
+                             f"({_placeholders(1, 11)})", msg_id, queue, key, body, lease_end, seq, 1, *rest,
+                             consumer.owner)
             tx.after_commit(lambda: consumer.take(message))
             return
         row = self._row(message, delay)

@@ -26,18 +26,9 @@ from flowbus.flows.runner import QUEUE
 
 
 @pytest.fixture
-def fast_results(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """What each call of the one-statement record returned (True: it recorded the outcome)."""
-    results: list[bool] = []
-    original = fastrecord.record_done
-
-    async def spy(*args: Any, **kwargs: Any) -> bool:
-        applied = await original(*args, **kwargs)
-        results.append(applied)
-        return applied
-
-    monkeypatch.setattr(fastrecord, "record_done", spy)
-    return results
+def fast_results(returns_of: Any) -> list[bool]:
+    """What each call of the short record returned (True: it recorded the outcome)."""
+    return returns_of(fastrecord, "record_done")
 
 
 @pytest.fixture
