@@ -18,10 +18,11 @@ class Entity:
     siren: str | None
     parent_id: str | None
     created_at: datetime
+    active: bool = True  # a deactivated entity keeps its documents but takes no new one
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "siren": self.siren, "parent": self.parent_id,
-                "created_at": isoformat(self.created_at)}
+                "created_at": isoformat(self.created_at), "active": self.active}
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,24 @@ class Settings(BaseSettings):
     log_level: str = "info"
     seda_xsd_dir: Path | None = None
 
+    # the platform's own e-mail (password reset, invitations): empty host = not configured
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_user: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_from: str = "flowbus@localhost"
+    smtp_starttls: bool = False
+    smtp_tls: bool = False  # implicit TLS (port 465)
+
+    # single sign-on for people: OpenID Connect (empty issuer = off) and CAS 3.0 (empty URL = off)
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: SecretStr = SecretStr("")
+    oidc_claim: str = "preferred_username"  # the ID token claim that names the account (its login)
+    oidc_label: str = "Se connecter avec le compte de la collectivité"
+    cas_url: str = ""  # e.g. https://cas.example.fr/cas
+    cas_label: str = "Se connecter avec CAS"
+
     @property
     def sqlite_path(self) -> Path:
         return self.data_dir / "flowbus.sqlite3"

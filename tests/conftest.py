@@ -411,3 +411,76 @@ def engine_config(tmp_path: Path) -> Path:
     (cfg / "connectors" / "demo.yml").write_text(
         "instances:\n  - {id: demo-notify, family: notify, kind: test, entity: null, settings: {}}\n")
     return cfg
+
+
+# ---- people and pages (console tests) -----------------------------------------------------------
+
+DEFAULT_PASSWORD = "correct-cheval-agrafe-9"
+
+
+async def make_user(rt: Any, login: str, *, password: str | None = DEFAULT_PASSWORD, name: str | None = None,
+                    email: str | None = None, grants: tuple = (), must_change: bool = False) -> Any:
+    """An active account with ``grants`` (flowbus.people.access.Grant), signed in with ``password``."""
+    from flowbus.people import accounts
+    now = rt.clock.now()
+    async with rt.store.transaction() as tx:
+        user = await accounts.create(tx, login=login, name=name or login.title(), email=email or f"{login}@example.fr",
+                                     actor="test", now=now, password=password, must_change_password=must_change)
+        for g in grants:
+            await accounts.grant(tx, user, g, actor="test", now=now)
+    return user
+
+
+@pytest.fixture
+def people() -> Any:
+    """``people.user(rt, login, grants=…)``, ``people.admin(rt)``, ``await people.sign_in(page, url, login)``."""
+    from flowbus.people.access import EVERY_ENTITY, Grant
+
+    class People:
+        password = DEFAULT_PASSWORD
+
+        async def user(self, rt: Any, login: str, **kw: Any) -> Any:
+            return await make_user(rt, login, **kw)
+
+        async def admin(self, rt: Any, login: str = "plateforme") -> Any:
+            return await make_user(rt, login, name="Camille Admin", grants=(Grant(EVERY_ENTITY, "admin"),))
+
+        async def sign_in(self, page: Any, url: str, login: str, password: str = DEFAULT_PASSWORD,
+                          then: str = "/admin/") -> None:
+            await page.goto(f"{url}/connexion")
+            await page.fill("#login", login)
+            await page.fill("#password", password)
+            await page.click("button[type=submit]")
+            await page.wait_for_url(f"{url}{then}*")
+
+    return People()
+
+
+SCREENSHOT_WIDTHS = {"large": (1366, 768), "mobile": (390, 844)}
+
+
+@pytest.fixture
+def screenshots(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """``await screenshots(page, "name")``: the page at 1366×768 and 390 px wide, full height, with no
+    sideways scrolling at either width; PNGs in the test's tmp dir (and in $FLOWBUS_SCREENSHOT_DIR)."""
+    out_dirs = [tmp_path / "screenshots"]
+    if os.environ.get("FLOWBUS_SCREENSHOT_DIR"):
+        out_dirs.append(Path(os.environ["FLOWBUS_SCREENSHOT_DIR"]))
+
+    async def take(page: Any, name: str) -> list[Path]:
+        taken = []
+        original = page.viewport_size
+        for label, (width, height) in SCREENSHOT_WIDTHS.items():
+            await page.set_viewport_size({"width": width, "height": height})
+            overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 0, f"{name} scrolls sideways by {overflow}px at {width}px wide"
+            for d in out_dirs:
+                d.mkdir(parents=True, exist_ok=True)
+                path = d / f"{name}-{label}.png"
+                await page.screenshot(path=str(path), full_page=True)
+                taken.append(path)
+        if original:
+            await page.set_viewport_size(original)
+        return taken
+
+    return take

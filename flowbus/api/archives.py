@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from flowbus.api import RUNTIME
-from flowbus.api.auth import principal, require_role, visible_entities
+from flowbus.api.auth import document_scope, principal, require_role, role_for, visible_entities
 from flowbus.archive.store import ArchiveRecord, ArchiveStore, unit_tree
 from flowbus.errors import NotFound, ValidationError
 
@@ -36,16 +36,21 @@ async def search_records(rt: Any, key: Any, query: Any) -> tuple[list[ArchiveRec
         value = query.get(name) or ""
         if value and not (len(value) >= 10 and value[4] == "-" and value[7] == "-"):
             raise ValidationError(f"{name} is a date YYYY-MM-DD", field=name)
-    return await archive_store(rt).search(
+    items, total = await archive_store(rt).search(
         entity_ids=entity_ids, flow=query.get("flow") or None, date_from=query.get("from") or None,
         date_to=query.get("to") or None, keyword=query.get("keyword") or None, title=query.get("title") or None,
         text=query.get("q") or None, limit=limit, offset=offset)
+    scope = await document_scope(rt, key)
+    if not scope.everything:  # grants restricted to some flows: only those flows' packages
+        kept = [r for r in items if scope.allows(r.entity_id, r.flow_id)]
+        total -= len(items) - len(kept)
+        items = kept
+    return items, total
 
 
 async def readable_record(rt: Any, key: Any, package_id: str) -> ArchiveRecord:
     record = await archive_store(rt).get(package_id)
-    visible = await visible_entities(rt, key)
-    if visible is not None and record.entity_id not in visible:
+    if await role_for(rt, key, record.entity_id, record.flow_id) is None:
         raise NotFound(f"archive package {package_id!r} does not exist", field="id")
     return record
 

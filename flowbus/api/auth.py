@@ -1,46 +1,68 @@
-"""API keys (stored hashed), roles per entity (admin, editor, reader), the auth middleware."""
+"""Who calls the API: an API key (Bearer, stored hashed) or a person's web session; rights asked of flowbus.people.access.
+
+API keys hold roles per entity — ``{"<entity id>|*": "reader|editor|admin"}``, or
+``{"<entity id>": {"role": "editor", "flows": ["rh-contrat"]}}`` to restrict a key to some flows —
+and become a ``Principal`` like a person does, so both are checked by the same code.  A call
+without ``Authorization`` but with the web session cookie acts as that person; a state-changing
+call made that way must carry the session's CSRF token in ``X-CSRF-Token``.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import uuid
 from typing import Any
 
 from aiohttp import web
 
-from flowbus.errors import Forbidden, Unauthorized
+from flowbus.errors import Forbidden, Unauthorized, ValidationError
 from flowbus.models import ApiKey
+from flowbus.people import access, sessions
+from flowbus.people.access import Principal, grants_from_roles
+from flowbus.people.accounts import principal as user_principal
 from flowbus.store import repo
 
-PRINCIPAL = web.RequestKey("principal", ApiKey)
-ROLES = ("reader", "editor", "admin")
-_ORDER = {r: i for i, r in enumerate(ROLES, 1)}
+PRINCIPAL = web.RequestKey("principal", Principal)
+ROLES = access.ROLES
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-async def create_api_key(rt: Any, *, name: str, roles: dict[str, str]) -> tuple[ApiKey, str]:
-    """Create a key; return it and its secret (shown once, never stored in clear)."""
-    for entity, role in roles.items():
-        if role not in _ORDER:
-            from flowbus.errors import ValidationError
+def _check_roles(roles: dict[str, Any]) -> None:
+    for entity, value in roles.items():
+        role = value.get("role") if isinstance(value, dict) else value
+        flows = value.get("flows") if isinstance(value, dict) else None
+        if role not in access.ORDER:
             raise ValidationError(f"unknown role {role!r} for entity {entity!r}; roles: {', '.join(ROLES)}",
                                   field="roles")
+        if flows is not None and (not isinstance(flows, list) or not all(isinstance(f, str) for f in flows)):
+            raise ValidationError(f"'flows' for entity {entity!r} must be a list of flow ids", field="roles")
+
+
+async def create_api_key(rt: Any, *, name: str, roles: dict[str, Any]) -> tuple[ApiKey, str]:
+    """Create a key; return it and its secret (shown once, never stored in clear)."""
+    _check_roles(roles)
     key_id = uuid.uuid4().hex[:16]
     secret = f"fbk_{key_id}_{secrets.token_urlsafe(32)}"
     key = ApiKey(key_id, name, dict(roles), rt.clock.now())
     async with rt.store.transaction() as tx:
         for entity in roles:
-            if entity != "*":
+            if entity != access.EVERY_ENTITY:
                 await repo.get_entity(tx, entity)
         await repo.insert_api_key(tx, key, hash_key(secret))
     return key, secret
 
 
-async def authenticate(rt: Any, secret: str) -> ApiKey:
+def key_principal(key: ApiKey) -> Principal:
+    return Principal("key", key.id, key.name, grants_from_roles(key.roles))
+
+
+async def authenticate_key(rt: Any, secret: str) -> ApiKey:
     async with rt.store.transaction() as tx:
         key = await repo.api_key_by_hash(tx, hash_key(secret))
     if key is None:
@@ -48,6 +70,26 @@ async def authenticate(rt: Any, secret: str) -> ApiKey:
     if key.revoked_at is not None:
         raise Unauthorized("this API key has been revoked", field="Authorization")
     return key
+
+
+async def authenticate(rt: Any, secret: str) -> Principal:
+    """The principal of an API key secret."""
+    return key_principal(await authenticate_key(rt, secret))
+
+
+async def session_principal(rt: Any, token: str | None) -> Principal | None:
+    """The person behind a web session cookie (None: no live session)."""
+    if not token:
+        return None
+    async with rt.store.transaction() as tx:
+        session = await sessions.load(tx, token, rt.clock.now())
+        if session is None:
+            return None
+        return await user_principal(tx, session.user, session_csrf=session.csrf)
+
+
+def csrf_matches(expected: str | None, given: str | None) -> bool:
+    return bool(expected) and bool(given) and hmac.compare_digest(str(expected), str(given))
 
 
 def bearer(request: web.Request) -> str:
@@ -58,57 +100,62 @@ def bearer(request: web.Request) -> str:
     return value.strip()
 
 
-def principal(request: web.Request) -> ApiKey:
+async def request_principal(request: web.Request) -> Principal:
+    """Bearer API key, or else the web session cookie (CSRF header required to change anything)."""
+    from flowbus.api import RUNTIME
+    rt = request.app[RUNTIME]
+    if "Authorization" not in request.headers:
+        who = await session_principal(rt, request.cookies.get(sessions.COOKIE))
+        if who is not None:
+            if request.method not in _SAFE and not csrf_matches(who.session_csrf,
+                                                                 request.headers.get("X-CSRF-Token")):
+                raise Forbidden("a call made with a web session must carry its CSRF token in X-CSRF-Token",
+                                field="X-CSRF-Token")
+            return who
+    return await authenticate(rt, bearer(request))
+
+
+def principal(request: web.Request) -> Principal:
     return request[PRINCIPAL]
 
 
-async def role_for(rt: Any, key: ApiKey, entity_id: str) -> str | None:
+async def role_for(rt: Any, who: Principal, entity_id: str, flow_id: str | None = None) -> str | None:
     async with rt.store.transaction() as tx:
-        chain = await repo.ancestors(tx, entity_id)
-    return key.role_for(chain)
+        return await access.role_on(tx, who, entity_id, flow_id)
 
 
-async def require_role(request: web.Request, entity_id: str, role: str) -> ApiKey:
-    """Raise Forbidden unless the caller has ``role`` (or better) on the entity or one of its parents."""
+async def require_role(request: web.Request, entity_id: str, role: str, flow_id: str | None = None) -> Principal:
+    """Raise Forbidden unless the caller has ``role`` (or better) on the entity, for ``flow_id``'s documents."""
     from flowbus.api import RUNTIME
-    key = principal(request)
-    have = await role_for(request.app[RUNTIME], key, entity_id)
-    if have is None or _ORDER[have] < _ORDER[role]:
-        raise Forbidden(f"this API key has no {role} right on entity {entity_id}", field="entity")
-    return key
+    who = principal(request)
+    have = await role_for(request.app[RUNTIME], who, entity_id, flow_id)
+    if not access.has(have, role):
+        what = f" for flow {flow_id}" if flow_id else ""
+        raise Forbidden(f"no {role} right on entity {entity_id}{what}", field="entity")
+    return who
 
 
-def is_global_admin(key: ApiKey) -> bool:
-    return key.roles.get("*") == "admin"
+def is_global_admin(who: Principal) -> bool:
+    return who.is_platform_admin
 
 
-async def visible_entities(rt: Any, key: ApiKey) -> list[str] | None:
-    """Entity ids a key may read (None: all)."""
-    if "*" in key.roles:
-        return None
+async def visible_entities(rt: Any, who: Principal) -> list[str] | None:
+    """Entity ids where the caller may read something (None: all)."""
     async with rt.store.transaction() as tx:
-        rows = await tx.fetch("SELECT id, parent_id FROM entities")
-    children: dict[str | None, list[str]] = {}
-    for r in rows:
-        children.setdefault(r["parent_id"], []).append(r["id"])
-    out: list[str] = []
-    stack = list(key.roles)
-    while stack:
-        eid = stack.pop()
-        if eid in out:
-            continue
-        out.append(eid)
-        stack.extend(children.get(eid, []))
-    return out
+        return (await access.scope(tx, who)).entity_ids
+
+
+async def document_scope(rt: Any, who: Principal, role: str = "reader") -> access.Scope:
+    async with rt.store.transaction() as tx:
+        return await access.scope(tx, who, role)
 
 
 def actor(request: web.Request) -> str:
-    return f"api-key:{principal(request).id}"
+    return principal(request).actor
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     if request.path.startswith("/api/v1/") and request.path != "/api/v1/openapi.json":
-        from flowbus.api import RUNTIME
-        request[PRINCIPAL] = await authenticate(request.app[RUNTIME], bearer(request))
+        request[PRINCIPAL] = await request_principal(request)
     return await handler(request)

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from flowbus import documents, journal
 from flowbus.api import RUNTIME
-from flowbus.api.auth import actor, principal, require_role, visible_entities
+from flowbus.api.auth import actor, document_scope, principal, require_role, role_for
 from flowbus.api.problems import json_body
 from flowbus.clock import isoformat, parse_iso
 from flowbus.errors import BadRequest, NotFound, ValidationError
@@ -25,11 +25,10 @@ CHUNK = 256 * 1024
 async def _readable_document(request: web.Request, role: str = "reader") -> Any:
     rt = request.app[RUNTIME]
     doc = await documents.get_document(rt, request.match_info["id"])
-    visible = await visible_entities(rt, principal(request))
-    if visible is not None and doc.entity_id not in visible:
-        # do not tell a key of another entity that the document exists
+    if await role_for(rt, principal(request), doc.entity_id, doc.flow_id) is None:
+        # do not tell a caller without any right on it that the document exists
         raise NotFound(f"document {doc.id!r} does not exist", field="id")
-    await require_role(request, doc.entity_id, role)
+    await require_role(request, doc.entity_id, role, doc.flow_id)
     return doc
 
 
@@ -53,8 +52,8 @@ async def post_document(request: web.Request) -> web.Response:
         raise ValidationError("'fields' must be an object", field="fields")
     async with rt.store.transaction() as tx:
         await repo.get_entity(tx, entity)
-    await require_role(request, entity, "editor")
     rt.flow(flow)
+    await require_role(request, entity, "editor", flow)
     doc = await documents.create_document(rt, entity_id=entity, flow_id=flow, fields=fields, actor=actor(request))
     DOCUMENTS_CREATED.labels(flow).inc()
     return web.json_response(_doc_json(request, doc), status=201, headers={"Location": f"/api/v1/documents/{doc.id}"})
@@ -171,14 +170,16 @@ async def search(request: web.Request) -> web.Response:
             after = tuple(json.loads(base64.urlsafe_b64decode(q["cursor"].encode())))
         except (ValueError, TypeError) as exc:
             raise ValidationError("invalid cursor", field="cursor") from exc
-    visible = await visible_entities(rt, principal(request))
-    entity_ids = visible
+    scope = await document_scope(rt, principal(request))
+    entity_ids = None
     if q.get("entity"):
+        visible = scope.entity_ids
         if visible is not None and q["entity"] not in visible:
             raise NotFound(f"entity {q['entity']!r} does not exist", field="entity")
         entity_ids = [q["entity"]]
     async with rt.store.transaction() as tx:
-        docs = await repo.search_documents(tx, entity_ids=entity_ids, flow=q.get("flow"), state=q.get("state"),
+        docs = await repo.search_documents(tx, scope=scope, entity_ids=entity_ids, flow=q.get("flow"),
+                                           state=q.get("state"),
                                            since=since, until=until, q=q.get("q"), limit=limit + 1,
                                            after=after)  # type: ignore[arg-type]
     more = len(docs) > limit

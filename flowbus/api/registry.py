@@ -5,9 +5,10 @@ its routes, and, if it serves routes under ``/api/v1``, ``OPENAPI_PATHS: dict`` 
 ``paths`` fragment) — ``tests/api`` fails on any ``/api/v1`` route missing from the document.
 
 Authentication: routes under ``/api/v1/`` are authenticated by the middleware in
-``flowbus.api.auth`` (``request[auth.PRINCIPAL]`` is the caller's ``ApiKey``); call
-``auth.require_role(request, entity_id, "reader"|"editor"|"admin")`` before touching an
-entity's data.  Other prefixes (web pages, ``/api/v2`` Pastell layer, simulators) do their own.
+``flowbus.api.auth`` (``request[auth.PRINCIPAL]`` is the caller's ``Principal``: an API key or a
+person's web session); call ``auth.require_role(request, entity_id, "reader"|"editor"|"admin",
+flow_id)`` before touching an entity's data.  Console pages use ``flowbus.web.console``; the
+``/api/v2`` Pastell layer and the simulators do their own.
 """
 
 ROUTE_MODULES: list[str] = [
@@ -15,6 +16,8 @@ ROUTE_MODULES: list[str] = [
     "flowbus.api.entities",
     "flowbus.api.documents",
     "flowbus.api.admin",
+    "flowbus.web.static",
+    "flowbus.web.signin",
     "flowbus.web.admin",
     "flowbus.web.signer",
     "flowbus.connectors.webhooks_api",

@@ -44,12 +44,18 @@ async def cmd_init(args: argparse.Namespace) -> int:
         return 1
     try:
         secret = await _ensure_admin_key(rt)
+        from flowbus.people.bootstrap import FIRST_LOGIN, ensure_first_admin
+        link = await ensure_first_admin(rt)
         print(f"Database ready ({rt.store.dialect}).")
         if secret:
             print("First administrator key (shown only once, keep it safe):")
             print(f"API key: {secret}")
         else:
             print("An administrator key already exists; none was created.")
+        if link:
+            print(f"First platform administrator: login '{FIRST_LOGIN}'. One-time sign-in link (valid 24 h), "
+                  "to choose its password:")
+            print(link)
         if getattr(args, "demo", False):
             await seed_demo(rt)
     finally:
@@ -101,6 +107,11 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         secret = await _ensure_admin_key(rt)
         if secret:
             print(f"API key: {secret}", flush=True)
+        if args.role in ("all", "api"):
+            from flowbus.people.bootstrap import FIRST_LOGIN, ensure_first_admin
+            link = await ensure_first_admin(rt)
+            if link:
+                print(f"First platform administrator '{FIRST_LOGIN}': choose its password at {link}", flush=True)
         if args.demo:
             # the simulators of the outside systems, the demo entity's instances and one document per flow
             from flowbus import demo

@@ -15,7 +15,8 @@ from flowbus.store.base import Tx, Where
 
 
 def _entity(row: dict[str, Any]) -> Entity:
-    return Entity(row["id"], row["name"], row["siren"], row["parent_id"], parse_iso(row["created_at"]))
+    return Entity(row["id"], row["name"], row["siren"], row["parent_id"], parse_iso(row["created_at"]),
+                  bool(row.get("active", 1)))
 
 
 async def insert_entity(tx: Tx, entity: Entity) -> None:
@@ -45,14 +46,28 @@ async def entity_by_siren(tx: Tx, siren: str) -> Entity | None:
 
 
 async def ancestors(tx: Tx, entity_id: str) -> list[str]:
-    """The entity id followed by its parents up to the root."""
-    chain: list[str] = []
-    current: str | None = entity_id
-    while current is not None and current not in chain:
-        chain.append(current)
-        row = await tx.fetchrow("SELECT parent_id FROM entities WHERE id = $1", current)
-        current = row["parent_id"] if row else None
-    return chain
+    """The entity id followed by its parents up to the root, in one recursive statement."""
+    rows = await tx.fetch(
+        "WITH RECURSIVE up(id, parent_id, depth) AS ("
+        " SELECT id, parent_id, 0 FROM entities WHERE id = $1"
+        " UNION ALL SELECT e.id, e.parent_id, up.depth + 1 FROM entities e JOIN up ON e.id = up.parent_id"
+        " WHERE up.depth < 64)"
+        " SELECT id FROM up ORDER BY depth", entity_id)
+    return [r["id"] for r in rows]
+
+
+async def subtree(tx: Tx, roots: list[str]) -> list[str]:
+    """The given entities and every entity below them (by the ``entities_parent`` index)."""
+    if not roots:
+        return []
+    placeholders = ", ".join(f"${i}" for i in range(1, len(roots) + 1))
+    rows = await tx.fetch(
+        "WITH RECURSIVE down(id, depth) AS ("
+        f" SELECT id, 0 FROM entities WHERE id IN ({placeholders})"
+        " UNION ALL SELECT e.id, down.depth + 1 FROM entities e JOIN down ON e.parent_id = down.id"
+        " WHERE down.depth < 64)"
+        " SELECT DISTINCT id FROM down", *roots)
+    return [r["id"] for r in rows]
 
 
 # ---- API keys --------------------------------------------------------------------------------
@@ -220,9 +235,14 @@ async def put_file(tx: Tx, ref: FileRef, *, replace: bool) -> FileRef:
 
 async def search_documents(tx: Tx, *, entity_ids: list[str] | None, flow: str | None, state: str | None,
                            since: datetime | None, until: datetime | None, q: str | None,
-                           limit: int, after: tuple[str, str] | None) -> list[Document]:
-    """Keyset pagination on (created_at, id)."""
+                           limit: int, after: tuple[str, str] | None, scope: Any = None,
+                           newest_first: bool = False) -> list[Document]:
+    """Keyset pagination on (created_at, id); ``scope`` (flowbus.people.access.Scope) limits to what a caller may read."""
     w = Where()
+    if scope is not None:
+        cond = scope.sql(w.arg)
+        if cond is not None:
+            w.clauses.append(cond)
     if entity_ids is not None:
         if not entity_ids:
             return []
@@ -238,8 +258,10 @@ async def search_documents(tx: Tx, *, entity_ids: list[str] | None, flow: str | 
     if q:
         w.add("search_text LIKE {}", "%" + q.lower() + "%")
     if after:
-        w.add("(created_at > {0} OR (created_at = {0} AND id > {1}))", after[0], after[1])
-    sql = f"SELECT * FROM documents {w.sql} ORDER BY created_at, id LIMIT {w.arg(limit)}"
+        op = "<" if newest_first else ">"
+        w.add(f"(created_at {op} {{0}} OR (created_at = {{0}} AND id {op} {{1}}))", after[0], after[1])
+    order = "created_at DESC, id DESC" if newest_first else "created_at, id"
+    sql = f"SELECT * FROM documents {w.sql} ORDER BY {order} LIMIT {w.arg(limit)}"
     args = w.args
     rows = await tx.fetch(sql, *args)
     return [_document(r, []) for r in rows]

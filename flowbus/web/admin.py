@@ -1,72 +1,105 @@
-"""Administrator console (French): documents by state, a document's fields, files and journal, recovery actions.
+"""Administrator console (French): documents by state, newest first; a document's fields, files and journal; recovery actions.
 
-Sign-in with an API key (kept in an HttpOnly, SameSite=Strict cookie); every page checks the
-key's role on the document's entity exactly as the API does.
+Signed-in people only (``flowbus.web.session``); every page asks ``flowbus.people.access`` for the
+person's role on the document's entity and flow, exactly as the API does.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
 from flowbus import documents, journal
 from flowbus.api import RUNTIME
-from flowbus.api.auth import role_for, visible_entities
+from flowbus.api.auth import document_scope
+from flowbus.clock import isoformat
 from flowbus.errors import FlowbusError, NotFound
+from flowbus.people import access
 from flowbus.store import repo
-from flowbus.web import render
-from flowbus.web.apikey_session import ApiKeySession
+from flowbus.web import console
 
-COOKIE = "flowbus_admin"
 STATE_LABELS = {"draft": "Brouillon", "running": "En cours", "waiting": "En attente", "error": "En erreur",
                 "done": "Terminé", "cancelled": "Annulé", "rejected": "Refusé"}
 ACTION_LABELS = {"retry": "Relancer l'étape", "skip": "Passer l'étape", "resume": "Reprendre",
                  "cancel": "Annuler le document", "start": "Démarrer"}
-_ORDER = {"reader": 1, "editor": 2, "admin": 3}
+PAGE_SIZE = 50
 
 
-SESSION = ApiKeySession(COOKIE, "/admin", "admin_login.html")
-_key = SESSION.key
-login_form, login, logout = SESSION.login_form, SESSION.login, SESSION.logout
+def _cursor(doc: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps([isoformat(doc.created_at), doc.id]).encode()).decode()
+
+
+def _after(value: str | None) -> tuple[str, str] | None:
+    if not value:
+        return None
+    try:
+        created, doc_id = json.loads(base64.urlsafe_b64decode(value.encode()))
+        return str(created), str(doc_id)
+    except (ValueError, TypeError):
+        return None
+
+
+def document_title(doc: Any) -> str:
+    return str(doc.fields.get("title") or doc.fields.get("objet") or doc.fields.get("libelle")
+               or f"Document du {doc.created_at.strftime('%d/%m/%Y %H:%M')}")
 
 
 async def dashboard(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    key = await _key(request)
-    visible = await visible_entities(rt, key)
+    who = await console.signed_in(request)
+    scope = await document_scope(rt, who)
     q = request.query
+    visible = scope.entity_ids
     async with rt.store.transaction() as tx:
-        entities = [e for e in await repo.list_entities(tx) if visible is None or e.id in visible]
-        entity_ids = visible
-        if q.get("entity"):
-            entity_ids = [q["entity"]] if visible is None or q["entity"] in visible else []
-        docs = await repo.search_documents(tx, entity_ids=entity_ids, flow=q.get("flow") or None,
+        if visible is None or len(visible) > 200:
+            entities = []  # too many to list: the filter takes a name
+        else:
+            entities = [e for e in [await repo.find_entity(tx, eid) for eid in visible] if e is not None]
+            entities.sort(key=lambda e: e.name)
+        entity_ids = [q["entity"]] if q.get("entity") else None
+        docs = await repo.search_documents(tx, scope=scope, entity_ids=entity_ids, flow=q.get("flow") or None,
                                            state=q.get("state") or None, since=None, until=None,
-                                           q=q.get("q") or None, limit=200, after=None)
-        errors = await repo.search_documents(tx, entity_ids=visible, flow=None, state="error", since=None,
-                                             until=None, q=None, limit=50, after=None)
-    names = {e.id: e.name for e in entities}
-    return render("admin_dashboard.html", docs=list(reversed(docs)), errors=errors, entities=entities,
-                  names=names, flows=sorted(rt.flows.values(), key=lambda f: f.id), query=q,
-                  state_label=lambda d: rt.flow(d.flow_id).state_label(d.state) if d.flow_id in rt.flows
-                  else d.state, states=STATE_LABELS, key_name=key.name)
+                                           q=q.get("q") or None, limit=PAGE_SIZE + 1, after=_after(q.get("apres")),
+                                           newest_first=True)
+        errors = await repo.search_documents(tx, scope=scope, entity_ids=None, flow=None, state="error", since=None,
+                                             until=None, q=None, limit=20, after=None, newest_first=True)
+        shown = {d.entity_id for d in docs} | {d.entity_id for d in errors}
+        names = {eid: (e.name if (e := await repo.find_entity(tx, eid)) else eid) for eid in shown}
+    more = len(docs) > PAGE_SIZE
+    docs = docs[:PAGE_SIZE]
+    next_url = None
+    if more and docs:
+        params = {k: v for k, v in q.items() if k not in ("apres", "message", "error")}
+        params["apres"] = _cursor(docs[-1])
+        next_url = "/admin/?" + urlencode(params)
+    flows = sorted(rt.flows.values(), key=lambda f: f.label)
+    return await console.page(
+        request, "admin_dashboard.html", who=who, docs=docs, errors=errors, entities=entities, names=names,
+        flows=flows, flow_labels={f.id: f.label for f in flows}, query=q, title=document_title,
+        state_label=lambda d: rt.flow(d.flow_id).state_label(d.state) if d.flow_id in rt.flows
+        else STATE_LABELS.get(d.state, d.state), states=STATE_LABELS, next_url=next_url,
+        first_page=not q.get("apres"))
 
 
-async def _document(request: web.Request, role: str) -> tuple[Any, Any]:
+async def _document(request: web.Request, role: str) -> tuple[Any, Any, str]:
+    """(person, document, their role) — 404 for a document they may not see at all."""
     rt = request.app[RUNTIME]
-    key = await _key(request)
+    who = await console.signed_in(request)
     try:
         doc = await documents.get_document(rt, request.match_info["id"])
     except NotFound:
         raise web.HTTPNotFound(text="Document introuvable.") from None
-    have = await role_for(rt, key, doc.entity_id)
+    async with rt.store.transaction() as tx:
+        have = await access.role_on(tx, who, doc.entity_id, doc.flow_id)
     if have is None:
         raise web.HTTPNotFound(text="Document introuvable.")
-    if _ORDER[have] < _ORDER[role]:
-        raise web.HTTPForbidden(text="Vos droits ne permettent pas cette action.")
-    return key, doc
+    if not access.has(have, role):
+        raise console.forbid(request, who, "Vos droits ne permettent pas cette action sur ce document.")
+    return who, doc, have
 
 
 def _actions(doc: Any) -> list[str]:
@@ -83,35 +116,34 @@ def _actions(doc: Any) -> list[str]:
 
 async def document_page(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    key, doc = await _document(request, "reader")
+    who, doc, have = await _document(request, "reader")
     async with rt.store.transaction() as tx:
         entries = await journal.for_document(tx, doc.id)
         entity = await repo.get_entity(tx, doc.entity_id)
-        breaks = await journal.verify(tx, doc.entity_id)
     flow = rt.flows.get(doc.flow_id)
-    have = await role_for(rt, key, doc.entity_id)
-    return render("admin_document.html", doc=doc, flow=flow, entity=entity, entries=entries,
-                  chain_ok=not breaks, state_label=flow.state_label(doc.state) if flow else doc.state,
-                  actions=_actions(doc) if _ORDER.get(have or "", 0) >= 2 else [], action_labels=ACTION_LABELS,
-                  message=request.query.get("message"), error=request.query.get("error"), quote=quote)
+    allowed = [a for a in _actions(doc) if access.has(have, "editor" if a == "start" else "admin")]
+    return await console.page(request, "admin_document.html", who=who, doc=doc, flow=flow, entity=entity,
+                              entries=entries, title=document_title(doc),
+                              state_label=flow.state_label(doc.state) if flow else doc.state,
+                              actions=allowed, action_labels=ACTION_LABELS, quote=quote)
 
 
 async def document_action(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     action = request.match_info["action"]
-    key, doc = await _document(request, "admin" if action != "start" else "editor")
+    who, doc, _have = await _document(request, "admin" if action != "start" else "editor")
     form = await request.post()
     comment = str(form.get("comment", "")).strip() or None
     try:
-        await documents.run_action(rt, doc.id, action, actor=f"api-key:{key.id}", comment=comment)
+        await documents.run_action(rt, doc.id, action, actor=who.actor, comment=comment)
     except FlowbusError as exc:
-        raise web.HTTPSeeOther(f"/admin/documents/{doc.id}?error={quote(exc.message)}") from None
-    raise web.HTTPSeeOther(f"/admin/documents/{doc.id}?message={quote('Action « ' + ACTION_LABELS[action] + ' » enregistrée.')}")
+        raise console.failed(f"/admin/documents/{doc.id}", exc.message) from None
+    raise console.done(f"/admin/documents/{doc.id}", f"Action « {ACTION_LABELS[action]} » enregistrée.")
 
 
 async def document_file(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
-    _key_, doc = await _document(request, "reader")
+    _who, doc, _have = await _document(request, "reader")
     files = doc.files_of(request.match_info["field"])
     index = int(request.query.get("index", "0"))
     if len(files) <= index:
@@ -126,11 +158,14 @@ async def document_file(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+async def _to_sign_in(request: web.Request) -> web.Response:
+    """The old sign-in address (API keys) now leads to people's sign-in."""
+    raise web.HTTPMovedPermanently("/connexion")
+
+
 def setup(app: web.Application, runtime: Any) -> None:
     r = app.router
-    r.add_get("/admin/connexion", login_form)
-    r.add_post("/admin/connexion", login)
-    r.add_post("/admin/deconnexion", logout)
+    r.add_get("/admin/connexion", _to_sign_in)
     r.add_get("/admin/", dashboard)
     r.add_get("/admin/documents/{id}", document_page)
     r.add_post("/admin/documents/{id}/actions/{action:(start|retry|skip|cancel|resume)}", document_action)

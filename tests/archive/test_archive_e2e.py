@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from flowbus.people.access import Grant
+
 from flowbus import documents, journal
 from flowbus.api.entities import create_entity
 from flowbus.archive.store import ArchiveStore
@@ -124,20 +126,23 @@ async def _flows_end_in_the_archive_store(rt, expected_backend, wait_state, serv
 
 @pytest.mark.chromium
 async def test_archivist_finds_and_downloads_in_chromium(backend, runtime_factory, archive_config, wait_state,
-                                                         server_factory, browser, pki, tmp_path):
+                                                         server_factory, browser, pki, tmp_path, people):
     rt = await runtime_factory(backend, config_dir=archive_config, seda_xsd_dir=XSD)
     server = await server_factory(rt)
     ent, doc = await _archive(rt, "deliberation", wait_state, make_siren("21340003"))
-    await _archive(rt, "pes", wait_state, make_siren("21340004"))
+    other, _ = await _archive(rt, "pes", wait_state, make_siren("21340004"))
     context = await browser.new_context(accept_downloads=True)
     page = await context.new_page()
+    await people.user(rt, "archiviste", grants=(Grant(ent.id, "reader"), Grant(other.id, "reader")))
     await page.goto(f"{server.url}/archives/")
-    assert page.url.endswith("/archives/connexion")
-    await page.fill("#api_key", "mauvaise-clé")
+    assert "/connexion?suivant=" in page.url
+    await page.fill("#login", "archiviste")
+    await page.fill("#password", "mauvais-mot-de-passe")
     await page.click("button[type=submit]")
-    assert "Clé d'API inconnue." in await page.inner_text("[role=alert]")
-    await page.fill("#api_key", server.admin_key)
+    assert "Identifiant ou mot de passe incorrect." in await page.inner_text("[role=alert]")
+    await page.fill("#password", people.password)
     await page.click("button[type=submit]")
+    await page.wait_for_url(f"{server.url}/archives/")
     assert "2 paquets trouvés" in await page.inner_text("#resultats")
     await page.select_option("#flow", "deliberation")
     await page.fill("#keyword", "DEL2027")
@@ -157,7 +162,7 @@ async def test_archivist_finds_and_downloads_in_chromium(backend, runtime_factor
     async with rt.store.transaction() as tx:
         entries = await journal.for_document(tx, doc.id)
     downloads = [e for e in entries if e.kind == "archive.downloaded"]
-    assert len(downloads) == 1 and downloads[0].actor.startswith("archiviste:api-key:")
+    assert len(downloads) == 1 and downloads[0].actor == "archiviste:user:archiviste"
     await page.goto(f"{server.url}/archives/?from=pas-une-date")
     assert "Critère invalide" in await page.inner_text("[role=alert]")
     await context.close()

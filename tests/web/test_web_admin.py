@@ -10,7 +10,7 @@ from flowbus.api.entities import create_entity
 
 @pytest.mark.chromium
 async def test_admin_sees_an_error_and_skips_the_step(runtime_factory, server_factory, engine_config, browser,
-                                                     wait_state):
+                                                     wait_state, people, screenshots):
     rt = await runtime_factory("embedded", config_dir=engine_config)
     srv = await server_factory(rt)
     ent = await create_entity(rt, name="Commune de Chromium", siren=None, parent=None, actor_name="t")
@@ -19,15 +19,18 @@ async def test_admin_sees_an_error_and_skips_the_step(runtime_factory, server_fa
     await documents.run_action(rt, doc.id, "start", actor="t")
     await wait_state(rt, doc.id, "error", timeout=30)
 
+    await people.admin(rt, "camille")
     page = await browser.new_page()
     await page.goto(f"{srv.url}/admin/")
-    assert "/admin/connexion" in page.url
-    await page.fill("#api_key", "fbk_mauvaise_cle")
+    assert "/connexion?suivant=" in page.url
+    await page.fill("#login", "camille")
+    await page.fill("#password", "pas-le-bon-mot-de-passe")
     await page.click("button[type=submit]")
-    assert "Clé d'API inconnue" in await page.content()
-    await page.fill("#api_key", srv.admin_key)
+    assert "Identifiant ou mot de passe incorrect." in await page.inner_text("[role=alert]")
+    await page.fill("#password", people.password)
     await page.click("button[type=submit]")
     await page.wait_for_url(f"{srv.url}/admin/")
+    await screenshots(page, "admin-dashboard")
     errors = page.locator("section[aria-labelledby=erreurs]")
     assert "Arrêté en panne" in await errors.inner_text()
     await errors.get_by_role("link", name="Arrêté en panne").click()
@@ -39,5 +42,5 @@ async def test_admin_sees_an_error_and_skips_the_step(runtime_factory, server_fa
     await page.reload()
     assert await page.locator("#etat").inner_text() == "Terminé"
     journal_text = await page.locator("table").last.inner_text()
-    assert "admin.action" in journal_text and "api-key:" in journal_text
-    await page.screenshot(path=str(rt.settings.data_dir / "admin.png"))
+    assert "admin.action" in journal_text and "user:camille" in journal_text
+    await screenshots(page, "admin-document")

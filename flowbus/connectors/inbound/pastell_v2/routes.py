@@ -22,10 +22,12 @@ from aiohttp import web
 from flowbus import __version__ as FLOWBUS_VERSION
 from flowbus import documents
 from flowbus.api import RUNTIME
-from flowbus.api.auth import authenticate, visible_entities
+from flowbus.api.auth import authenticate, csrf_matches, session_principal, visible_entities
+from flowbus.people import access, accounts, passwords, sessions, throttle
+from flowbus.people.access import Principal
 from flowbus.connectors.inbound.pastell_v2 import mapping
 from flowbus.errors import Conflict, FlowbusError, Forbidden, NotFound, Unauthorized, ValidationError
-from flowbus.models import ApiKey, Document
+from flowbus.models import Document
 from flowbus.store import repo
 
 log = structlog.get_logger(__name__)
@@ -34,7 +36,7 @@ PASTELL_VERSION = "2.0.16"
 _ORDER = {"reader": 1, "editor": 2, "admin": 3}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-KEY = web.RequestKey("pastell_key", ApiKey)
+KEY = web.RequestKey("pastell_principal", Principal)
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -62,44 +64,79 @@ def pastell(handler: Handler) -> Handler:
     return wrapped
 
 
-async def _basic_auth(request: web.Request) -> ApiKey:
+async def _basic_auth(request: web.Request) -> Principal:
+    """HTTP Basic as Pastell: a person's login and password, or an API key (login: its id or name; password: the key).
+
+    Without ``Authorization``, a person's web session cookie is accepted too (CSRF header required
+    to change anything), so a signed-in agent reaches the same documents here as in the pages.
+    """
+    rt = request.app[RUNTIME]
     header = request.headers.get("Authorization", "")
+    if not header:
+        who = await session_principal(rt, request.cookies.get(sessions.COOKIE))
+        if who is not None:
+            if request.method not in ("GET", "HEAD") and not csrf_matches(who.session_csrf,
+                                                                       request.headers.get("X-CSRF-Token")):
+                raise Forbidden("Accès interdit : jeton CSRF (X-CSRF-Token) absent ou invalide")
+            return who
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "basic" or not value:
-        raise Unauthorized("Accès interdit : authentification HTTP Basic requise (login : identifiant ou nom de "
-                           "la clé d'API, mot de passe : la clé)")
+        raise Unauthorized("Accès interdit : authentification HTTP Basic requise (login et mot de passe du compte, "
+                           "ou identifiant et valeur d'une clé d'API)")
     try:
         login, _, password = base64.b64decode(value.strip()).decode("utf-8").partition(":")
     except (binascii.Error, UnicodeDecodeError):
         raise Unauthorized("Accès interdit : en-tête Authorization illisible") from None
-    try:
-        key = await authenticate(request.app[RUNTIME], password)
-    except Unauthorized:
-        raise Unauthorized("Accès interdit : identifiant ou mot de passe incorrect") from None
-    if login not in (key.id, key.name):
-        raise Unauthorized("Accès interdit : identifiant ou mot de passe incorrect")
-    return key
+    if password.startswith("fbk_"):
+        try:
+            key = await authenticate(rt, password)
+        except Unauthorized:
+            raise Unauthorized("Accès interdit : identifiant ou mot de passe incorrect") from None
+        if login not in (key.id, key.name):
+            raise Unauthorized("Accès interdit : identifiant ou mot de passe incorrect")
+        return key
+    now = rt.clock.now()
+    async with rt.store.transaction() as tx:
+        user = await accounts.by_login(tx, login) if login else None
+        if user is not None and throttle.is_locked(user, now):
+            raise Unauthorized("Accès interdit : compte verrouillé après trop de mots de passe erronés")
+        stored = await accounts.password_hash(tx, user.id) if user else None
+        if not passwords.verify(stored, password):
+            if user is not None:
+                await throttle.wrong_password(tx, user, now)
+            log.warning("pastell.sign_in_failed", login=login)
+            raise Unauthorized("Accès interdit : identifiant ou mot de passe incorrect")
+        assert user is not None
+        if not user.active:
+            raise Unauthorized("Accès interdit : compte désactivé")
+        return await accounts.principal(tx, user)
 
 
 def _rt(request: web.Request) -> Any:
     return request.app[RUNTIME]
 
 
-def _key(request: web.Request) -> ApiKey:
+def _key(request: web.Request) -> Principal:
     return request[KEY]
 
 
 def _actor(request: web.Request) -> str:
-    return f"api-key:{_key(request).id}"
+    return _key(request).actor
 
 
-async def _check_right(request: web.Request, id_e: str, role: str) -> None:
+async def _check_right(request: web.Request, id_e: str, role: str, flow_id: str | None = None) -> None:
+    """``role`` on the entity (for ``flow_id``'s documents); ``role`` None: any right at all on it."""
     rt = _rt(request)
     async with rt.store.transaction() as tx:
         if await repo.find_entity(tx, id_e) is None:
             raise NotFound(f"L'entité {id_e} n'existe pas")
         chain = await repo.ancestors(tx, id_e)
-    have = _key(request).role_for(chain)
+    who = _key(request)
+    if role is None:
+        if who.is_platform_admin or who.sees_something_of(chain):
+            return
+        raise Forbidden(f"Acces interdit id_e={id_e}, droit=lecture")
+    have = "admin" if who.is_platform_admin else who.role_for(chain, flow_id)
     if have is None or _ORDER[have] < _ORDER[role]:
         droit = "lecture" if role == "reader" else "edition"
         raise Forbidden(f"Acces interdit id_e={id_e}, droit={droit}")
@@ -131,13 +168,19 @@ async def _form(request: web.Request) -> dict[str, Any]:
 
 async def _document(request: web.Request, role: str = "reader") -> Document:
     id_e, id_d = request.match_info["id_e"], request.match_info["id_d"]
-    await _check_right(request, id_e, role)
+    await _check_right(request, id_e, None)
     try:
         doc = await documents.get_document(_rt(request), id_d)
     except NotFound:
         raise NotFound(f"Le document {id_d} n'existe pas") from None
     if doc.entity_id != id_e:
         raise NotFound(f"Le document {id_d} n'appartient pas à l'entité {id_e}")
+    try:
+        await _check_right(request, id_e, role, doc.flow_id)
+    except Forbidden:
+        if role == "reader":  # no right on this flow: the document does not exist for this caller
+            raise NotFound(f"Le document {id_d} n'existe pas") from None
+        raise
     return doc
 
 
@@ -222,9 +265,11 @@ async def get_flux(request: web.Request) -> web.Response:
 
 async def list_documents(request: web.Request) -> web.Response:
     id_e = request.match_info["id_e"]
-    await _check_right(request, id_e, "reader")
+    await _check_right(request, id_e, None)
     rt = _rt(request)
     q = request.query
+    async with rt.store.transaction() as tx:
+        scope = await access.scope(tx, _key(request))
     try:
         offset, limit = max(0, int(q.get("offset", "0"))), max(1, min(int(q.get("limit", "100")), 1000))
     except ValueError:
@@ -233,6 +278,14 @@ async def list_documents(request: web.Request) -> web.Response:
     if q.get("type"):
         flows = [mapping.resolve_any(q["type"], rt.flows).flow.id]
     sql, args = "SELECT * FROM documents WHERE entity_id = $1", [id_e]
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    allowed = scope.sql(arg)
+    if allowed is not None:
+        sql += f" AND {allowed}"
     if flows:
         args.append(flows[0])
         sql += f" AND flow_id = ${len(args)}"
@@ -277,11 +330,12 @@ async def get_document(request: web.Request) -> web.Response:
 
 async def create_document(request: web.Request) -> web.Response:
     id_e = request.match_info["id_e"]
-    await _check_right(request, id_e, "editor")
+    await _check_right(request, id_e, None)
     form = await _form(request)
     if not form.get("type"):
         raise ValidationError("Le paramètre « type » (le flux) est obligatoire", field="type")
     flux = mapping.resolve_any(str(form["type"]), _rt(request).flows)
+    await _check_right(request, id_e, "editor", flux.flow.id)
     doc = await documents.create_document(_rt(request), entity_id=id_e, flow_id=flux.flow.id, fields={},
                                           actor=_actor(request))
     return _json({"id_d": doc.id, **detail(flux, doc)}, status=201)
