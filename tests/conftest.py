@@ -456,6 +456,14 @@ def people() -> Any:
     return People()
 
 
+@pytest.fixture
+def smtp_server() -> Any:
+    """A real SMTP server on loopback that records what it receives (``.received``, ``.to(address)``)."""
+    from flowbus.connectors.mailsec.smtp_sim import SmtpSimulator
+    with SmtpSimulator() as sim:
+        yield sim
+
+
 SCREENSHOT_WIDTHS = {"large": (1366, 768), "mobile": (390, 844)}
 
 

@@ -17,7 +17,7 @@ async def ensure_first_admin(rt: Any) -> str | None:
         if await tx.fetchval("SELECT id FROM users LIMIT 1") is not None:
             return None
         user = await accounts.create(tx, login=FIRST_LOGIN, name="Administrateur de la plateforme",
-                                     email="admin@localhost", actor="flowbus-init", now=now,
+                                     email="admin@flowbus.invalid", actor="flowbus-init", now=now,
                                      must_change_password=False)
         await accounts.grant(tx, user, Grant(EVERY_ENTITY, "admin"), actor="flowbus-init", now=now)
         token = await links.issue(tx, user.id, "first", now)

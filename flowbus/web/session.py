@@ -94,8 +94,11 @@ async def _csrf_ok(request: web.Request) -> bool:
 
 @web.middleware
 async def web_session_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    if request.method == "POST" and request.path.startswith(PROTECTED) and not await _csrf_ok(request):
-        return render("csrf_refused.html", status=403)
+    if request.path.startswith(PROTECTED):
+        if request.method == "POST" and not await _csrf_ok(request):
+            return render("csrf_refused.html", status=403)
+        if request.cookies.get(sessions.COOKIE):
+            await current(request)  # so that csrf_token() gives the session's token on every page
     try:
         resp = await handler(request)
     except web.HTTPException as exc:

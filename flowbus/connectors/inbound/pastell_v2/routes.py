@@ -124,8 +124,10 @@ def _actor(request: web.Request) -> str:
     return _key(request).actor
 
 
-async def _check_right(request: web.Request, id_e: str, role: str, flow_id: str | None = None) -> None:
-    """``role`` on the entity (for ``flow_id``'s documents); ``role`` None: any right at all on it."""
+async def _check_right(request: web.Request, id_e: str, role: str | None, flow_id: str | None = None, *,
+                       droit: str = "lecture") -> None:
+    """``role`` on the entity (for ``flow_id``'s documents); ``role`` None: any right at all on it (``droit``
+    names the missing right in Pastell's message)."""
     rt = _rt(request)
     async with rt.store.transaction() as tx:
         if await repo.find_entity(tx, id_e) is None:
@@ -135,7 +137,7 @@ async def _check_right(request: web.Request, id_e: str, role: str, flow_id: str 
     if role is None:
         if who.is_platform_admin or who.sees_something_of(chain):
             return
-        raise Forbidden(f"Acces interdit id_e={id_e}, droit=lecture")
+        raise Forbidden(f"Acces interdit id_e={id_e}, droit={droit}")
     have = "admin" if who.is_platform_admin else who.role_for(chain, flow_id)
     if have is None or _ORDER[have] < _ORDER[role]:
         droit = "lecture" if role == "reader" else "edition"
@@ -330,7 +332,7 @@ async def get_document(request: web.Request) -> web.Response:
 
 async def create_document(request: web.Request) -> web.Response:
     id_e = request.match_info["id_e"]
-    await _check_right(request, id_e, None)
+    await _check_right(request, id_e, None, droit="edition")
     form = await _form(request)
     if not form.get("type"):
         raise ValidationError("Le paramètre « type » (le flux) est obligatoire", field="type")
