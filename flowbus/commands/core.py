@@ -165,6 +165,10 @@ async def cmd_doctor(args: argparse.Namespace) -> int:
         await store.open()
         health = await store.check()
         report("state store", health.ok, health.detail, health.fix)
+        if health.ok:
+            from flowbus.people.health import checks as people_checks
+            for name, ok, detail, fix in await people_checks(store, settings):
+                report(name, ok, detail, fix)
     except FlowbusError as exc:
         report("state store", False, exc.message, exc.hint)
     blobs = make_blobs(settings)

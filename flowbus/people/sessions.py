@@ -33,6 +33,7 @@ def _hash(token: str) -> str:
 async def open_session(tx: Tx, user: User, *, method: str, ip: str, now: datetime) -> tuple[str, str]:
     """A new session for ``user``: (cookie token, CSRF token)."""
     token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+    await tx.execute("DELETE FROM web_sessions WHERE user_id = $1 AND expires_at <= $2", user.id, isoformat(now))
     await tx.execute("INSERT INTO web_sessions (id_hash, user_id, csrf, method, created_at, last_seen_at, expires_at, "
                      "ip) VALUES ($1, $2, $3, $4, $5, $5, $6, $7)", _hash(token), user.id, csrf, method,
                      isoformat(now), isoformat(now + ABSOLUTE), ip[:64])
