@@ -10,6 +10,7 @@ from flowbus.api import RUNTIME
 from flowbus.api.auth import create_api_key, is_global_admin, principal, require_role
 from flowbus.api.problems import json_body
 from flowbus.errors import Forbidden, ValidationError
+from flowbus.people import audit
 from flowbus.store import repo
 
 
@@ -27,7 +28,7 @@ async def post_key(request: web.Request) -> web.Response:
                 raise Forbidden("only a platform administrator can grant rights on every entity", field="roles")
         else:
             await require_role(request, entity, "admin")
-    key, secret = await create_api_key(rt, name=name.strip(), roles=roles)
+    key, secret = await create_api_key(rt, name=name.strip(), roles=roles, actor=principal(request).actor)
     return web.json_response({"id": key.id, "name": key.name, "roles": key.roles, "key": secret}, status=201)
 
 
@@ -46,7 +47,10 @@ async def revoke_key(request: web.Request) -> web.Response:
     if not is_global_admin(principal(request)):
         raise Forbidden("only a platform administrator can revoke API keys")
     async with rt.store.transaction() as tx:
-        await repo.revoke_api_key(tx, request.match_info["id"], rt.clock.now())
+        key = await repo.get_api_key(tx, request.match_info["id"])
+        await repo.revoke_api_key(tx, key.id, rt.clock.now())
+        await audit.record(tx, actor=principal(request).actor, kind="admin.key.revoked", at=rt.clock.now(),
+                           key=key.id, name=key.name, before={"roles": key.roles})
     return web.Response(status=204)
 
 
@@ -95,7 +99,7 @@ async def put_connector(request: web.Request) -> web.Response:
     elif not is_global_admin(principal(request)):
         raise Forbidden("only a platform administrator can configure a global connector", field="entity")
     async with rt.store.transaction() as tx:
-        inst = await rt.instances.save(tx, body, at=rt.clock.now())
+        inst = await rt.instances.save(tx, body, at=rt.clock.now(), actor=principal(request).actor)
     return web.json_response(_instance_json(inst), status=200)
 
 
@@ -107,7 +111,8 @@ async def delete_connector(request: web.Request) -> web.Response:
     elif not is_global_admin(principal(request)):
         raise Forbidden("only a platform administrator can remove a global connector", field="entity")
     async with rt.store.transaction() as tx:
-        await rt.instances.delete(tx, request.match_info["id"], entity)
+        await rt.instances.delete(tx, request.match_info["id"], entity, at=rt.clock.now(),
+                                  actor=principal(request).actor)
     return web.Response(status=204)
 
 

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from flowbus.errors import Forbidden, Unauthorized, ValidationError
 from flowbus.models import ApiKey
-from flowbus.people import access, sessions
+from flowbus.people import access, audit, sessions
 from flowbus.people.access import Principal, grants_from_roles
 from flowbus.people.accounts import principal as user_principal
 from flowbus.store import repo
@@ -44,8 +44,8 @@ def _check_roles(roles: dict[str, Any]) -> None:
             raise ValidationError(f"'flows' for entity {entity!r} must be a list of flow ids", field="roles")
 
 
-async def create_api_key(rt: Any, *, name: str, roles: dict[str, Any]) -> tuple[ApiKey, str]:
-    """Create a key; return it and its secret (shown once, never stored in clear)."""
+async def create_api_key(rt: Any, *, name: str, roles: dict[str, Any], actor: str = "system") -> tuple[ApiKey, str]:
+    """Create a key; return it and its secret (shown once, never stored in clear, never journaled)."""
     _check_roles(roles)
     key_id = uuid.uuid4().hex[:16]
     secret = f"fbk_{key_id}_{secrets.token_urlsafe(32)}"
@@ -55,6 +55,8 @@ async def create_api_key(rt: Any, *, name: str, roles: dict[str, Any]) -> tuple[
             if entity != access.EVERY_ENTITY:
                 await repo.get_entity(tx, entity)
         await repo.insert_api_key(tx, key, hash_key(secret))
+        await audit.record(tx, actor=actor, kind="admin.key.created", at=key.created_at, key=key.id, name=name,
+                           after={"roles": key.roles})
     return key, secret
 
 

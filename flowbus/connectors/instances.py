@@ -31,6 +31,7 @@ from flowbus.clock import isoformat
 from flowbus.connectors.base import ConnectorInstance
 from flowbus.connectors.registry import CONNECTOR_CLASSES, connector_class
 from flowbus.errors import ConfigError, NotFound, ValidationError
+from flowbus.people import audit
 from flowbus.store import repo
 from flowbus.store.base import Tx
 
@@ -148,8 +149,10 @@ class InstanceRegistry:
                     seen.setdefault(iid, inst)
         return list(seen.values())
 
-    async def save(self, tx: Tx, data: dict[str, Any], *, at: Any) -> ConnectorInstance:
-        """Create or replace an API-managed instance; secrets not re-sent keep their stored value."""
+    async def save(self, tx: Tx, data: dict[str, Any], *, at: Any, actor: str = "system") -> ConnectorInstance:
+        """Create or replace an API-managed instance; secrets not re-sent keep their stored value.
+
+        Journaled as ``admin.connector.saved`` with the settings before and after, secrets masked."""
         try:
             inst = make_instance(data, "connector instance")
         except ConfigError as exc:
@@ -170,10 +173,21 @@ class InstanceRegistry:
         await tx.execute("INSERT INTO connector_instances (id, entity_id, family, kind, settings, updated_at) "
                          "VALUES ($1, $2, $3, $4, $5, $6)", inst.id, entity, inst.family, inst.kind,
                          json.dumps(settings), isoformat(at))
+        await audit.record(tx, actor=actor, kind="admin.connector.saved", at=at, entity_id=inst.entity_id,
+                           instance=inst.id, family=inst.family, connector_kind=inst.kind, secret_keys=inst.secret_keys,
+                           before=None if old is None else json.loads(old["settings"]), after=settings)
         return ConnectorInstance(inst.id, inst.family, inst.kind, inst.entity_id, settings, inst.secret_keys)
 
-    async def delete(self, tx: Tx, instance_id: str, entity_id: str | None) -> None:
+    async def delete(self, tx: Tx, instance_id: str, entity_id: str | None, *, at: Any = None,
+                     actor: str = "system") -> None:
         self._cache.clear()
-        if not await tx.execute("DELETE FROM connector_instances WHERE id = $1 AND entity_id = $2",
-                                instance_id, entity_id or ""):
+        old = await tx.fetchrow("SELECT family, kind, settings FROM connector_instances WHERE id = $1 AND entity_id = $2",
+                                instance_id, entity_id or "")
+        if old is None or not await tx.execute("DELETE FROM connector_instances WHERE id = $1 AND entity_id = $2",
+                                               instance_id, entity_id or ""):
             raise NotFound(f"connector instance {instance_id!r} is not configured through the API", field="id")
+        if at is not None:
+            settings = json.loads(old["settings"])
+            await audit.record(tx, actor=actor, kind="admin.connector.deleted", at=at, entity_id=entity_id,
+                               instance=instance_id, family=old["family"], connector_kind=old["kind"],
+                               secret_keys=secret_keys_for(old["family"], old["kind"], settings), before=settings)
