@@ -45,7 +45,10 @@ async def create_document(rt: Any, *, entity_id: str, flow_id: str, fields: dict
     now = rt.clock.now()
     doc = Document(new_id(), entity_id, flow_id, "draft", values, 1, now, now)
     async with rt.store.transaction() as tx:
-        await repo.get_entity(tx, entity_id)
+        entity = await repo.get_entity(tx, entity_id)
+        if not entity.active:
+            raise ValidationError(f"La collectivité « {entity.name} » est désactivée : elle ne reçoit plus de "
+                                  "nouveau document.", field="entity")
         await repo.insert_document(tx, doc)
         await journal.append(tx, entity_id=entity_id, actor=actor, kind="document.created", at=now,
                              document_id=doc.id, data={"flow": flow_id, "fields": sorted(values)})

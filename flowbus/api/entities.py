@@ -2,49 +2,21 @@
 
 from __future__ import annotations
 
-import re
-import uuid
 from typing import Any
 
 from aiohttp import web
 
-from flowbus import journal
+from flowbus import entities
+from flowbus.entities import siren_ok  # noqa: F401 - imported from here by older callers
 from flowbus.api import RUNTIME
 from flowbus.api.auth import actor, is_global_admin, principal, require_role, visible_entities
 from flowbus.api.problems import json_body
-from flowbus.errors import Conflict, Forbidden, ValidationError
+from flowbus.errors import Forbidden, ValidationError
 from flowbus.models import Entity
 from flowbus.store import repo
 
-_SIREN = re.compile(r"^\d{9}$")
-
-
-def siren_ok(siren: str) -> bool:
-    """SIREN: 9 digits with a Luhn checksum."""
-    if not _SIREN.match(siren):
-        return False
-    total = 0
-    for i, ch in enumerate(reversed(siren)):
-        d = int(ch) * (2 if i % 2 else 1)
-        total += d - 9 if d > 9 else d
-    return total % 10 == 0
-
-
 async def create_entity(rt: Any, *, name: str, siren: str | None, parent: str | None, actor_name: str) -> Entity:
-    if not isinstance(name, str) or not name.strip():
-        raise ValidationError("the entity needs a name", field="name")
-    if siren is not None and (not isinstance(siren, str) or not siren_ok(siren)):
-        raise ValidationError(f"invalid SIREN {siren!r}: 9 digits with a valid checksum expected", field="siren")
-    entity = Entity(uuid.uuid4().hex[:12], name.strip(), siren, parent, rt.clock.now())
-    async with rt.store.transaction() as tx:
-        if parent is not None:
-            await repo.get_entity(tx, parent)
-        if siren and await repo.entity_by_siren(tx, siren):
-            raise Conflict(f"an entity with SIREN {siren} already exists", field="siren")
-        await repo.insert_entity(tx, entity)
-        await journal.append(tx, entity_id=entity.id, actor=actor_name, kind="entity.created", at=entity.created_at,
-                             data={"name": entity.name, "siren": siren, "parent": parent})
-    return entity
+    return await entities.create(rt, name=name, siren=siren, parent=parent, actor_name=actor_name)
 
 
 async def post_entity(request: web.Request) -> web.Response:

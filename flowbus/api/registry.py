@@ -19,6 +19,8 @@ ROUTE_MODULES: list[str] = [
     "flowbus.web.static",
     "flowbus.web.signin",
     "flowbus.web.admin",
+    "flowbus.web.console_entities",
+    "flowbus.web.console_people",
     "flowbus.web.signer",
     "flowbus.connectors.webhooks_api",
     "flowbus.connectors.inbound.pastell_v2.routes",

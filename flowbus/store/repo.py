@@ -40,6 +40,49 @@ async def list_entities(tx: Tx) -> list[Entity]:
     return [_entity(r) for r in await tx.fetch("SELECT * FROM entities ORDER BY name, id")]
 
 
+async def children(tx: Tx, parent_id: str | None, *, limit: int = 200, after_name: str | None = None) -> list[Entity]:
+    """Entities directly under ``parent_id`` (None: top level), by name, a page at a time."""
+    args: list[Any] = []
+    where = "parent_id IS NULL" if parent_id is None else "parent_id = $1"
+    if parent_id is not None:
+        args.append(parent_id)
+    if after_name is not None:
+        args.append(after_name)
+        where += f" AND name > ${len(args)}"
+    args.append(limit)
+    rows = await tx.fetch(f"SELECT * FROM entities WHERE {where} ORDER BY name, id LIMIT ${len(args)}", *args)
+    return [_entity(r) for r in rows]
+
+
+async def child_counts(tx: Tx, parent_ids: list[str]) -> dict[str, int]:
+    if not parent_ids:
+        return {}
+    ph = ", ".join(f"${i}" for i in range(1, len(parent_ids) + 1))
+    rows = await tx.fetch(f"SELECT parent_id, COUNT(*) AS n FROM entities WHERE parent_id IN ({ph}) GROUP BY parent_id",
+                          *parent_ids)
+    return {r["parent_id"]: int(r["n"]) for r in rows}
+
+
+async def find_entities(tx: Tx, text: str, *, within: list[str] | None, limit: int = 50) -> list[Entity]:
+    """Entities whose name contains ``text`` or whose SIREN is ``text`` (``within``: only those ids)."""
+    args: list[Any] = ["%" + text.strip().lower() + "%", text.strip()]
+    where = "(LOWER(name) LIKE $1 OR siren = $2)"
+    if within is not None:
+        if not within:
+            return []
+        where += f" AND id IN ({', '.join(f'${i}' for i in range(3, len(within) + 3))})"
+        args.extend(within)
+    args.append(limit)
+    rows = await tx.fetch(f"SELECT * FROM entities WHERE {where} ORDER BY name, id LIMIT ${len(args)}", *args)
+    return [_entity(r) for r in rows]
+
+
+async def update_entity(tx: Tx, entity_id: str, *, name: str, siren: str | None, parent_id: str | None,
+                        active: bool) -> None:
+    await tx.execute("UPDATE entities SET name = $2, siren = $3, parent_id = $4, active = $5 WHERE id = $1",
+                     entity_id, name, siren, parent_id, 1 if active else 0)
+
+
 async def entity_by_siren(tx: Tx, siren: str) -> Entity | None:
     row = await tx.fetchrow("SELECT * FROM entities WHERE siren = $1", siren)
     return None if row is None else _entity(row)
