@@ -10,7 +10,6 @@ import pytest
 
 from flowbus import documents
 from flowbus.api.entities import create_entity
-from flowbus.people.access import Grant
 
 pytestmark = pytest.mark.chromium
 
