@@ -21,6 +21,7 @@ ROUTE_MODULES: list[str] = [
     "flowbus.web.admin",
     "flowbus.web.console_entities",
     "flowbus.web.console_people",
+    "flowbus.web.console_keys",
     "flowbus.web.signer",
     "flowbus.connectors.webhooks_api",
     "flowbus.connectors.inbound.pastell_v2.routes",
