@@ -44,3 +44,29 @@ async def test_admin_sees_an_error_and_skips_the_step(runtime_factory, server_fa
     journal_text = await page.locator("table").last.inner_text()
     assert "admin.action" in journal_text and "user:camille" in journal_text
     await screenshots(page, "admin-document")
+
+
+@pytest.mark.chromium
+async def test_dashboard_lists_newest_first_a_page_at_a_time(runtime_factory, server_factory, engine_config, browser,
+                                                              people, screenshots):
+    from flowbus.people.access import Grant
+    rt = await runtime_factory("embedded", config_dir=engine_config, workers=False)
+    srv = await server_factory(rt)
+    ent = await create_entity(rt, name="Commune des Pages", siren=None, parent=None, actor_name="t")
+    for n in range(1, 56):
+        await documents.create_document(rt, entity_id=ent.id, flow_id="four", fields={"title": f"Arrêté n°{n}"},
+                                        actor="t")
+    await people.user(rt, "lecteur", grants=(Grant(ent.id, "reader"),))
+    page = await browser.new_page()
+    await people.sign_in(page, srv.url, "lecteur")
+    links = page.locator("section[aria-labelledby=recherche] tbody a")
+    assert await links.count() == 50
+    assert await links.first.inner_text() == "Arrêté n°55"
+    assert "Commune des Pages" in await page.locator("section[aria-labelledby=recherche] tbody tr").first.inner_text()
+    assert "Quatre étapes" in await page.locator("section[aria-labelledby=recherche] tbody tr").first.inner_text()
+    await page.get_by_role("link", name="Documents plus anciens →").click()
+    assert [await links.nth(i).inner_text() for i in range(await links.count())] == [f"Arrêté n°{n}" for n in
+                                                                                    range(5, 0, -1)]
+    assert await page.get_by_role("link", name="Documents plus anciens →").count() == 0
+    await page.goto(f"{srv.url}/admin/?q=n°7")
+    assert [await links.nth(i).inner_text() for i in range(await links.count())] == ["Arrêté n°7"]
