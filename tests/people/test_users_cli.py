@@ -11,6 +11,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_init_and_users_commands(tmp_path, monkeypatch, capsys):
+    # the commands configure logging to the process's stderr; here that is capsys's, closed after the test
+    monkeypatch.setattr("flowbus.log.configure", lambda *a, **k: None)
     monkeypatch.setenv("FLOWBUS_DATA_DIR", str(tmp_path / "var"))
     monkeypatch.setenv("FLOWBUS_CONFIG_DIR", str(ROOT / "config"))
     monkeypatch.setenv("FLOWBUS_PUBLIC_URL", "https://flowbus.syndicat.fr")
