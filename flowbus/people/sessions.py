@@ -26,7 +26,7 @@ class Session:
     created_at: datetime
 
 
-def _hash(token: str) -> str:
+def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
@@ -35,7 +35,7 @@ async def open_session(tx: Tx, user: User, *, method: str, ip: str, now: datetim
     token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
     await tx.execute("DELETE FROM web_sessions WHERE user_id = $1 AND expires_at <= $2", user.id, isoformat(now))
     await tx.execute("INSERT INTO web_sessions (id_hash, user_id, csrf, method, created_at, last_seen_at, expires_at, "
-                     "ip) VALUES ($1, $2, $3, $4, $5, $5, $6, $7)", _hash(token), user.id, csrf, method,
+                     "ip) VALUES ($1, $2, $3, $4, $5, $5, $6, $7)", token_hash(token), user.id, csrf, method,
                      isoformat(now), isoformat(now + ABSOLUTE), ip[:64])
     return token, csrf
 
@@ -46,7 +46,8 @@ async def load(tx: Tx, token: str, now: datetime) -> Session | None:
         return None
     row = await tx.fetchrow("SELECT s.id_hash AS s_id, s.csrf AS s_csrf, s.method AS s_method, "
                             "s.created_at AS s_created, s.last_seen_at AS s_seen, s.expires_at AS s_expires, u.* "
-                            "FROM web_sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = $1", _hash(token))
+                            "FROM web_sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = $1",
+                            token_hash(token))
     if row is None:
         return None
     seen = parse_iso(row["s_seen"])
@@ -59,7 +60,7 @@ async def load(tx: Tx, token: str, now: datetime) -> Session | None:
 
 
 async def end(tx: Tx, token: str) -> None:
-    await tx.execute("DELETE FROM web_sessions WHERE id_hash = $1", _hash(token))
+    await tx.execute("DELETE FROM web_sessions WHERE id_hash = $1", token_hash(token))
 
 
 async def end_others(tx: Tx, user_id: str, keep_hash: str | None) -> None:

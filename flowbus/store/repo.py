@@ -40,6 +40,20 @@ async def list_entities(tx: Tx) -> list[Entity]:
     return [_entity(r) for r in await tx.fetch("SELECT * FROM entities ORDER BY name, id")]
 
 
+async def entities_by_ids(tx: Tx, entity_ids: list[str] | set[str]) -> dict[str, Entity]:
+    """The named entities in one statement (id → entity); unknown ids are left out."""
+    ids = sorted(set(entity_ids))
+    if not ids:
+        return {}
+    out: dict[str, Entity] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        ph = ", ".join(f"${i}" for i in range(1, len(chunk) + 1))
+        for r in await tx.fetch(f"SELECT * FROM entities WHERE id IN ({ph})", *chunk):
+            out[r["id"]] = _entity(r)
+    return out
+
+
 async def children(tx: Tx, parent_id: str | None, *, limit: int = 200, after_name: str | None = None) -> list[Entity]:
     """Entities directly under ``parent_id`` (None: top level), by name, a page at a time."""
     args: list[Any] = []

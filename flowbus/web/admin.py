@@ -58,8 +58,7 @@ async def dashboard(request: web.Request) -> web.Response:
         if visible is None or len(visible) > 200:
             entities = []  # too many to list: the filter takes a name
         else:
-            entities = [e for e in [await repo.find_entity(tx, eid) for eid in visible] if e is not None]
-            entities.sort(key=lambda e: e.name)
+            entities = sorted((await repo.entities_by_ids(tx, visible)).values(), key=lambda e: e.name)
         entity_ids = [q["entity"]] if q.get("entity") else None
         docs = await repo.search_documents(tx, scope=scope, entity_ids=entity_ids, flow=q.get("flow") or None,
                                            state=q.get("state") or None, since=None, until=None,
@@ -68,7 +67,7 @@ async def dashboard(request: web.Request) -> web.Response:
         errors = await repo.search_documents(tx, scope=scope, entity_ids=None, flow=None, state="error", since=None,
                                              until=None, q=None, limit=20, after=None, newest_first=True)
         shown = {d.entity_id for d in docs} | {d.entity_id for d in errors}
-        names = {eid: (e.name if (e := await repo.find_entity(tx, eid)) else eid) for eid in shown}
+        names = {eid: e.name for eid, e in (await repo.entities_by_ids(tx, shown)).items()}
     more = len(docs) > PAGE_SIZE
     docs = docs[:PAGE_SIZE]
     next_url = None

@@ -27,7 +27,7 @@ async def search_page(request: web.Request) -> web.Response:
         if visible is None:
             entities = await repo.list_entities(tx)
         else:
-            entities = [e for e in [await repo.find_entity(tx, eid) for eid in visible[:500]] if e is not None]
+            entities = sorted((await repo.entities_by_ids(tx, visible[:500])).values(), key=lambda e: e.name)
     error = None
     try:
         items, total = await search_records(rt, key, request.query)

@@ -19,7 +19,7 @@ async def _roots(tx: Any, who: Any) -> list[Any]:
     if who.is_platform_admin:
         return await repo.children(tx, None)
     ids = sorted({g.entity_id for g in who.grants if g.role == "admin" and g.flows is None})
-    return sorted([e for e in [await repo.find_entity(tx, i) for i in ids] if e is not None], key=lambda e: e.name)
+    return sorted((await repo.entities_by_ids(tx, ids)).values(), key=lambda e: e.name)
 
 
 async def tree_page(request: web.Request) -> web.Response:
@@ -37,8 +37,8 @@ async def tree_page(request: web.Request) -> web.Response:
                 raise console.forbid(request, who, "Vous n'administrez pas cette collectivité.")
             parent = await repo.get_entity(tx, parent_id)
             chain = await repo.ancestors(tx, parent_id)
-            path = [e for e in [await repo.find_entity(tx, i) for i in reversed(chain)]
-                    if e is not None and (administered is None or e.id in administered)]
+            known = await repo.entities_by_ids(tx, chain)
+            path = [known[i] for i in reversed(chain) if i in known and (administered is None or i in administered)]
             items = await repo.children(tx, parent_id)
         else:
             items = await _roots(tx, who)

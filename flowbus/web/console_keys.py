@@ -38,12 +38,8 @@ async def keys_page(request: web.Request, *, status: int = 200, errors: dict[str
     keys = await _visible_keys(request, who)
     flow_labels = {f.id: f.label for f in rt.flows.values()}
     async with rt.store.transaction() as tx:
-        names = {}
-        for k in keys:
-            for e in k.roles:
-                if e not in names and e != access.EVERY_ENTITY:
-                    found = await repo.find_entity(tx, e)
-                    names[e] = found.name if found else e
+        wanted = {e for k in keys for e in k.roles} - {access.EVERY_ENTITY}
+        names = {i: e.name for i, e in (await repo.entities_by_ids(tx, wanted)).items()}
     rows = [{"key": k, "rights": [grant_label(g, names, flow_labels) for g in grants_from_roles(k.roles)]}
             for k in sorted(keys, key=lambda k: (k.revoked_at is not None, k.name))]
     return await console.page(request, "console_keys.html", who=who, status=status, rows=rows, errors=errors or {},

@@ -41,11 +41,7 @@ def grant_label(g: Grant, names: dict[str, str], flow_labels: dict[str, str]) ->
 
 
 async def _names(tx: Any, ids: set[str]) -> dict[str, str]:
-    out = {}
-    for i in ids - {EVERY_ENTITY}:
-        e = await repo.find_entity(tx, i)
-        out[i] = e.name if e else i
-    return out
+    return {i: e.name for i, e in (await repo.entities_by_ids(tx, ids - {EVERY_ENTITY})).items()}
 
 
 async def _check_grant_allowed(request: web.Request, who: Any, g: Grant) -> None:

@@ -9,7 +9,7 @@ import structlog
 from aiohttp import web
 
 from flowbus.api import RUNTIME
-from flowbus.errors import BackendError, ConfigError, ValidationError
+from flowbus.errors import BackendError, ValidationError
 from flowbus.people import accounts, links, mail, passwords, sessions, throttle
 from flowbus.people.accounts import User
 from flowbus.web import render
@@ -199,7 +199,7 @@ async def change(request: web.Request) -> web.Response:
             raise ValidationError("Le nouveau mot de passe doit être différent de l'actuel.", field="password")
         async with rt.store.transaction() as tx:
             await accounts.set_password(tx, user, password, actor=who.actor, now=now)
-            session_hash = sessions._hash(request.cookies.get(sessions.COOKIE, ""))
+            session_hash = sessions.token_hash(request.cookies.get(sessions.COOKIE, ""))
             await sessions.end_others(tx, user.id, session_hash)
     except ValidationError as exc:
         return _page(request, "password_change.html", status=422, user=user, error=exc.message, field=exc.field,
@@ -225,5 +225,3 @@ def setup(app: web.Application, runtime: Any) -> None:
     r.add_get("/mot-de-passe/changer", change_form)
     r.add_post("/mot-de-passe/changer", change)
 
-
-__all__ = ["start_session", "setup", "ConfigError"]
