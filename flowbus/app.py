@@ -175,6 +175,8 @@ async def run_forever(runtime: Runtime, role: str) -> None:
 
     freeze_startup_objects()
 
+    from flowbus.heartbeat import Heartbeat
+    Heartbeat(runtime, role).start()
     runner = None
     if role in ("all", "worker"):
         await runtime.engine.start_workers()

@@ -63,6 +63,19 @@ class DeadLetter:
     attempts: int  # failed deliveries (Retry deliveries not counted)
 
 
+@dataclass(frozen=True)
+class QueueStats:
+    """How full a queue is.  ``ready``: waiting for a worker; ``delayed``: waiting for their time (retries,
+    polls); ``in_flight``: being handled (embedded: by any process, leased; RabbitMQ: by this process's
+    consumers, the broker counting the others' as unacknowledged, not as ready); ``dead``: dead letters."""
+
+    queue: str
+    ready: int
+    delayed: int
+    in_flight: int
+    dead: int
+
+
 class HandOff(Protocol):
     """A promise from ``Bus.hand_off``: the next message published with it goes straight to a
     handler of this process once the transaction commits (see ``Bus.hand_off``)."""
@@ -132,6 +145,16 @@ class Bus(Protocol):
         Raises:
             NotFound: no dead letter with that id in that queue.
         """
+
+    async def discard_dead_letter(self, queue: str, message_id: str) -> None:
+        """Administrator action: drop a dead letter for good (the document it concerned stays as it is).
+
+        Raises:
+            NotFound: no dead letter with that id in that queue.
+        """
+
+    async def queue_stats(self, queues: list[str]) -> list[QueueStats]:
+        """Depth of each queue: ready, delayed, being handled, dead letters (see ``QueueStats``)."""
 
     async def pending(self, queue: str) -> int:
         """Messages not yet done: ready, delayed and being handled (used by drain() in tests)."""

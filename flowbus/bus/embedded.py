@@ -35,7 +35,7 @@ from uuid import uuid4
 import structlog
 
 from flowbus.blobs.base import Health
-from flowbus.bus.base import DeadLetter, Handler, Message, Retry, backoff, encode_body, error_text
+from flowbus.bus.base import DeadLetter, Handler, Message, QueueStats, Retry, backoff, encode_body, error_text
 from flowbus.clock import isoformat, parse_iso
 from flowbus.errors import NotFound
 from flowbus.store.base import Store, Tx
@@ -285,6 +285,30 @@ class EmbeddedBus:
             await self._insert(tx, [self._row(message, None, last_error=row["error"])])
             tx.after_commit(lambda: self._wake([queue]))
         log.info("bus.dead_letter_requeued", queue=queue, message_id=message_id, key=row["msg_key"])
+
+    async def discard_dead_letter(self, queue: str, message_id: str) -> None:
+        async with self.store.transaction() as tx:
+            row = await tx.fetchrow("SELECT msg_key FROM bus_dead_letters WHERE queue = $1 AND id = $2", queue,
+                                    message_id)
+            if row is None:
+                raise NotFound(f"no dead letter {message_id!r} in queue {queue!r}", field="message_id")
+            await tx.execute("DELETE FROM bus_dead_letters WHERE id = $1", message_id)
+        log.warning("bus.dead_letter_discarded", queue=queue, message_id=message_id, key=row["msg_key"])
+
+    async def queue_stats(self, queues: list[str]) -> list[QueueStats]:
+        now = isoformat(datetime.now(UTC))
+        out = []
+        async with self.store.transaction() as tx:
+            for queue in queues:
+                row = await tx.fetchrow(
+                    "SELECT COUNT(*) FILTER (WHERE lease_owner IS NULL AND due_at <= $2) AS ready, "
+                    "COUNT(*) FILTER (WHERE lease_owner IS NULL AND due_at > $2) AS delayed, "
+                    "COUNT(*) FILTER (WHERE lease_owner IS NOT NULL) AS in_flight "
+                    "FROM bus_messages WHERE queue = $1", queue, now)
+                dead = await tx.fetchval("SELECT COUNT(*) FROM bus_dead_letters WHERE queue = $1", queue)
+                out.append(QueueStats(queue, int(row["ready"] or 0), int(row["delayed"] or 0),
+                                      int(row["in_flight"] or 0), int(dead or 0)))
+        return out
 
     async def pending(self, queue: str) -> int:
         async with self.store.transaction() as tx:

@@ -37,7 +37,8 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS, ChannelInvalidStateError,
 from yarl import URL
 
 from flowbus.blobs.base import Health
-from flowbus.bus.base import DeadLetter, Handler, Message, Retry, backoff, delay_bucket_ms, encode_body, error_text
+from flowbus.bus.base import (DeadLetter, Handler, Message, QueueStats, Retry, backoff, delay_bucket_ms, encode_body,
+                              error_text)
 from flowbus.clock import isoformat, parse_iso
 from flowbus.errors import BackendError, NotFound
 
@@ -297,6 +298,54 @@ class RabbitMQBus:
             log.info("bus.dead_letter_requeued", queue=queue, message_id=message_id, key=letter.message.key)
         finally:
             await channel.close()
+
+    async def discard_dead_letter(self, queue: str, message_id: str) -> None:
+        await self._retrying(lambda: self._discard_dead_letter(queue, message_id))
+
+    async def _discard_dead_letter(self, queue: str, message_id: str) -> None:
+        seen, channel = await self._browse(queue, lambda m: m.message_id == message_id)
+        try:
+            found = next((m for m in seen if m.message_id == message_id), None)
+            if found is None:
+                raise NotFound(f"no dead letter {message_id!r} in queue {queue!r}", field="message_id")
+            key = _dead_letter(queue, found).message.key
+            await found.ack()
+            log.warning("bus.dead_letter_discarded", queue=queue, message_id=message_id, key=key)
+        finally:
+            await channel.close()
+
+    async def queue_stats(self, queues: list[str]) -> list[QueueStats]:
+        return await self._retrying(lambda: self._queue_stats(queues))
+
+    async def _count(self, channel: Any, name: str) -> tuple[Any, int]:
+        """(channel, ready messages of ``name``); a queue that does not exist counts 0 (and closes the channel)."""
+        assert self._conn is not None
+        if channel.is_closed:
+            channel = await self._conn.channel(publisher_confirms=False)
+        try:
+            q = await channel.declare_queue(name, passive=True)
+        except aio_pika.exceptions.ChannelClosed:
+            return channel, 0
+        return channel, int(q.declaration_result.message_count or 0)
+
+    async def _queue_stats(self, queues: list[str]) -> list[QueueStats]:
+        assert self._conn is not None
+        channel = await self._conn.channel(publisher_confirms=False)
+        out = []
+        try:
+            for queue in queues:
+                channel, ready = await self._count(channel, self.work_queue(queue))
+                delayed = 0
+                for name in sorted(n for n in self._queues if n.startswith(f"{self.prefix}.{queue}.delay.")):
+                    channel, n = await self._count(channel, name)
+                    delayed += n
+                channel, dead = await self._count(channel, self.dead_queue(queue))
+                in_flight = sum(c.in_flight for c in self._consumers if c.queue == queue)
+                out.append(QueueStats(queue, ready, delayed, in_flight, dead))
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        return out
 
     async def pending(self, queue: str) -> int:
         """Ready messages in the work queue and in the delay buckets this bus declared, plus those being handled."""

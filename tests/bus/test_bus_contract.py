@@ -175,6 +175,46 @@ async def test_always_failing_message_ends_in_dead_letters_then_requeue(env: Bus
     assert [d.message.key for d in remaining] == ["k8"]
     with pytest.raises(NotFound):
         await bus.requeue_dead_letter("q", "no-such-message")
+    [stats] = await bus.queue_stats(["q"])
+    assert (stats.queue, stats.ready, stats.dead) == ("q", 0, 1)
+    # discarded: gone for good, never delivered
+    await bus.discard_dead_letter("q", remaining[0].message.id)
+    assert await bus.dead_letters("q") == []
+    await asyncio.sleep(0.2)
+    assert len(calls) == 7
+    with pytest.raises(NotFound):
+        await bus.discard_dead_letter("q", remaining[0].message.id)
+    [stats] = await bus.queue_stats(["q"])
+    assert (stats.ready, stats.delayed, stats.in_flight, stats.dead) == (0, 0, 0, 0)
+
+
+async def test_queue_stats_count_ready_delayed_and_in_flight(env: BusEnv) -> None:
+    bus = await env.open()
+    release = asyncio.Event()
+    started: list[Message] = []
+
+    async def slow(m: Message) -> None:
+        started.append(m)
+        await release.wait()
+
+    await bus.publish(msg(1))
+    await bus.publish(msg(2))
+    await bus.publish(msg(3), delay=timedelta(seconds=60))
+
+    async def counted() -> bool:
+        [s] = await bus.queue_stats(["q"])
+        return (s.ready, s.delayed) == (2, 1)
+
+    await wait_until(counted, 10, "2 ready, 1 delayed")
+    await bus.consume("q", slow, prefetch=1)
+    await wait_until(lambda: len(started) == 1, 10, "one message taken")
+
+    async def one_in_flight() -> bool:
+        [s] = await bus.queue_stats(["q"])
+        return (s.ready, s.delayed, s.in_flight, s.dead) == (1, 1, 1, 0)
+
+    await wait_until(one_in_flight, 10, "1 ready, 1 delayed, 1 in flight")
+    release.set()
 
 
 async def test_ack_only_after_the_handler_returns(env: BusEnv) -> None:
