@@ -23,6 +23,7 @@ ROUTE_MODULES: list[str] = [
     "flowbus.web.console_people",
     "flowbus.web.console_keys",
     "flowbus.web.console_operations",
+    "flowbus.web.console_journal",
     "flowbus.web.signer",
     "flowbus.connectors.webhooks_api",
     "flowbus.connectors.inbound.pastell_v2.routes",
