@@ -22,6 +22,7 @@ ROUTE_MODULES: list[str] = [
     "flowbus.web.console_entities",
     "flowbus.web.console_people",
     "flowbus.web.console_keys",
+    "flowbus.web.console_connectors",
     "flowbus.web.console_operations",
     "flowbus.web.console_journal",
     "flowbus.web.signer",

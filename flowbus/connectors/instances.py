@@ -108,6 +108,10 @@ class InstanceRegistry:
     def ids(self) -> set[str]:
         return {i for i, _ in self._yaml}
 
+    def declared_in_files(self, instance_id: str, entity_id: str | None) -> bool:
+        """Whether this instance comes from config/connectors/*.yml (changed there, not through the API)."""
+        return (instance_id, entity_id) in self._yaml
+
     async def known_ids(self, tx: Tx) -> set[str]:
         rows = await tx.fetch("SELECT DISTINCT id FROM connector_instances")
         return self.ids | {r["id"] for r in rows}
@@ -163,11 +167,12 @@ class InstanceRegistry:
         old = await tx.fetchrow("SELECT settings FROM connector_instances WHERE id = $1 AND entity_id = $2",
                                 inst.id, entity)
         settings = dict(inst.settings)
-        if old is not None:
-            previous = json.loads(old["settings"])
-            for key in inst.secret_keys | set(previous):
-                if settings.get(key) == "********" and key in previous:
-                    settings[key] = previous[key]
+        previous = json.loads(old["settings"]) if old is not None else {}
+        for key in [k for k, v in settings.items() if v == "********"]:
+            if key in previous:  # « keep what is stored »
+                settings[key] = previous[key]
+            else:  # nothing stored to keep: the setting stays unset
+                del settings[key]
         self._cache.clear()
         await tx.execute("DELETE FROM connector_instances WHERE id = $1 AND entity_id = $2", inst.id, entity)
         await tx.execute("INSERT INTO connector_instances (id, entity_id, family, kind, settings, updated_at) "

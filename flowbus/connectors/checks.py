@@ -1,0 +1,252 @@
+"""« Tester » a connector instance: the real check of its kind (S²LOW test-connexion, SMTP EHLO and AUTH, i-Parapheur token and desks, WebDAV PROPFIND, S3 bucket, As@lae ping, PKCS#12), answered in plain French.
+
+Nothing is sent on anyone's behalf: no mail, no act, no folder. A test connector says that it
+contacted nobody — never that all is well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import aiosmtplib
+import structlog
+
+from flowbus.errors import FlowbusError, PermanentError
+
+log = structlog.get_logger(__name__)
+TIMEOUT = 15.0
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    ok: bool | None  # None: nothing was checked (test connector)
+    message: str
+    detail: str = ""
+
+
+def _fail(message: str, detail: str = "") -> CheckResult:
+    return CheckResult(False, message, detail)
+
+
+def _unreachable(what: str, exc: BaseException) -> CheckResult:
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return _fail(f"{what} ne répond pas dans les {int(TIMEOUT)} secondes.", "vérifiez l'adresse, le port et le "
+                                                                                "pare-feu")
+    return _fail(f"{what} injoignable : {exc}".rstrip(" :"), "vérifiez l'adresse et le port")
+
+
+async def _smtp(s: dict[str, Any]) -> CheckResult:
+    use_tls = str(s.get("use_tls", "")).lower() in ("1", "true", "on", "oui")
+    starttls = s.get("starttls")
+    port = int(s.get("port") or (465 if use_tls else 25))
+    client = aiosmtplib.SMTP(hostname=str(s.get("host", "")), port=port, use_tls=use_tls,
+                             start_tls=None if starttls in (None, "", "auto") else str(starttls).lower() == "true",
+                             timeout=TIMEOUT)
+    where = f"Le serveur SMTP {s.get('host')}:{port}"
+    try:
+        await client.connect()
+        await client.ehlo()
+        if s.get("username"):
+            await client.login(str(s["username"]), str(s.get("password") or ""))
+        await client.quit()
+    except aiosmtplib.SMTPAuthenticationError as exc:
+        return _fail(f"Authentification refusée par le serveur SMTP ({exc.code}) : vérifiez l'identifiant et le mot "
+                     "de passe.", exc.message)
+    except aiosmtplib.SMTPConnectError as exc:
+        return _unreachable(where, exc)
+    except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+        if isinstance(exc, aiosmtplib.SMTPTimeoutError | asyncio.TimeoutError):
+            return _unreachable(where, asyncio.TimeoutError())
+        return _fail(f"{where} a refusé la connexion : {exc}")
+    finally:
+        if client.is_connected:
+            client.close()
+    auth = f", authentifié en tant que « {s['username']} »" if s.get("username") else ", sans authentification"
+    return CheckResult(True, f"{where} répond{auth}.", "aucun message n'a été envoyé")
+
+
+async def _s2low(s: dict[str, Any], http: aiohttp.ClientSession | None) -> CheckResult:
+    from flowbus.connectors.tdt.s2low import S2lowClient
+    try:
+        client = S2lowClient.from_settings({**s, "timeout": TIMEOUT}, session=http)
+        try:
+            ok = await client.test_connexion()
+        finally:
+            await client.close()
+    except PermanentError as exc:
+        if exc.field == "login":
+            return _fail("Authentification refusée par S²LOW : vérifiez le certificat client, l'identifiant et le "
+                         "mot de passe.", exc.message)
+        return _fail(exc.message, exc.hint or "")
+    except FlowbusError as exc:
+        return _fail(exc.message, exc.hint or "")
+    if not ok:
+        return _fail("S²LOW répond, mais pas « OK » au test de connexion.")
+    return CheckResult(True, f"S²LOW ({s.get('url')}) accepte la connexion.", "test-connexion : OK")
+
+
+async def _iparapheur(s: dict[str, Any], http: aiohttp.ClientSession) -> CheckResult:
+    from flowbus.signature.iparapheur import IParapheurClient
+    missing = [k for k in ("url", "username", "password", "tenant_id", "desk_id") if not s.get(k)]
+    if missing:
+        return _fail(f"Réglages manquants : {', '.join(missing)}.")
+    client = IParapheurClient(str(s["url"]), str(s["username"]), str(s["password"]), tenant_id=str(s["tenant_id"]),
+                              desk_id=str(s["desk_id"]), session=http, timeout=TIMEOUT,
+                              verify_tls=str(s.get("verify_tls", True)).lower() not in ("false", "0", "no"))
+    try:
+        await client.token(force=True)
+        desks = await client.list_desks()
+    except FlowbusError as exc:
+        if exc.field in ("username", "password") or "401" in exc.message or "invalid_grant" in exc.message:
+            return _fail("Authentification refusée par i-Parapheur : vérifiez l'identifiant et le mot de passe.",
+                         exc.message)
+        return _fail(f"i-Parapheur : {exc.message}", exc.hint or "")
+    names = [str(d.get("name", d.get("id"))) for d in desks]
+    if not any(str(d.get("id")) == str(s["desk_id"]) for d in desks):
+        return _fail(f"Connexion réussie, mais le bureau « {s['desk_id']} » n'est pas parmi les vôtres.",
+                     "bureaux : " + ", ".join(names))
+    return CheckResult(True, f"i-Parapheur accepte la connexion ; {len(desks)} bureau(x) accessible(s).",
+                       ", ".join(names))
+
+
+async def _webdav(s: dict[str, Any], http: aiohttp.ClientSession) -> CheckResult:
+    auth = aiohttp.BasicAuth(str(s["username"]), str(s.get("password") or "")) if s.get("username") else None
+    try:
+        async with http.request("PROPFIND", str(s["url"]), headers={"Depth": "0"}, auth=auth,
+                                timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as resp:
+            status = resp.status
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        return _unreachable(f"Le serveur WebDAV {s.get('url')}", exc)
+    if status in (401, 403):
+        return _fail(f"Authentification refusée par le serveur WebDAV (HTTP {status}) : vérifiez l'identifiant et le "
+                     "mot de passe.")
+    if status == 404:
+        return _fail("Le dossier WebDAV n'existe pas (HTTP 404) : vérifiez l'adresse.")
+    if status != 207:
+        return _fail(f"Le serveur ne répond pas comme un serveur WebDAV (HTTP {status} à PROPFIND).")
+    return CheckResult(True, "Le dossier WebDAV est accessible.", "PROPFIND : 207 Multi-Status")
+
+
+async def _s3(s: dict[str, Any]) -> CheckResult:
+    from minio import Minio
+    from minio.error import S3Error
+
+    def probe() -> bool:
+        client = Minio(str(s["endpoint"]), access_key=str(s["access_key"]), secret_key=str(s["secret_key"]),
+                       secure=str(s.get("secure", False)).lower() in ("1", "true", "on", "oui"),
+                       region=s.get("region") or None)
+        return client.bucket_exists(str(s["bucket"]))
+
+    try:
+        exists = await asyncio.wait_for(asyncio.to_thread(probe), TIMEOUT)
+    except S3Error as exc:
+        if exc.code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"):
+            return _fail("Accès refusé par le serveur S3 : vérifiez la clé d'accès et la clé secrète.", exc.code)
+        return _fail(f"Le serveur S3 a refusé : {exc.code}", exc.message or "")
+    except Exception as exc:  # noqa: BLE001 - urllib3/minio raise many kinds of network errors
+        return _unreachable(f"Le serveur S3 {s.get('endpoint')}", exc)
+    if not exists:
+        return _fail(f"Le compartiment « {s['bucket']} » n'existe pas.")
+    return CheckResult(True, f"Le compartiment « {s['bucket']} » est accessible.")
+
+
+def _directory(s: dict[str, Any]) -> CheckResult:
+    path = Path(str(s.get("directory", "")))
+    if not path.is_dir():
+        return _fail(f"Le répertoire {path} n'existe pas sur le serveur.")
+    if not os.access(path, os.W_OK):
+        return _fail(f"flowbus ne peut pas écrire dans {path} : vérifiez les droits.")
+    return CheckResult(True, f"Le répertoire {path} existe et flowbus peut y écrire.")
+
+
+def _p12(s: dict[str, Any], prefix: str, password_key: str) -> CheckResult:
+    from flowbus.signature.keys import load_pkcs12
+    raw_b64, path = s.get(f"{prefix}p12_base64"), s.get(f"{prefix}p12_path")
+    try:
+        data = base64.b64decode(raw_b64) if raw_b64 else Path(str(path)).read_bytes() if path else None
+    except (OSError, ValueError) as exc:
+        return _fail(f"Le fichier du cachet est illisible : {exc}")
+    if data is None:
+        return _fail("Aucun cachet configuré (fichier PKCS#12).")
+    try:
+        key = load_pkcs12(data, s.get(password_key))
+    except FlowbusError as exc:
+        return _fail(f"Le cachet ne s'ouvre pas : {exc.message}")
+    cert = key.certificate
+    return CheckResult(True, f"Le cachet s'ouvre : « {cert.subject.rfc4514_string()} », valable jusqu'au "
+                             f"{cert.not_valid_after_utc:%d/%m/%Y}.")
+
+
+async def _asalae(s: dict[str, Any], http: aiohttp.ClientSession) -> CheckResult:
+    from flowbus.archive.asalae import AsalaeClient
+    client = AsalaeClient(str(s["url"]), str(s.get("login") or ""), str(s.get("password") or ""), session=http)
+    try:
+        await client.ping()
+        versions = await client.versions()
+    except PermanentError as exc:
+        if exc.field == "login":
+            return _fail("Authentification refusée par As@lae : vérifiez l'identifiant et le mot de passe.",
+                         exc.message)
+        return _fail(f"As@lae : {exc.message}")
+    except FlowbusError as exc:
+        return _fail(f"As@lae injoignable : {exc.message}")
+    return CheckResult(True, "As@lae répond et accepte l'identifiant.", ", ".join(f"{k} {v}" for k, v in
+                                                                                  versions.items()))
+
+
+async def _http(s: dict[str, Any], http: aiohttp.ClientSession) -> CheckResult:
+    try:
+        async with http.request("OPTIONS", str(s["url"]), timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as resp:
+            status = resp.status
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        return _unreachable(f"L'application {s.get('url')}", exc)
+    if status >= 500:
+        return _fail(f"L'application répond, mais en erreur (HTTP {status}).")
+    return CheckResult(True, f"L'application répond (HTTP {status} à OPTIONS).", "aucune notification envoyée")
+
+
+async def test_instance(rt: Any, instance: Any) -> CheckResult:
+    """Run the check of ``instance``'s kind with its settings; never raises for an outside failure."""
+    s, kind, family = dict(instance.settings), instance.kind, instance.family
+    http = rt.http
+    try:
+        if kind.startswith("test") or kind == "instant":
+            return CheckResult(None, "Connecteur de test : aucun système extérieur n'a été contacté.",
+                               "remplacez-le par un connecteur réel pour une installation en service")
+        if kind == "smtp":
+            return await _smtp(s)
+        if kind == "s2low":
+            return await _s2low(s, http)
+        if kind == "iparapheur":
+            return await _iparapheur(s, http)
+        if kind == "webdav":
+            return await _webdav(s, http)
+        if family == "ged" and kind == "s3":
+            return await _s3(s)
+        if kind == "filesystem":
+            return _directory(s)
+        if kind == "seal":
+            return _p12(s, "", "p12_password")
+        if kind == "local":
+            return _p12(s, "seal_", "seal_password")
+        if kind == "asalae":
+            return await _asalae(s, http)
+        if kind == "store":
+            health = await rt.blobs.check()
+            seal = _p12(s, "seal_", "seal_p12_password") if (s.get("seal_p12_path") or s.get("seal_p12_base64")) \
+                else CheckResult(False, "Aucun cachet configuré pour sceller les paquets.")
+            if not health.ok:
+                return _fail(f"Le stockage des archives ne répond pas : {health.detail}")
+            return seal if not seal.ok else CheckResult(True, f"Stockage des archives disponible ; {seal.message}")
+        if kind == "http":
+            return await _http(s, http)
+    except (ssl.SSLError, KeyError) as exc:
+        return _fail(f"Réglage manquant ou invalide : {exc}")
+    return CheckResult(None, f"Aucun test n'existe pour les connecteurs « {kind} ».")
