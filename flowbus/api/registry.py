@@ -18,6 +18,7 @@ ROUTE_MODULES: list[str] = [
     "flowbus.api.admin",
     "flowbus.web.static",
     "flowbus.web.signin",
+    "flowbus.web.sso",
     "flowbus.web.admin",
     "flowbus.web.console_entities",
     "flowbus.web.console_people",

@@ -117,9 +117,12 @@ async def _iparapheur(s: dict[str, Any], http: aiohttp.ClientSession) -> CheckRe
 
 
 async def _webdav(s: dict[str, Any], http: aiohttp.ClientSession) -> CheckResult:
-    auth = aiohttp.BasicAuth(str(s["username"]), str(s.get("password") or "")) if s.get("username") else None
+    headers = {"Depth": "0"}
+    if s.get("username"):
+        pair = f"{s['username']}:{s.get('password') or ''}".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
     try:
-        async with http.request("PROPFIND", str(s["url"]), headers={"Depth": "0"}, auth=auth,
+        async with http.request("PROPFIND", str(s["url"]), headers=headers,
                                 timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as resp:
             status = resp.status
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:

@@ -36,4 +36,19 @@ async def checks(store: Store, settings: Any) -> list[tuple[str, bool, str, str 
                                               "invited by e-mail",
                     "set FLOWBUS_SMTP_HOST (and FLOWBUS_SMTP_PORT, FLOWBUS_SMTP_USER, FLOWBUS_SMTP_PASSWORD, "
                     "FLOWBUS_SMTP_FROM)"))
+    if settings.oidc_issuer or settings.cas_url:
+        import aiohttp
+
+        from flowbus.people import cas, oidc
+        async with aiohttp.ClientSession() as http:
+            if settings.oidc_issuer:
+                ok, detail = await oidc.health(http, settings)
+                out.append(("OpenID Connect", ok, detail, None if ok else
+                            "check FLOWBUS_OIDC_ISSUER (the realm's URL, without /.well-known/…) and that the "
+                            "provider answers from this server"))
+            if settings.cas_url:
+                ok, detail = await cas.health(http, settings.cas_url)
+                out.append(("CAS", ok, detail, None if ok else
+                            "check FLOWBUS_CAS_URL (e.g. https://cas.example.fr/cas) and that it answers from "
+                            "this server"))
     return out

@@ -1,0 +1,1 @@
+"""Protocol-faithful stand-ins for the outside systems the tests cannot reach (identity providers)."""
