@@ -14,6 +14,7 @@ from typing import Any
 
 from flowbus import journal
 from flowbus.errors import Conflict, PayloadTooLarge, ValidationError
+from flowbus.flows import associations
 from flowbus.flows.fields import check_fields
 from flowbus.models import Document, FileRef
 from flowbus.store import repo
@@ -49,6 +50,9 @@ async def create_document(rt: Any, *, entity_id: str, flow_id: str, fields: dict
         if not entity.active:
             raise ValidationError(f"La collectivité « {entity.name} » est désactivée : elle ne reçoit plus de "
                                   "nouveau document.", field="entity")
+        if not await associations.is_used(tx, entity_id, flow_id):
+            raise ValidationError(f"Le flux « {flow.label} » n'est pas utilisé par la collectivité « {entity.name} ».",
+                                  field="flow")
         await repo.insert_document(tx, doc)
         await journal.append(tx, entity_id=entity_id, actor=actor, kind="document.created", at=now,
                              document_id=doc.id, data={"flow": flow_id, "fields": sorted(values)})

@@ -26,6 +26,7 @@ ROUTE_MODULES: list[str] = [
     "flowbus.web.console_connectors",
     "flowbus.web.console_operations",
     "flowbus.web.console_journal",
+    "flowbus.web.console_flows",
     "flowbus.web.signer",
     "flowbus.connectors.webhooks_api",
     "flowbus.connectors.inbound.pastell_v2.routes",

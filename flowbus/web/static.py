@@ -13,15 +13,18 @@ _TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml",
 
 async def static_file(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    if "/" in name.replace("vendor/", "", 1) or name.startswith(".") or ".." in name:
+    if "/" in name.removeprefix("vendor/") or name.startswith(".") or ".." in name:
         raise web.HTTPNotFound()
     res = resources.files("flowbus.web").joinpath("static", *name.split("/"))
     if not res.is_file():
         raise web.HTTPNotFound()
     suffix = "." + name.rsplit(".", 1)[-1]
     media = _TYPES.get(suffix) or mimetypes.guess_type(name)[0] or "application/octet-stream"
-    return web.Response(body=res.read_bytes(), content_type=media,
+    resp = web.Response(body=res.read_bytes(), content_type=media,
                         headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"})
+    if suffix in (".js", ".css"):
+        resp.enable_compression()
+    return resp
 
 
 def setup(app: web.Application, runtime: Any) -> None:
