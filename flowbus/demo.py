@@ -310,6 +310,7 @@ class DemoSeed:
     created: list[Document]  # documents created by this seeding
     documents: dict[str, Document]  # flow → the demo document of that flow
     instances: list[str]
+    password: str = ""  # the demo administrator's password of this run
 
 
 async def _bytes(data: bytes) -> AsyncIterator[bytes]:
@@ -346,6 +347,7 @@ async def seed(rt: Any, sims: DemoSimulators, *, out: Callable[[str], None] = pr
     if new_entity:
         out(f"Entité de démonstration : {entity.name} ({entity.id})")
     instances = await configure_instances(rt, entity.id, sims)
+    demo_password = await demo_administrator(rt)
     created: list[Document] = []
     docs: dict[str, Document] = {}
     run_tag = entity.id.replace("-", "")[:12].upper()
@@ -367,7 +369,31 @@ async def seed(rt: Any, sims: DemoSimulators, *, out: Callable[[str], None] = pr
             doc = await documents.run_action(rt, doc.id, "start", actor=ACTOR)
         docs[spec.flow] = doc
     log.info("demo.seeded", entity=entity.id, created=len(created), instances=instances)
-    return DemoSeed(entity.id, created, docs, instances)
+    return DemoSeed(entity.id, created, docs, instances, demo_password)
+
+
+DEMO_LOGIN = "demo.admin"
+
+
+async def demo_administrator(rt: Any) -> str:
+    """The demo's platform administrator, with a fresh random password each run (printed by ``guide``)."""
+    import secrets
+
+    from flowbus.people import accounts
+    from flowbus.people.access import EVERY_ENTITY, Grant
+    password = "demo-" + secrets.token_urlsafe(9)
+    now = rt.clock.now()
+    async with rt.store.transaction() as tx:
+        user = await accounts.by_login(tx, DEMO_LOGIN)
+        if user is None:
+            user = await accounts.create(tx, login=DEMO_LOGIN, name="Administrateur de démonstration",
+                                         email="demo.admin@demo.invalid", actor=ACTOR, now=now,
+                                         must_change_password=False)
+            await accounts.grant(tx, user, Grant(EVERY_ENTITY, "admin"), actor=ACTOR, now=now)
+        await accounts.set_password(tx, user, password, actor=ACTOR, now=now)
+        if not user.active:
+            await accounts.set_active(tx, user, True, actor=ACTOR, now=now)
+    return password
 
 
 def guide(rt: Any, sims: DemoSimulators, result: DemoSeed) -> list[str]:
@@ -379,8 +405,8 @@ def guide(rt: Any, sims: DemoSimulators, result: DemoSeed) -> list[str]:
     for flow, doc in result.documents.items():
         lines.append(f"  - {flow:<13} {doc.id}  état : {doc.state}  ({base}/admin/documents/{doc.id})")
     lines += [
-        f"Console d'administration : {base}/admin/ (connexion avec la clé d'API « API key: … » affichée "
-        "au premier lancement)",
+        f"Console d'administration : {base}/admin/ — identifiant « {DEMO_LOGIN} », mot de passe "
+        f"« {result.password} » (nouveau à chaque lancement)",
         f"Parapheur : cachet serveur horodaté (simulateur d'horodatage {sims.tsa.url}) ; signature de l'agent "
         f"dans le simulateur i-Parapheur {sims.iparapheur.url}/sim/ (approbation automatique après "
         f"{sims.timing.approve_after:g} s)",

@@ -20,7 +20,7 @@ from flowbus.clock import isoformat
 from flowbus.errors import FlowbusError, NotFound
 from flowbus.people import access
 from flowbus.store import repo
-from flowbus.web import console
+from flowbus.web import console, journal_labels
 
 STATE_LABELS = {"draft": "Brouillon", "running": "En cours", "waiting": "En attente", "error": "En erreur",
                 "done": "Terminé", "cancelled": "Annulé", "rejected": "Refusé"}
@@ -124,7 +124,8 @@ async def document_page(request: web.Request) -> web.Response:
     return await console.page(request, "admin_document.html", who=who, doc=doc, flow=flow, entity=entity,
                               entries=entries, title=document_title(doc),
                               state_label=flow.state_label(doc.state) if flow else doc.state,
-                              actions=allowed, action_labels=ACTION_LABELS, quote=quote)
+                              actions=allowed, action_labels=ACTION_LABELS, quote=quote, event_label=journal_labels.label,
+                              sentence=journal_labels.sentence, actor_words=journal_labels.actor)
 
 
 async def document_action(request: web.Request) -> web.Response:

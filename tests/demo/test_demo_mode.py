@@ -132,6 +132,14 @@ async def test_guide_names_the_places_to_look(runtime_factory, sims):
                      f"127.0.0.1:{s.smtp.port}", str(s.ged_dir)):
         assert expected in text
     assert all(doc.id in text for doc in result.documents.values())
+    # the printed demo administrator signs in with the printed password (a new one each run)
+    assert f"« {demo.DEMO_LOGIN} », mot de passe « {result.password} »" in text
+    from flowbus.people import accounts, passwords
+    async with rt.store.transaction() as tx:
+        user = await accounts.by_login(tx, demo.DEMO_LOGIN)
+        assert passwords.verify(await accounts.password_hash(tx, user.id), result.password)
+    again = await demo.seed(rt, s, out=lambda line: None)
+    assert again.password != result.password
 
 
 def test_generated_pes_passes_the_pre_send_checks_once_signed(tmp_path):

@@ -215,3 +215,31 @@ async def test_first_administrator_link_from_init(runtime_factory, server_factor
     await page.click("button[type=submit]")
     await page.wait_for_url(f"{srv.url}/admin/")
     assert "Administrateur de la plateforme" in await page.inner_text("header")
+
+
+async def test_sign_in_with_the_keyboard_only(runtime_factory, server_factory, browser, people):
+    rt = await runtime_factory("embedded", workers=False)
+    srv = await server_factory(rt)
+    await people.admin(rt, "camille")
+    page = await browser.new_page()
+    await page.goto(f"{srv.url}/connexion")
+    assert await page.evaluate("document.activeElement.id") == "login"  # the form is ready to type in
+    await page.keyboard.press("Shift+Tab")
+    await page.keyboard.press("Shift+Tab")
+    assert await page.evaluate("document.activeElement.textContent") == "Aller au contenu"
+    assert await page.evaluate("document.activeElement.getBoundingClientRect().left") >= 0  # shown when focused
+    assert await page.evaluate("getComputedStyle(document.activeElement).outlineStyle") != "none"
+    await page.keyboard.press("Tab")
+    await page.keyboard.press("Tab")
+    assert await page.evaluate("document.activeElement.id") == "login"
+    await page.keyboard.type("camille")
+    await page.keyboard.press("Tab")
+    assert await page.evaluate("document.activeElement.id") == "password"
+    await page.keyboard.type(people.password)
+    await page.keyboard.press("Enter")
+    await page.wait_for_url(f"{srv.url}/admin/")
+    labels = []  # the menu is reachable from the keyboard too
+    for _ in range(12):
+        await page.keyboard.press("Tab")
+        labels.append(await page.evaluate("document.activeElement.textContent.trim()"))
+    assert "Collectivités" in labels and "Personnes" in labels
