@@ -25,55 +25,59 @@ _FALSE = {"false", "0", "no", "off", "non", "faux", ""}
 
 def _describe(value: Any) -> str:
     if isinstance(value, bool):
-        return "a boolean"
+        return "un booléen"
     if isinstance(value, (int, float)):
-        return "a number"
+        return "un nombre"
     if isinstance(value, str):
-        return f"the text {value!r}" if len(value) <= 40 else "a text"
+        return f"le texte « {value} »" if len(value) <= 40 else "un texte"
     if isinstance(value, (list, tuple)):
-        return "a list"
+        return "une liste"
     if isinstance(value, Mapping):
-        return "an object"
+        return "un objet"
     return type(value).__name__
+
+
+def _n(f: FieldDef) -> str:
+    """How a message names a field: its label, then its name."""
+    return f"« {f.label} » ({f.name})" if f.label and f.label != f.name else f"« {f.name} »"
 
 
 def normalize_value(f: FieldDef, value: Any) -> Any:
     """One value of field ``f`` → its stored form; ValidationError(field=f.name) if it does not fit."""
-    name = f.name
+    name, n = f.name, _n(f)
     if value is None:
         return None
     if f.type in FILE_TYPES:
-        raise ValidationError(f"field {name!r} is a file field: upload the file to "
-                              f"/api/v1/documents/{{id}}/files/{name} instead of setting it as a value", field=name)
+        raise ValidationError(f"{n} est un champ fichier : envoyez le fichier à "
+                              f"/api/v1/documents/{{id}}/files/{name} au lieu de lui donner une valeur", field=name)
     if f.type == "text":
         if not isinstance(value, str):
-            raise ValidationError(f"field {name!r} expects text, not {_describe(value)}", field=name)
+            raise ValidationError(f"{n} attend du texte, pas {_describe(value)}.", field=name)
         if f.max_length is not None and len(value) > f.max_length:
-            raise ValidationError(f"field {name!r} is {len(value)} characters long; at most {f.max_length} "
-                                  "are allowed", field=name)
-        if f.pattern is not None and value != "" and re.fullmatch(f.pattern, value) is None:
-            raise ValidationError(f"field {name!r}: {value!r} does not match the expected format {f.pattern}",
+            raise ValidationError(f"{n} compte {len(value)} caractères ; {f.max_length} au plus sont permis.",
                                   field=name)
+        if f.pattern is not None and value != "" and re.fullmatch(f.pattern, value) is None:
+            raise ValidationError(f"{n} : « {value} » n'a pas la forme attendue ({f.pattern}).", field=name)
         return value
     if f.type == "number":
         if isinstance(value, bool):
-            raise ValidationError(f"field {name!r} expects a number, not a boolean", field=name)
+            raise ValidationError(f"{n} attend un nombre, pas un booléen.", field=name)
         if isinstance(value, int):
             return value
         if isinstance(value, float):
             if not math.isfinite(value):
-                raise ValidationError(f"field {name!r} expects a finite number", field=name)
+                raise ValidationError(f"{n} attend un nombre fini.", field=name)
             return int(value) if value.is_integer() else value
         if isinstance(value, str):
             text = value.strip().replace(",", ".") if value.count(",") == 1 and "." not in value else value.strip()
             try:
                 number = Decimal(text)
             except InvalidOperation:
-                raise ValidationError(f"field {name!r} expects a number, not {value!r}", field=name) from None
+                raise ValidationError(f"{n} attend un nombre, pas « {value} ».", field=name) from None
             if not number.is_finite():
-                raise ValidationError(f"field {name!r} expects a finite number", field=name)
+                raise ValidationError(f"{n} attend un nombre fini.", field=name)
             return int(number) if number == number.to_integral_value() else float(number)
-        raise ValidationError(f"field {name!r} expects a number, not {_describe(value)}", field=name)
+        raise ValidationError(f"{n} attend un nombre, pas {_describe(value)}.", field=name)
     if f.type == "boolean":
         if isinstance(value, bool):
             return value
@@ -81,13 +85,13 @@ def normalize_value(f: FieldDef, value: Any) -> Any:
             return bool(value)
         if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
             return value.strip().lower() in _TRUE
-        raise ValidationError(f"field {name!r} expects true or false, not {_describe(value)}", field=name)
+        raise ValidationError(f"{n} attend oui ou non (true ou false), pas {_describe(value)}.", field=name)
     if f.type == "choice":
         choices = f.choices or {}
         key = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
         if key is None or key not in choices:
             listed = ", ".join(f"{k} ({label})" for k, label in choices.items())
-            raise ValidationError(f"field {name!r}: {value!r} is not one of the allowed values: {listed}",
+            raise ValidationError(f"{n} : « {value} » ne fait pas partie des valeurs permises : {listed}.",
                                   field=name)
         return key
     if f.type == "date":
@@ -96,20 +100,20 @@ def normalize_value(f: FieldDef, value: Any) -> Any:
         if isinstance(value, dt.date):
             return value.isoformat()
         if not isinstance(value, str) or not _DATE_RE.match(value.strip()):
-            raise ValidationError(f"field {name!r} expects a date written YYYY-MM-DD, not {_describe(value)}",
-                                  field=name)
+            raise ValidationError(f"{n} attend une date écrite AAAA-MM-JJ, pas {_describe(value)}.", field=name)
         try:
             return dt.date.fromisoformat(value.strip()).isoformat()
         except ValueError:
-            raise ValidationError(f"field {name!r}: {value!r} is not a real date (YYYY-MM-DD)", field=name) from None
+            raise ValidationError(f"{n} : « {value} » n'est pas une date qui existe (AAAA-MM-JJ).",
+                                  field=name) from None
     if f.type == "email":
         if not isinstance(value, str):
-            raise ValidationError(f"field {name!r} expects an e-mail address, not {_describe(value)}", field=name)
+            raise ValidationError(f"{n} attend une adresse électronique, pas {_describe(value)}.", field=name)
         address = value.strip()
         if not _EMAIL_RE.match(address) or len(address) > 254:
-            raise ValidationError(f"field {name!r}: {value!r} is not a valid e-mail address", field=name)
+            raise ValidationError(f"{n} : « {value} » n'est pas une adresse électronique valide.", field=name)
         return address
-    raise ValidationError(f"field {name!r} has an unknown type {f.type!r}", field=name)
+    raise ValidationError(f"{n} a un type inconnu « {f.type} ».", field=name)
 
 
 def check_fields(flow: Flow, values: Mapping[str, Any], *, partial: bool) -> dict[str, Any]:
@@ -122,20 +126,22 @@ def check_fields(flow: Flow, values: Mapping[str, Any], *, partial: bool) -> dic
         ValidationError: naming the first offending field.
     """
     if not isinstance(values, Mapping):
-        raise ValidationError(f"fields must be an object of name → value, not {_describe(values)}", field="fields")
+        raise ValidationError(f"Les champs s'envoient en objet nom → valeur, pas en {_describe(values)}.",
+                              field="fields")
     declared = {f.name: f for f in flow.fields}
     out: dict[str, Any] = {}
     for name, value in values.items():
         f = declared.get(name)
         if f is None:
             from flowbus.flows.validate import did_you_mean
-            hint = did_you_mean(str(name), declared) or f"fields of {flow.id}: {', '.join(declared) or '(none)'}"
-            raise ValidationError(f"unknown field {name!r} for flow {flow.id!r}", field=str(name), hint=hint)
+            hint = did_you_mean(str(name), declared) or f"champs de {flow.id} : {', '.join(declared) or '(aucun)'}"
+            raise ValidationError(f"Le flux « {flow.label} » n'a pas de champ « {name} ».", field=str(name),
+                                  hint=hint)
         out[name] = normalize_value(f, value)
     if not partial:
         for f in flow.fields:
             if f.required and not f.is_file and _empty(out.get(f.name)):
-                raise ValidationError(f"field {f.name!r} ({f.label}) is required", field=f.name)
+                raise ValidationError(f"{_n(f)} est obligatoire.", field=f.name)
     return out
 
 

@@ -219,8 +219,9 @@ class Engine:
         from flowbus.flows.fields import missing_for_start
         missing = missing_for_start(flow, doc.fields, {f.field for f in doc.files})
         if missing:
-            raise ValidationError(f"required field(s) missing before start: {', '.join(missing)}",
-                                  field=missing[0], hint="fill them with PATCH or attach the files, then start")
+            labels = ", ".join(f"« {flow.field(m).label} »" if flow.has_field(m) else m for m in missing)
+            raise ValidationError(f"Avant l'envoi, il manque : {labels}.", field=missing[0],
+                                  hint="complete them with PATCH or attach the files, then start")
         await self._journal(tx, doc, "admin.action", actor, {"action": "start"})
         if not flow.steps:
             return await self._enter(tx, doc, Target("end", None), dict(doc.fields), actor=actor, row=row)

@@ -57,22 +57,22 @@ def test_normalised(flow: Flow, values: dict, expected: dict) -> None:
 
 
 @pytest.mark.parametrize(("values", "field", "part"), [
-    ({"objt": "x"}, "objt", "unknown field 'objt'"),
-    ({"objet": 12}, "objet", "expects text"),
-    ({"objet": "x" * 11}, "objet", "at most 10"),
-    ({"numero": "del-2024"}, "numero", "does not match the expected format"),
-    ({"montant": "douze"}, "montant", "expects a number"),
-    ({"montant": True}, "montant", "not a boolean"),
-    ({"montant": float("nan")}, "montant", "finite"),
-    ({"envoi": "peut-être"}, "envoi", "true or false"),
-    ({"nature": "7"}, "nature", "not one of the allowed values: 1 (Délibération), 2 (Arrêté)"),
-    ({"nature": True}, "nature", "not one of the allowed values"),
-    ({"date_decision": "15/03/2024"}, "date_decision", "YYYY-MM-DD"),
-    ({"date_decision": "2023-02-29"}, "date_decision", "not a real date"),
-    ({"courriel": "agent@"}, "courriel", "not a valid e-mail address"),
-    ({"courriel": "a b@c.fr"}, "courriel", "not a valid e-mail address"),
-    ({"acte": "fichier.pdf"}, "acte", "is a file field"),
-    ({"annexes": []}, "annexes", "is a file field"),
+    ({"objt": "x"}, "objt", "n'a pas de champ « objt »"),
+    ({"objet": 12}, "objet", "attend du texte"),
+    ({"objet": "x" * 11}, "objet", "10 au plus"),
+    ({"numero": "del-2024"}, "numero", "n'a pas la forme attendue"),
+    ({"montant": "douze"}, "montant", "attend un nombre"),
+    ({"montant": True}, "montant", "pas un booléen"),
+    ({"montant": float("nan")}, "montant", "nombre fini"),
+    ({"envoi": "peut-être"}, "envoi", "oui ou non"),
+    ({"nature": "7"}, "nature", "ne fait pas partie des valeurs permises : 1 (Délibération), 2 (Arrêté)"),
+    ({"nature": True}, "nature", "ne fait pas partie des valeurs permises"),
+    ({"date_decision": "15/03/2024"}, "date_decision", "AAAA-MM-JJ"),
+    ({"date_decision": "2023-02-29"}, "date_decision", "n'est pas une date qui existe"),
+    ({"courriel": "agent@"}, "courriel", "n'est pas une adresse électronique valide"),
+    ({"courriel": "a b@c.fr"}, "courriel", "n'est pas une adresse électronique valide"),
+    ({"acte": "fichier.pdf"}, "acte", "est un champ fichier"),
+    ({"annexes": []}, "annexes", "est un champ fichier"),
 ])
 def test_rejected_with_the_field_named(flow: Flow, values: dict, field: str, part: str) -> None:
     with pytest.raises(ValidationError) as info:
@@ -96,7 +96,7 @@ def test_not_a_mapping(flow: Flow) -> None:
 def test_complete_check_requires_required_fields(flow: Flow) -> None:
     with pytest.raises(ValidationError) as info:
         check_fields(flow, {"objet": "Voirie"}, partial=False)
-    assert info.value.field == "nature" and "required" in info.value.message
+    assert info.value.field == "nature" and "obligatoire" in info.value.message
     with pytest.raises(ValidationError) as info:
         check_fields(flow, {"objet": "  ", "nature": "1"}, partial=False)
     assert info.value.field == "objet"
