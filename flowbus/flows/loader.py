@@ -213,7 +213,7 @@ class _Builder:
                         choices=choices if ftype == "choice" else None, default=default,
                         max_size=item.get("max_size") if isinstance(item.get("max_size"), int) else None,
                         media_types=tuple(media) if isinstance(media, list) else None,
-                        position=self.pos.value(path))
+                        produced=item.get("produced") is True, position=self.pos.value(path))
 
     def default(self, name: str, ftype: str, value: Any, choices: Mapping[str, str] | None,
                 item: Mapping[str, Any], path: tuple) -> Any:

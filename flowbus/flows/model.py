@@ -45,6 +45,7 @@ class FieldDef:
     default: Any = None
     max_size: int | None = None  # file/files only, bytes
     media_types: tuple[str, ...] | None = None  # file/files only
+    produced: bool = False  # filled by the steps, not by people (shown read-only in the forms)
     position: SourcePosition | None = None
 
     @property

@@ -125,6 +125,7 @@ async def document_page(request: web.Request) -> web.Response:
                               entries=entries, title=document_title(doc),
                               state_label=flow.state_label(doc.state) if flow else doc.state,
                               actions=allowed, action_labels=ACTION_LABELS, quote=quote, event_label=journal_labels.label,
+                              editable=doc.state in documents.EDITABLE_STATES and access.has(have, "editor"),
                               sentence=journal_labels.sentence, actor_words=journal_labels.actor)
 
 
