@@ -226,7 +226,7 @@ async def test_pastell_errors_and_rights(runtime_factory, server_factory, pastel
         assert (await r.json())["content"]["data"]["acte_nature"] == "3"
         r = await api.patch(f"/api/v2/entite/ville-test/document/{actes}/externalData/acte_nature",
                             data={"acte_nature": "9"})
-        assert r.status == 400 and "'9'" in (await r.json())["error-message"]
+        assert r.status == 400 and "« 9 »" in (await r.json())["error-message"]
         r = await api.get(f"/api/v2/entite/ville-test/document/{actes}/externalData/objet")
         assert r.status == 404
         r = await api.get(f"/api/v2/entite/autre/document/{id_d}")
