@@ -81,7 +81,7 @@ async def dashboard(request: web.Request) -> web.Response:
         flows=flows, flow_labels={f.id: f.label for f in flows}, query=q, title=document_title,
         state_label=lambda d: rt.flow(d.flow_id).state_label(d.state) if d.flow_id in rt.flows
         else STATE_LABELS.get(d.state, d.state), states=STATE_LABELS, next_url=next_url,
-        first_page=not q.get("apres"))
+        first_page=not q.get("apres"), can_create=any(access.has(g.role, "editor") for g in who.grants))
 
 
 async def _document(request: web.Request, role: str) -> tuple[Any, Any, str]:

@@ -29,11 +29,16 @@ def type_label(family: str, kind: str) -> str:
 
 
 async def _entity(request: web.Request, who: Any, entity_id: str | None) -> Any:
+    """The collectivité named by its identifier or its SIREN, which ``who`` administers."""
     if not entity_id:
         raise console.forbid(request, who, "Choisissez d'abord une collectivité.")
-    await console.require_entity_role(request, who, entity_id, "admin")
     async with console.runtime(request).store.transaction() as tx:
-        return await repo.get_entity(tx, entity_id)
+        entity = await repo.find_entity(tx, entity_id.strip()) or await repo.entity_by_siren(
+            tx, entity_id.replace(" ", ""))
+    if entity is None:
+        raise console.failed(BASE, f"Aucune collectivité de SIREN ou d'identifiant « {entity_id} ».")
+    await console.require_entity_role(request, who, entity.id, "admin")
+    return entity
 
 
 async def page(request: web.Request) -> web.Response:

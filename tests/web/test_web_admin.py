@@ -68,5 +68,6 @@ async def test_dashboard_lists_newest_first_a_page_at_a_time(runtime_factory, se
     assert [await links.nth(i).inner_text() for i in range(await links.count())] == [f"Arrêté n°{n}" for n in
                                                                                     range(5, 0, -1)]
     assert await page.get_by_role("link", name="Documents plus anciens →").count() == 0
+    assert await page.get_by_role("link", name="Nouveau document").count() == 0  # a reader creates nothing
     await page.goto(f"{srv.url}/admin/?q=n°7")
     assert [await links.nth(i).inner_text() for i in range(await links.count())] == ["Arrêté n°7"]
