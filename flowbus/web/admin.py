@@ -20,7 +20,7 @@ from flowbus.clock import isoformat
 from flowbus.errors import FlowbusError, NotFound
 from flowbus.people import access
 from flowbus.store import repo
-from flowbus.web import console, journal_labels
+from flowbus.web import console, document_route, journal_labels
 
 STATE_LABELS = {"draft": "Brouillon", "running": "En cours", "waiting": "En attente", "error": "En erreur",
                 "done": "Terminé", "cancelled": "Annulé", "rejected": "Refusé"}
@@ -126,6 +126,7 @@ async def document_page(request: web.Request) -> web.Response:
                               state_label=flow.state_label(doc.state) if flow else doc.state,
                               actions=allowed, action_labels=ACTION_LABELS, quote=quote, event_label=journal_labels.label,
                               editable=doc.state in documents.EDITABLE_STATES and access.has(have, "editor"),
+                              route=document_route.route(flow, doc, entries) if flow and doc.state != "draft" else [],
                               sentence=journal_labels.sentence, actor_words=journal_labels.actor)
 
 

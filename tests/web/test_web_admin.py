@@ -36,11 +36,16 @@ async def test_admin_sees_an_error_and_skips_the_step(runtime_factory, server_fa
     await errors.get_by_role("link", name="Arrêté en panne").click()
     assert await page.locator("#etat").inner_text() == "En erreur"
     assert await page.locator("#erreur").count() == 1
+    route = await page.locator("ol.route li").all_inner_texts()
+    assert route[0].startswith("Service en panne — en erreur (depuis le ") and route[1] == "Après — à venir"
     await page.get_by_role("button", name="Passer l'étape").click()
     assert "Action « Passer l'étape » enregistrée." in await page.content()
     await wait_state(rt, doc.id, "done")
     await page.reload()
     assert await page.locator("#etat").inner_text() == "Terminé"
+    route = await page.locator("ol.route li").all_inner_texts()
+    assert route[0].startswith("Service en panne — passé par un administrateur (le ")
+    assert route[1].startswith("Après — fait (le ")
     journal_text = await page.locator("table").last.inner_text()
     assert "Action sur le document" in journal_text and "camille" in journal_text and "admin.action" not in journal_text
     await screenshots(page, "admin-document")
