@@ -109,6 +109,9 @@ async def request_principal(request: web.Request) -> Principal:
     if "Authorization" not in request.headers:
         who = await session_principal(rt, request.cookies.get(sessions.COOKIE))
         if who is not None:
+            if who.must_change_password:
+                raise Forbidden("choose your own password first (/mot-de-passe/changer): the one given to you "
+                                "serves only once", field="password")
             if request.method not in _SAFE and not csrf_matches(who.session_csrf,
                                                                  request.headers.get("X-CSRF-Token")):
                 raise Forbidden("a call made with a web session must carry its CSRF token in X-CSRF-Token",

@@ -78,6 +78,7 @@ class Principal:
     grants: tuple[Grant, ...]
     login: str | None = None  # people only
     session_csrf: str | None = None  # set when the call comes with a web session cookie
+    must_change_password: bool = False  # a person whose first password must be replaced before anything else
 
     @property
     def actor(self) -> str:

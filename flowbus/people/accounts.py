@@ -129,7 +129,7 @@ async def grants_of(tx: Tx, user_id: str) -> tuple[Grant, ...]:
 
 async def principal(tx: Tx, user: User, *, session_csrf: str | None = None) -> Principal:
     return Principal("user", user.id, user.name, await grants_of(tx, user.id), login=user.login,
-                     session_csrf=session_csrf)
+                     session_csrf=session_csrf, must_change_password=user.must_change_password)
 
 
 async def user_ids_with_grants_on(tx: Tx, entity_ids: list[str], *, limit: int = 1000) -> list[str]:

@@ -46,11 +46,8 @@ async def signed_in(request: web.Request, *, allow_password_change: bool = False
     if who is None:
         target = request.path_qs if request.method == "GET" else request.path
         raise web.HTTPFound(f"/connexion?suivant={quote(target, safe='')}")
-    if not allow_password_change:
-        async with request.app[RUNTIME].store.transaction() as tx:
-            must = await tx.fetchval("SELECT must_change_password FROM users WHERE id = $1", who.id)
-        if must:
-            raise web.HTTPFound("/mot-de-passe/changer")
+    if who.must_change_password and not allow_password_change:
+        raise web.HTTPFound("/mot-de-passe/changer")
     return who
 
 

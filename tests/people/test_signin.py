@@ -188,6 +188,8 @@ async def test_first_password_must_be_changed(runtime_factory, server_factory, b
     await screenshots(page, "password-change-forced")
     await page.goto(f"{srv.url}/admin/")
     assert page.url.endswith("/mot-de-passe/changer")  # nothing else until it is changed
+    resp = await page.request.get(f"{srv.url}/api/v1/entities")  # the API with this session neither
+    assert resp.status == 403 and (await resp.json())["field"] == "password"
     await page.fill("#current", people.password)
     await page.fill("#password", people.password)
     await page.fill("#confirm", people.password)

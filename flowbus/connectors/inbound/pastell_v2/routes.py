@@ -75,6 +75,8 @@ async def _basic_auth(request: web.Request) -> Principal:
     if not header:
         who = await session_principal(rt, request.cookies.get(sessions.COOKIE))
         if who is not None:
+            if who.must_change_password:
+                raise Forbidden("Accès interdit : choisissez d'abord votre propre mot de passe")
             if request.method not in ("GET", "HEAD") and not csrf_matches(who.session_csrf,
                                                                        request.headers.get("X-CSRF-Token")):
                 raise Forbidden("Accès interdit : jeton CSRF (X-CSRF-Token) absent ou invalide")
