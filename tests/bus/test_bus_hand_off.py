@@ -34,9 +34,12 @@ async def test_a_handler_hands_its_successor_over_with_the_publishers_attachment
     attachment = object()
     seen: list[Message] = []
     leased: list[Any] = []
+    read = asyncio.Event()  # the successor's handler waits until its lease was read: acked, its row is gone
 
     async def handler(m: Message) -> None:
         seen.append(m)
+        if m.body["n"] == 1:
+            await read.wait()
         if m.body["n"] == 0:
             async with store.transaction() as tx:
                 slot = bus.hand_off("q", tx)
@@ -47,6 +50,7 @@ async def test_a_handler_hands_its_successor_over_with_the_publishers_attachment
                 assert second is None
                 await bus.publish(Message(queue="q", body={"n": 2}, key="k2", local=attachment), tx=tx)
             leased.append(await _lease_owner(store, successor.id))
+            read.set()
 
     consumer = await bus.consume("q", handler, prefetch=1)
     await bus.publish(msg(0))
