@@ -6,13 +6,15 @@ file bytes are streamed to the BlobStore first, so a failed upload leaves nothin
 
 from __future__ import annotations
 
+import asyncio
 import re
+import tempfile
 import uuid
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import replace
 from typing import Any
 
-from flowbus import journal
+from flowbus import filecheck, journal
 from flowbus.errors import Conflict, PayloadTooLarge, ValidationError
 from flowbus.flows import associations
 from flowbus.flows.fields import check_fields
@@ -20,6 +22,8 @@ from flowbus.models import Document, FileRef
 from flowbus.store import repo
 
 EDITABLE_STATES = ("draft", "error")
+_STATE_WORDS = {"running": "en cours", "waiting": "en attente", "done": "terminé", "cancelled": "annulé",
+                "rejected": "refusé"}
 _BAD_FILENAME = re.compile(r"[\x00-\x1f/\\]")
 
 
@@ -30,10 +34,10 @@ def new_id() -> str:
 def check_filename(filename: str) -> str:
     name = (filename or "").strip()
     if not name or name in (".", "..") or _BAD_FILENAME.search(name) or ".." in name.split("."):
-        raise ValidationError(f"invalid file name {filename!r}: a plain name without path, '..' or control "
-                              "characters is required", field="filename")
+        raise ValidationError(f"Nom de fichier invalide « {filename} » : un nom simple est attendu, sans chemin, "
+                              "sans « .. » ni caractère de contrôle.", field="filename")
     if len(name) > 255:
-        raise ValidationError("file name longer than 255 characters", field="filename")
+        raise ValidationError("Nom de fichier trop long : 255 caractères au plus.", field="filename")
     return name
 
 
@@ -70,10 +74,10 @@ async def update_fields(rt: Any, document_id: str, fields: dict[str, Any], *, ac
         async with rt.store.transaction() as tx:
             doc = await repo.get_document(tx, document_id, with_files=False)
             if expected_version is not None and doc.version != expected_version:
-                raise Conflict(f"document {document_id} is at version {doc.version}, not {expected_version}",
+                raise Conflict(f"Le document a changé entre-temps (version {doc.version}, pas {expected_version}) : rechargez-le.",
                                field="version", expected_version=expected_version)
             if doc.state not in EDITABLE_STATES:
-                raise Conflict(f"the fields of a document in state {doc.state!r} cannot be changed",
+                raise Conflict(f"Les champs d'un document {_STATE_WORDS.get(doc.state, doc.state)} ne peuvent plus être modifiés.",
                                field="state", hint="fields can change in the draft and error states")
             values = check_fields(rt.flow(doc.flow_id), fields, partial=True)
             merged = {**doc.fields, **values}
@@ -87,7 +91,7 @@ async def update_fields(rt: Any, document_id: str, fields: dict[str, Any], *, ac
             await journal.append(tx, entity_id=doc.entity_id, actor=actor, kind="fields.changed",
                                  at=rt.clock.now(), document_id=doc.id, data={"fields": sorted(values)})
             return new
-    raise Conflict(f"document {document_id} is being changed too often; try again", field="fields")
+    raise Conflict("Le document est modifié par d'autres au même moment : réessayez.", field="fields")
 
 
 def _file_field(rt: Any, doc: Document, field_name: str) -> Any:
@@ -97,9 +101,9 @@ def _file_field(rt: Any, doc: Document, field_name: str) -> Any:
     except Exception:  # noqa: BLE001 - flow.field raises its own not-found
         field = None
     if field is None:
-        raise ValidationError(f"flow {flow.id!r} has no field {field_name!r}", field=field_name)
+        raise ValidationError(f"Le flux « {flow.label} » n'a pas de champ « {field_name} ».", field=field_name)
     if field.type not in ("file", "files"):
-        raise ValidationError(f"field {field_name!r} is of type {field.type}, not a file", field=field_name)
+        raise ValidationError(f"Le champ « {field_name} » n'est pas un champ de fichier.", field=field_name)
     return field
 
 
@@ -110,29 +114,65 @@ async def attach_file(rt: Any, document_id: str, field_name: str, *, filename: s
         doc = await repo.get_document(tx, document_id, with_files=False)
     field = _file_field(rt, doc, field_name)
     if doc.state not in EDITABLE_STATES:
-        raise Conflict(f"files of a document in state {doc.state!r} cannot be changed", field="state")
+        raise Conflict(f"Les fichiers d'un document {_STATE_WORDS.get(doc.state, doc.state)} ne peuvent plus être modifiés.", field="state")
     media_type = (media_type or "application/octet-stream").split(";")[0].strip().lower()
     if field.media_types and media_type not in field.media_types:
-        raise ValidationError(f"field {field_name!r} accepts {', '.join(field.media_types)}, not {media_type}",
-                              field=field_name)
+        raise ValidationError(f"Le fichier « {filename} » (champ {field_name}) est de type {media_type} ; "
+                              f"ce champ accepte : {', '.join(field.media_types)}.", field=field_name)
     limit = min(x for x in (field.max_size, rt.settings.max_upload_size) if x)
-    try:
-        blob = await rt.blobs.put(chunks, max_size=limit)
-    except PayloadTooLarge as exc:
-        raise PayloadTooLarge(f"file for field {field_name!r} exceeds {limit} bytes", field=field_name) from exc
+    too_large = PayloadTooLarge(f"Le fichier « {filename} » (champ {field_name}) dépasse la taille permise "
+                                f"({_size(limit)}).", field=field_name)
+    facts = filecheck.FileFacts(kind="")
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as spool:
+        if filecheck.kind_of(media_type, filename, field.content):
+            # checked at the door, before anything is stored: spooled, then opened in a worker thread
+            await _spool(chunks, spool, limit, too_large)
+            facts = await asyncio.to_thread(filecheck.inspect, spool, filename=filename, field=field_name,
+                                            media_type=media_type, content=field.content)
+            spool.seek(0)
+            chunks = _unspool(spool)
+        try:
+            blob = await rt.blobs.put(chunks, max_size=limit)
+        except PayloadTooLarge as exc:
+            raise too_large from exc
     now = rt.clock.now()
     async with rt.store.transaction() as tx:
         doc = await repo.get_document(tx, document_id, with_files=False)
         if doc.state not in EDITABLE_STATES:
-            raise Conflict(f"files of a document in state {doc.state!r} cannot be changed", field="state")
+            raise Conflict(f"Les fichiers d'un document {_STATE_WORDS.get(doc.state, doc.state)} ne peuvent plus être modifiés.", field="state")
         multiple = field.type == "files" if append is None else append
         ref = await repo.put_file(tx, FileRef(doc.id, field_name, 0, filename, media_type, blob.size, blob.sha256,
                                               blob.key, now), replace=not multiple)
         await repo.update_document(tx, doc, expected_version=doc.version, at=now)
         await journal.append(tx, entity_id=doc.entity_id, actor=actor, kind="file.added", at=now,
                              document_id=doc.id, data={"field": field_name, "filename": filename,
-                                                       "sha256": blob.sha256, "size": blob.size})
+                                                       "sha256": blob.sha256, "size": blob.size, **facts.journal()})
     return ref
+
+
+_SPOOL_IN_MEMORY = 8 * 1024 * 1024  # larger uploads are spooled to a temporary file
+
+
+async def _spool(chunks: AsyncIterable[bytes], spool: Any, limit: int, too_large: PayloadTooLarge) -> None:
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        spool.write(chunk)
+    spool.seek(0)
+
+
+async def _unspool(spool: Any) -> AsyncIterator[bytes]:
+    while chunk := spool.read(256 * 1024):
+        yield chunk
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("Go", 1 << 30), ("Mo", 1 << 20), ("Ko", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f}".rstrip("0").rstrip(".").replace(".", ",") + f" {unit}"
+    return f"{n} octets"
 
 
 async def run_action(rt: Any, document_id: str, action: str, *, actor: str, comment: str | None = None) -> Document:
@@ -146,7 +186,7 @@ async def run_action(rt: Any, document_id: str, action: str, *, actor: str, comm
         except Conflict as exc:
             if exc.expected_version is None:
                 raise
-    raise Conflict(f"document {document_id} is being changed too often; try again", field="action")
+    raise Conflict("Le document est modifié par d'autres au même moment : réessayez.", field="action")
 
 
 async def get_document(rt: Any, document_id: str) -> Document:

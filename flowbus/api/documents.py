@@ -27,7 +27,7 @@ async def _readable_document(request: web.Request, role: str = "reader") -> Any:
     doc = await documents.get_document(rt, request.match_info["id"])
     if await role_for(rt, principal(request), doc.entity_id, doc.flow_id) is None:
         # do not tell a caller without any right on it that the document exists
-        raise NotFound(f"document {doc.id!r} does not exist", field="id")
+        raise NotFound(f"Le document {doc.id} n'existe pas.", field="id")
     await require_role(request, doc.entity_id, role, doc.flow_id)
     return doc
 
@@ -45,11 +45,11 @@ async def post_document(request: web.Request) -> web.Response:
     body = await json_body(request)
     entity, flow, fields = body.get("entity"), body.get("flow"), body.get("fields", {})
     if not isinstance(entity, str) or not entity:
-        raise ValidationError("'entity' (an entity id) is required", field="entity")
+        raise ValidationError("« entity » (l'identifiant d'une collectivité) est obligatoire.", field="entity")
     if not isinstance(flow, str) or not flow:
-        raise ValidationError("'flow' (a flow id) is required", field="flow")
+        raise ValidationError("« flow » (l'identifiant d'un flux) est obligatoire.", field="flow")
     if not isinstance(fields, dict):
-        raise ValidationError("'fields' must be an object", field="fields")
+        raise ValidationError("« fields » doit être un objet (nom du champ : valeur).", field="fields")
     async with rt.store.transaction() as tx:
         await repo.get_entity(tx, entity)
     rt.flow(flow)
@@ -70,7 +70,7 @@ async def patch_document(request: web.Request) -> web.Response:
     body = await json_body(request)
     fields = body.get("fields", body)
     if not isinstance(fields, dict):
-        raise ValidationError("'fields' must be an object", field="fields")
+        raise ValidationError("« fields » doit être un objet (nom du champ : valeur).", field="fields")
     version = body.get("version")
     if_match = request.headers.get("If-Match")
     if if_match:
@@ -92,7 +92,7 @@ async def _upload_chunks(request: web.Request) -> tuple[str, str, AsyncIterator[
         while part is not None and getattr(part, "name", None) not in ("file", None):
             part = await reader.next()
         if part is None or not hasattr(part, "read_chunk"):
-            raise ValidationError("the multipart body has no 'file' part", field="file")
+            raise ValidationError("Le corps multipart n'a pas de partie « file ».", field="file")
         # clients percent-encode the name in Content-Disposition (aiohttp does): decode before checking it
         filename = unquote(part.filename or "")
         media_type = part.headers.get("Content-Type", "application/octet-stream")
@@ -120,7 +120,7 @@ async def put_file(request: web.Request) -> web.Response:
     field = request.match_info["field"]
     filename, media_type, chunks = await _upload_chunks(request)
     if not filename:
-        raise ValidationError("the upload has no file name (multipart filename or ?filename=)", field="filename")
+        raise ValidationError("L'envoi n'a pas de nom de fichier (filename du multipart, ou ?filename=).", field="filename")
     append = request.query.get("append")
     ref = await documents.attach_file(rt, doc.id, field, filename=filename, media_type=media_type, chunks=chunks,
                                       actor=actor(request), append=None if append is None else append == "true")
@@ -134,7 +134,7 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     index = int(request.query.get("index", "0"))
     files = doc.files_of(field)
     if len(files) <= index:
-        raise NotFound(f"no file in field {field!r}" + (f" at index {index}" if index else ""), field=field)
+        raise NotFound(f"Aucun fichier dans le champ « {field} »" + (f" à la position {index}" if index else "") + ".", field=field)
     ref = files[index]
     resp = web.StreamResponse(headers={
         "Content-Type": ref.media_type, "Content-Length": str(ref.size),
@@ -158,24 +158,24 @@ async def search(request: web.Request) -> web.Response:
     try:
         limit = max(1, min(int(q.get("limit", "50")), 500))
     except ValueError as exc:
-        raise ValidationError("'limit' must be a number", field="limit") from exc
+        raise ValidationError("« limit » doit être un nombre.", field="limit") from exc
     try:
         since = parse_iso(q["since"]) if q.get("since") else None
         until = parse_iso(q["until"]) if q.get("until") else None
     except ValueError as exc:
-        raise ValidationError(f"bad date: {exc}", field="since" if "since" in str(exc) else "until") from exc
+        raise ValidationError(f"Date invalide : {exc}", field="since" if "since" in str(exc) else "until") from exc
     after = None
     if q.get("cursor"):
         try:
             after = tuple(json.loads(base64.urlsafe_b64decode(q["cursor"].encode())))
         except (ValueError, TypeError) as exc:
-            raise ValidationError("invalid cursor", field="cursor") from exc
+            raise ValidationError("Curseur de pagination invalide.", field="cursor") from exc
     scope = await document_scope(rt, principal(request))
     entity_ids = None
     if q.get("entity"):
         visible = scope.entity_ids
         if visible is not None and q["entity"] not in visible:
-            raise NotFound(f"entity {q['entity']!r} does not exist", field="entity")
+            raise NotFound(f"La collectivité {q['entity']} n'existe pas.", field="entity")
         entity_ids = [q["entity"]]
     async with rt.store.transaction() as tx:
         docs = await repo.search_documents(tx, scope=scope, entity_ids=entity_ids, flow=q.get("flow"),

@@ -151,7 +151,20 @@ class _Builder:
         where = {k: p for k in ("id", "label", "start", "steps", "fields", "states") if (p := self.pos.values.get((k,)))}
         return Flow(id=str(d.get("id", "")), label=str(d.get("label", "")),
                     description=str(d.get("description") or ""), fields=fields, steps=steps, start=start,
-                    states=states, source=self.pos.file, position=self.pos.values.get(()), where=where)
+                    states=states, source=self.pos.file, position=self.pos.values.get(()), where=where,
+                    columns=self.columns(d.get("columns") or [], {f.name for f in fields}))
+
+    def columns(self, items: Any, names: set[str]) -> tuple[str, ...]:
+        out: list[str] = []
+        for i, name in enumerate(items if isinstance(items, list) else []):
+            if not isinstance(name, str):
+                continue  # the schema reports it
+            if name not in names:
+                self.error(f'columns: unknown field "{name}"', ("columns", i),
+                           hint=f"fields: {', '.join(sorted(names)) or '(none)'}")
+                continue
+            out.append(name)
+        return tuple(out)
 
     # fields ------------------------------------------------------------------------------------
 
@@ -178,7 +191,7 @@ class _Builder:
         name, ftype = item["name"], item.get("type")
         where = f'field "{name}"'
         only = {"pattern": ("text",), "max_length": ("text",), "choices": ("choice",), "max_size": FILE_TYPES,
-                "media_types": FILE_TYPES}
+                "media_types": FILE_TYPES, "content": FILE_TYPES}
         for key, types in only.items():
             if key in item and ftype in ("text", "date", "number", "boolean", "choice", "email", "file", "files") \
                     and ftype not in types:
@@ -213,6 +226,7 @@ class _Builder:
                         choices=choices if ftype == "choice" else None, default=default,
                         max_size=item.get("max_size") if isinstance(item.get("max_size"), int) else None,
                         media_types=tuple(media) if isinstance(media, list) else None,
+                        content=item.get("content") if isinstance(item.get("content"), str) else None,
                         produced=item.get("produced") is True, position=self.pos.value(path))
 
     def default(self, name: str, ftype: str, value: Any, choices: Mapping[str, str] | None,

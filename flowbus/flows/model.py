@@ -45,6 +45,7 @@ class FieldDef:
     default: Any = None
     max_size: int | None = None  # file/files only, bytes
     media_types: tuple[str, ...] | None = None  # file/files only
+    content: str | None = None  # file/files only: pdf, xml, pes_aller, actes (checked at upload, flowbus.filecheck)
     produced: bool = False  # filled by the steps, not by people (shown read-only in the forms)
     position: SourcePosition | None = None
 
@@ -128,6 +129,7 @@ class Flow:
     start: str | None  # first step id; None for a flow without steps
     states: Mapping[str, StateDef]
     source: str  # the file it was read from
+    columns: tuple[str, ...] = ()  # fields shown as columns of the document list filtered on this flow
     position: SourcePosition | None = None
     where: Mapping[str, SourcePosition] = field(default_factory=dict, compare=False)
 

@@ -50,6 +50,9 @@ _CLAIM = ("UPDATE step_states SET claim = $3, lease_until = $4, status = 'runnin
           "AND state IN ('running', 'waiting')) RETURNING attempt, data, started_at")
 
 
+_STATE_WORDS = {"draft": "un brouillon", "running": "en cours", "waiting": "en attente", "error": "en erreur",
+                "done": "terminé", "cancelled": "annulé", "rejected": "refusé"}
+
 class Claim(NamedTuple):
     """A step run claimed for a message: what the worker needs to call the connector."""
     doc: Document
@@ -214,7 +217,8 @@ class Engine:
                              ) -> Document:
         """Enter the first step; ``row``: the document's stored row, if the caller read it in this transaction."""
         if doc.state != "draft":
-            raise Conflict(f"the document is already {doc.state}; only a draft can be started", field="state")
+            raise Conflict(f"Le document est déjà {_STATE_WORDS.get(doc.state, doc.state)} : seul un brouillon peut "
+                           "être envoyé.", field="state")
         flow = self.rt.flow(doc.flow_id)
         from flowbus.flows.fields import missing_for_start
         missing = missing_for_start(flow, doc.fields, {f.field for f in doc.files})
@@ -241,27 +245,30 @@ class Engine:
             data["comment"] = comment
         if action == "cancel":
             if doc.state in FINAL:
-                raise Conflict(f"a {doc.state} document cannot be cancelled", field="state")
+                raise Conflict(f"Un document {_STATE_WORDS.get(doc.state, doc.state)} ne peut plus être annulé.",
+                               field="state")
             await self._journal(tx, doc, "admin.action", actor, data)
             return await self._set_state(tx, replace(doc, state="cancelled"), row, actor=actor,
                                          step_seq=int(row["step_seq"]) + 1, reason=comment)
         if action in ("retry", "resume"):
             if doc.step is None or doc.state in ("done", "draft") or (action == "retry" and doc.state != "error"):
-                raise Conflict(f"nothing to {action}: the document is {doc.state}"
-                               + (" (retry applies to documents in error)" if action == "retry" else ""),
+                raise Conflict(f"Rien à {'relancer' if action == 'retry' else 'reprendre'} : le document est "
+                               f"{_STATE_WORDS.get(doc.state, doc.state)}"
+                               + (" (seuls les documents en erreur se relancent)." if action == "retry" else "."),
                                field="state")
             await self._journal(tx, doc, "admin.action", actor, data)
             return await self._enter(tx, doc, Target("step", doc.step), dict(doc.fields), actor=actor, row=row,
                                      hand_off=hand_off)
         if action == "skip":
             if doc.step is None or doc.state not in ("error", "waiting", "running"):
-                raise Conflict(f"no step to skip: the document is {doc.state}", field="state")
+                raise Conflict(f"Aucune étape à passer : le document est {_STATE_WORDS.get(doc.state, doc.state)}.",
+                               field="state")
             await self._journal(tx, doc, "admin.action", actor, data)
             await tx.execute("UPDATE step_states SET status = 'skipped', updated_at = $3 WHERE document_id = $1 "
                              "AND step = $2", doc.id, doc.step, isoformat(self.rt.clock.now()))
             return await self._enter(tx, doc, machine.decide(flow, doc.step, "done"), dict(doc.fields), actor=actor,
                                      row=row, hand_off=hand_off)
-        raise NotFound(f"unknown action {action!r}", field="action",
+        raise NotFound(f"Action inconnue « {action} ».", field="action",
                        hint="actions: start, retry, skip, cancel, resume")
 
     # ---- the worker ---------------------------------------------------------------------------

@@ -16,10 +16,11 @@ from flowbus import documents, journal
 from flowbus.api.entities import create_entity
 from flowbus.archive.store import ArchiveStore
 from flowbus.archive.verify import verify_package
+from tests.support.pdfs import pdf
 
 REPO = Path(__file__).resolve().parents[2]
 XSD = REPO / ".." / "shared" / "schemas" / "seda"
-PDF = (REPO / ".." / "shared" / "samples" / "seda" / "deliberation.pdf").read_bytes()
+PDF = pdf("Budget primitif 2027")
 PES = b'<?xml version="1.0" encoding="ISO-8859-1"?><PES_Aller/>'
 
 CASES = {

@@ -25,10 +25,11 @@ from flowbus.connectors.registry import connector_class
 from flowbus.errors import PermanentError, TransientError
 from flowbus.models import Document, FileRef
 from flowbus.store.sqlite import SQLiteStore
+from tests.support.pdfs import pdf
 
 REPO = Path(__file__).resolve().parents[2]
 XSD = REPO / ".." / "shared" / "schemas" / "seda"
-PDF = (REPO / ".." / "shared" / "samples" / "seda" / "deliberation.pdf").read_bytes()
+PDF = pdf("Budget primitif 2027")
 
 
 @pytest.fixture

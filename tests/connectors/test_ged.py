@@ -21,6 +21,9 @@ from flowbus.connectors.base import ConnectorInstance, StepContext
 from flowbus.connectors.registry import connector_class
 from flowbus.errors import PermanentError, TransientError
 from flowbus.models import Document, FileRef
+from tests.support.pdfs import pdf
+
+ACTE = pdf("acte " * 200)
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
@@ -32,9 +35,9 @@ class _Runtime:
 
 async def _document(blobs: FilesystemBlobStore) -> Document:
     files = []
-    for field, idx, name, data in [("acte", 0, "délibération 12.pdf", b"%PDF-1.4 acte" * 1000),
-                                   ("annexes", 0, "annexe.pdf", b"%PDF-1.4 annexe 1"),
-                                   ("annexes", 1, "annexe.pdf", b"%PDF-1.4 annexe 2")]:
+    for field, idx, name, data in [("acte", 0, "délibération 12.pdf", ACTE),
+                                   ("annexes", 0, "annexe.pdf", pdf("annexe 1")),
+                                   ("annexes", 1, "annexe.pdf", pdf("annexe 2"))]:
         ref = await put_bytes(blobs, data)
         files.append(FileRef("doc-1", field, idx, name, "application/pdf", ref.size, ref.sha256, ref.key, NOW))
     return Document("doc-1", "ville", "deliberation", "signed", {"numero_de_lacte": "2026-012", "objet": "Budget"},
@@ -67,12 +70,12 @@ async def test_filesystem_deposit_files_and_metadata(tmp_path: Path) -> None:
     assert out.fields == {"ged_url": str(folder)}
     names = sorted(p.name for p in folder.iterdir())
     assert names == ["annexe.pdf", "annexes-1-annexe.pdf", "deliberation 12.pdf", "fini", "metadata.json"]
-    assert (folder / "deliberation 12.pdf").read_bytes() == b"%PDF-1.4 acte" * 1000
-    assert (folder / "annexes-1-annexe.pdf").read_bytes() == b"%PDF-1.4 annexe 2"
+    assert (folder / "deliberation 12.pdf").read_bytes() == ACTE
+    assert (folder / "annexes-1-annexe.pdf").read_bytes() == pdf("annexe 2")
     meta = json.loads((folder / "metadata.json").read_text())
     assert meta["fields"]["objet"] == "Budget"
     assert [f["path"] for f in meta["files"]] == ["deliberation 12.pdf", "annexe.pdf", "annexes-1-annexe.pdf"]
-    assert meta["files"][0]["sha256"] == hashlib.sha256(b"%PDF-1.4 acte" * 1000).hexdigest()
+    assert meta["files"][0]["sha256"] == hashlib.sha256(ACTE).hexdigest()
     # a redelivered step writes the same files again, nothing more
     again = await conn.start(ctx)
     assert again.status == "done"
@@ -161,7 +164,7 @@ async def test_webdav_deposit_creates_collections_and_puts_files(tmp_path: Path)
         assert out.status == "done"
         assert out.data["location"] == f"{url}/ville/deliberation/doc-1"
         assert {"dav", "dav/ville", "dav/ville/deliberation", "dav/ville/deliberation/doc-1"} <= server.dirs
-        assert server.files["dav/ville/deliberation/doc-1/deliberation 12.pdf"] == b"%PDF-1.4 acte" * 1000
+        assert server.files["dav/ville/deliberation/doc-1/deliberation 12.pdf"] == ACTE
         meta = json.loads(server.files["dav/ville/deliberation/doc-1/metadata.json"])
         assert meta["document"] == "doc-1"
         assert await conn.target.exists("ville/deliberation/doc-1/metadata.json")
@@ -217,7 +220,7 @@ async def test_s3_deposit(tmp_path: Path, moto_endpoint: str) -> None:
                     "depots/ville/deliberation/doc-1/deliberation 12.pdf",
                     "depots/ville/deliberation/doc-1/metadata.json"]
     body = client.get_object("ged-ville", "depots/ville/deliberation/doc-1/deliberation 12.pdf").read()
-    assert body == b"%PDF-1.4 acte" * 1000
+    assert body == ACTE
     assert (await conn.target.check()).ok
     missing, ctx2 = _ctx(rt, doc, "s3", {**settings, "bucket": "absent", "create_bucket": False})
     with pytest.raises(PermanentError) as err:
@@ -265,7 +268,7 @@ instances:
             "objet": "Concession", "cimetiere": "Est", "numero_concession": f"C-{entity}", "concessionnaire_nom": "D",
             "duree": "30", "date_decision": "2026-02-10"})
         await documents.attach_file(rt, doc.id, "arrete", filename="arrete.pdf", media_type="application/pdf",
-                                    chunks=one(b"%PDF-1.4 arrete " + entity.encode()), actor="test")
+                                    chunks=one(pdf(f"arrete {entity}")), actor="test")
         await documents.run_action(rt, doc.id, "start", actor="test")
         ids[entity] = doc.id
     for doc_id in ids.values():
@@ -273,6 +276,6 @@ instances:
     # the flow's folder template (step params) with the entity's GED settings (instance settings)
     folder = ged_dir / "cimetieres" / "Est" / str(rt.clock.now().year) / "C-ville"
     assert sorted(p.name for p in folder.iterdir()) == ["FIN", "arrete.pdf", "metadata.json"]
-    assert (folder / "arrete.pdf").read_bytes() == b"%PDF-1.4 arrete ville"
+    assert (folder / "arrete.pdf").read_bytes() == pdf("arrete ville")
     assert json.loads((folder / "metadata.json").read_text())["document"] == ids["ville"]
     assert [p.name for p in folder.parent.iterdir()] == ["C-ville"]  # the other entity: the global (test) GED

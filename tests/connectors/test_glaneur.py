@@ -13,6 +13,7 @@ from typing import Any
 from flowbus.connectors.inbound.glaneur import Glaneur, GlaneurConfig
 from flowbus.models import Entity
 from flowbus.store import repo
+from tests.support.pdfs import pdf
 
 
 async def _entity(rt: Any, eid: str = "ville", siren: str | None = "213500001") -> None:
@@ -28,7 +29,7 @@ def _age(path: Path, seconds: float = 10) -> None:
 
 def _drop_sidecar(directory: Path, i: int, *, entity: str = "ville", settled: bool = True) -> None:
     data = directory / f"doc-{i:04d}.pdf"
-    data.write_bytes(b"%PDF-1.4 document " + str(i).encode())
+    data.write_bytes(pdf(f"document {i}"))
     meta = directory / f"doc-{i:04d}.json"
     meta.write_text(json.dumps({"entity": entity, "flow": "demo", "fields": {"title": f"Document {i}"},
                                 "files": {"file": data.name}}), encoding="utf-8")
@@ -53,10 +54,10 @@ async def test_sidecar_zip_and_errors(runtime_factory, tmp_path: Path) -> None:
         zf.writestr("manifest.json", json.dumps({"documents": [
             {"siren": "213500001", "flow": "demo", "fields": {"title": "Z1"}, "files": {"file": "a.pdf"}},
             {"siren": "213500001", "flow": "demo", "fields": {"title": "Z2"}, "files": {"file": "b.pdf"}}]}))
-        zf.writestr("a.pdf", b"%PDF-1.4 a")
-        zf.writestr("b.pdf", b"%PDF-1.4 b")
+        zf.writestr("a.pdf", pdf("a"))
+        zf.writestr("b.pdf", pdf("b"))
     with zipfile.ZipFile(inbox / "sans-manifeste.zip", "w") as zf:
-        zf.writestr("a.pdf", b"%PDF-1.4 a")
+        zf.writestr("a.pdf", pdf("a"))
     (inbox / "mauvais.json").write_text(json.dumps({"flow": "demo", "entity": "ville", "fields": {}}))
     for p in inbox.iterdir():
         if p.name.startswith(("lot", "sans", "mauvais")):

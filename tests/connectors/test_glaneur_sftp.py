@@ -16,6 +16,7 @@ from flowbus.connectors.inbound.glaneur_sftp import SftpConfig, SftpGlaneur
 from flowbus.errors import ConfigError, TransientError
 from flowbus.models import Entity
 from flowbus.store import repo
+from tests.support.pdfs import pdf
 
 
 class _Server(asyncssh.SSHServer):
@@ -61,7 +62,7 @@ async def test_sftp_pickup_moves_remote_files(runtime_factory, sftp_server, tmp_
         await repo.insert_entity(tx, Entity("ville", "Ville", None, None, rt.clock.now()))
     depot = root / "depot"
     for i in range(3):
-        (depot / f"acte-{i}.pdf").write_bytes(b"%PDF-1.4 " + bytes([48 + i]))
+        (depot / f"acte-{i}.pdf").write_bytes(pdf(f"acte {i}"))
         (depot / f"acte-{i}.json").write_text(json.dumps({"entity": "ville", "flow": "demo",
                                                           "fields": {"title": f"SFTP {i}"},
                                                           "files": {"file": f"acte-{i}.pdf"}}))
@@ -69,7 +70,7 @@ async def test_sftp_pickup_moves_remote_files(runtime_factory, sftp_server, tmp_
     (depot / "en-cours.json").write_text(json.dumps({"flow": "demo", "files": {"file": "en-cours.pdf"}}))
     for p in depot.iterdir():
         _age(p)
-    (depot / "en-cours.pdf").write_bytes(b"%PDF-1.4 still being written")  # fresh: not settled yet
+    (depot / "en-cours.pdf").write_bytes(pdf("still being written"))  # fresh: not settled yet
     sftp = SftpConfig("127.0.0.1", "glaneur", "depot", port=port, password="s3cret-sftp", host_key=host_key)
     assert "s3cret" not in repr(sftp)
     glaneur = SftpGlaneur(rt, GlaneurConfig(tmp_path / "staging", name="sftp", settle=5), sftp)

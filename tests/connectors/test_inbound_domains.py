@@ -14,9 +14,10 @@ import pytest
 
 from flowbus.models import Entity
 from flowbus.store import repo
+from tests.support.pdfs import pdf
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
-PDF = b"%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"
+PDF = pdf("Acte de test")
 
 
 async def _api(kind: str, runtime_factory: Any, server_factory: Any) -> Any:

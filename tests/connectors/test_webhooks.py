@@ -14,6 +14,7 @@ from aiohttp import web
 from flowbus.connectors import webhooks
 from flowbus.models import Document, Entity
 from flowbus.store import repo
+from tests.support.pdfs import pdf
 
 FAST = webhooks.WebhookPolicy(base_delay=0.05, max_delay=0.25, timeout=2.0, lease=5.0)
 
@@ -225,7 +226,7 @@ async def test_webhooks_api_and_engine_state_changes(backend, runtime_factory, s
             assert r.status == 201, await r.text()
             doc_id = (await r.json())["id"]
             r = await http.put(f"/api/v1/documents/{doc_id}/files/file", params={"filename": "essai.pdf"},
-                               data=b"%PDF-1.4 essai", headers={"Content-Type": "application/pdf"})
+                               data=pdf("essai"), headers={"Content-Type": "application/pdf"})
             assert r.status == 201, await r.text()
             r = await http.post(f"/api/v1/documents/{doc_id}/actions/start")
             assert r.status in (200, 202), await r.text()
@@ -264,7 +265,7 @@ async def test_worker_only_process_announces_state_changes(runtime_factory, wait
                                               actor="test")
 
         async def one() -> Any:
-            yield b"%PDF-1.4 t"
+            yield pdf("t")
 
         await documents.attach_file(rt, doc.id, "file", filename="t.pdf", media_type="application/pdf",
                                     chunks=one(), actor="test")

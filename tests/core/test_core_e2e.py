@@ -9,10 +9,11 @@ import os
 import aiohttp
 
 from flowbus import journal
+from tests.support.pdfs import large_pdf
 
 
 async def test_document_with_20mb_file_end_to_end(server, runtime):
-    payload = os.urandom(20 * 1024 * 1024)
+    payload = large_pdf(20 * 1024 * 1024)  # opened at the door: a real PDF, spooled to disk
     async with server.client() as admin:
         r = await admin.post("/api/v1/entities", json={"name": "Syndicat de test", "siren": "253514491"})
         assert r.status == 201, await r.text()

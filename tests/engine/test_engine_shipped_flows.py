@@ -11,8 +11,9 @@ import pytest
 from flowbus import documents, journal
 from flowbus.api.entities import create_entity
 from flowbus.connectors.testing import calls_for
+from tests.support.pdfs import pdf
 
-PDF = b"%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"
+PDF = pdf("Acte de test")
 PES = b'<?xml version="1.0" encoding="ISO-8859-1"?><PES_Aller/>'
 
 CASES = {

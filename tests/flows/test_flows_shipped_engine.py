@@ -13,10 +13,11 @@ from flowbus.connectors.testing import calls_for
 from flowbus.errors import ValidationError
 from flowbus.models import Entity
 from flowbus.store import repo
+from tests.support.pdfs import pdf
 
 ROOT = Path(__file__).resolve().parents[2]
 
-PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+PDF = pdf("Acte de test")
 PES = b'<?xml version="1.0" encoding="UTF-8"?><PES_Aller/>'
 
 CASES: dict[str, tuple[dict[str, Any], dict[str, tuple[str, str, bytes]], list[str]]] = {

@@ -10,6 +10,7 @@ import structlog
 from playwright.async_api import async_playwright
 
 from flowbus.connectors.mailsec import store
+from tests.support.pdfs import pdf as text_pdf
 
 pytestmark = pytest.mark.chromium
 
@@ -17,7 +18,7 @@ N = 200
 
 
 def pdf(i: int) -> bytes:
-    return b"%PDF-1.4\n% bulletin de paie agent " + str(i).encode() + b"\n%%EOF\n"
+    return text_pdf(f"bulletin de paie agent {i}")
 
 
 async def test_200_payslips_each_link_marks_exactly_its_recipient(backend, runtime_factory, server_factory,

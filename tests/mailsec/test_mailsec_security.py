@@ -9,6 +9,7 @@ import pytest
 
 from flowbus.clock import ManualClock
 from flowbus.connectors.mailsec import store, tokens
+from tests.support.pdfs import pdf
 
 
 async def _payslips(api, rt, wait_state, n: int) -> list[str]:
@@ -18,7 +19,7 @@ async def _payslips(api, rt, wait_state, n: int) -> list[str]:
         r = await api.post("/api/v1/documents", json={"entity": entity, "flow": "rh-paie", "fields": {
             "agent_nom": f"Agent {i}", "agent_email": f"agent{i}@agents.example.fr", "periode": "2026-02"}})
         doc = (await r.json())["id"]
-        r = await api.put(f"/api/v1/documents/{doc}/files/bulletin", data=b"%PDF-1.4 secret " + str(i).encode(),
+        r = await api.put(f"/api/v1/documents/{doc}/files/bulletin", data=pdf(f"secret {i}"),
                           params={"filename": f"bulletin-{i}.pdf"}, headers={"Content-Type": "application/pdf"})
         assert r.status == 201, await r.text()
         assert (await api.post(f"/api/v1/documents/{doc}/actions/start")).status in (200, 202)
@@ -90,7 +91,7 @@ async def test_recipient_page_security(runtime_factory, server_factory, mailsec_
         r = await web.get(path_a)
         page_a = await r.text()
         assert r.status == 200 and "bulletin-0.pdf" in page_a and "bulletin-1.pdf" not in page_a
-        assert await (await web.get(f"{path_a}/files/0")).read() == b"%PDF-1.4 secret 0"
+        assert await (await web.get(f"{path_a}/files/0")).read() == pdf("secret 0")
         assert (await web.get(f"{path_a}/files/1")).status == 404
         assert (await web.get(f"{path_a}/files/x")).status == 404
 
