@@ -330,6 +330,7 @@ FLOWS = {
         id: four
         label: "Quatre étapes"
         description: "Quatre étapes instantanées"
+        columns: [skip_third]
         fields:
           - {name: title, type: text, label: "Titre", required: true}
           - {name: skip_third, type: boolean, label: "Sauter la 3e", default: false}

@@ -20,6 +20,7 @@ ROUTE_MODULES: list[str] = [
     "flowbus.web.signin",
     "flowbus.web.sso",
     "flowbus.web.console_document_form",  # before web.admin: /admin/documents/nouveau is not a document id
+    "flowbus.web.console_batches",  # before web.admin: /admin/documents/lot is not a document id
     "flowbus.web.admin",
     "flowbus.web.console_entities",
     "flowbus.web.console_people",

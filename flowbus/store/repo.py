@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -187,6 +188,18 @@ async def insert_document(tx: Tx, doc: Document) -> None:
         search_text(doc.fields), doc.version, isoformat(doc.created_at), isoformat(doc.updated_at))
 
 
+async def documents_by_ids(tx: Tx, document_ids: list[str]) -> dict[str, Document]:
+    """The named documents without their files (id → document), 500 ids per statement; unknown ids left out."""
+    ids = sorted(set(document_ids))
+    out: dict[str, Document] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        ph = ", ".join(f"${i}" for i in range(1, len(chunk) + 1))
+        for r in await tx.fetch(f"SELECT * FROM documents WHERE id IN ({ph})", *chunk):
+            out[r["id"]] = _document(r, [])
+    return out
+
+
 async def get_document(tx: Tx, document_id: str, *, with_files: bool = True) -> Document:
     if with_files:
         return (await document_and_row(tx, document_id))[0]
@@ -295,14 +308,27 @@ async def search_documents(tx: Tx, *, entity_ids: list[str] | None, flow: str | 
                            limit: int, after: tuple[str, str] | None, scope: Any = None,
                            newest_first: bool = False) -> list[Document]:
     """Keyset pagination on (created_at, id); ``scope`` (flowbus.people.access.Scope) limits to what a caller may read."""
+    if entity_ids is not None and not entity_ids:
+        return []
+    w = _document_filters(scope=scope, entity_ids=entity_ids, flow=flow, state=state, since=since, until=until, q=q)
+    if after:
+        op = "<" if newest_first else ">"
+        w.add(f"(created_at {op} {{0}} OR (created_at = {{0}} AND id {op} {{1}}))", after[0], after[1])
+    order = "created_at DESC, id DESC" if newest_first else "created_at, id"
+    sql = f"SELECT * FROM documents {w.sql} ORDER BY {order} LIMIT {w.arg(limit)}"
+    args = w.args
+    rows = await tx.fetch(sql, *args)
+    return [_document(r, []) for r in rows]
+
+
+def _document_filters(*, scope: Any, entity_ids: list[str] | None, flow: str | None, state: str | None,
+                      since: datetime | None, until: datetime | None, q: str | None) -> Where:
     w = Where()
     if scope is not None:
         cond = scope.sql(w.arg)
         if cond is not None:
             w.clauses.append(cond)
     if entity_ids is not None:
-        if not entity_ids:
-            return []
         w.add_in("entity_id", entity_ids)
     if flow:
         w.add("flow_id = {}", flow)
@@ -314,11 +340,24 @@ async def search_documents(tx: Tx, *, entity_ids: list[str] | None, flow: str | 
         w.add("created_at < {}", isoformat(until))
     if q:
         w.add("search_text LIKE {}", "%" + q.lower() + "%")
-    if after:
-        op = "<" if newest_first else ">"
-        w.add(f"(created_at {op} {{0}} OR (created_at = {{0}} AND id {op} {{1}}))", after[0], after[1])
-    order = "created_at DESC, id DESC" if newest_first else "created_at, id"
-    sql = f"SELECT * FROM documents {w.sql} ORDER BY {order} LIMIT {w.arg(limit)}"
-    args = w.args
-    rows = await tx.fetch(sql, *args)
-    return [_document(r, []) for r in rows]
+    return w
+
+
+async def count_documents_by_state(tx: Tx, states: Iterable[str], *, scope: Any, entity_ids: list[str] | None,
+                                   flow: str | None, since: datetime | None, until: datetime | None,
+                                   cap: int) -> dict[str, int]:
+    """How many documents in each state, each count stopping at ``cap + 1`` (shown as « plus de cap »):
+    one bounded index range per state (index documents_state_entity), never a count of the whole table."""
+    states = list(states)
+    if entity_ids is not None and not entity_ids:
+        return dict.fromkeys(states, 0)
+    w = _document_filters(scope=scope, entity_ids=entity_ids, flow=flow, state=None, since=since, until=until, q=None)
+    limit = w.arg(cap + 1)
+    parts = []
+    for s in states:
+        value = w.arg(s)
+        where = " AND ".join([*w.clauses, f"state = {value}"])
+        parts.append(f"SELECT CAST({value} AS TEXT) AS state, (SELECT COUNT(*) FROM (SELECT 1 FROM documents "
+                     f"WHERE {where} LIMIT {limit}) AS capped) AS n")
+    rows = await tx.fetch(" UNION ALL ".join(parts), *w.args)
+    return {r["state"]: int(r["n"]) for r in rows}

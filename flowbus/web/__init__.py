@@ -15,7 +15,8 @@ def env() -> Environment:
     if _env is None:
         _env = Environment(loader=PackageLoader("flowbus.web", "templates"),
                            autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
-        _env.filters["dt"] = lambda v: v.strftime("%d/%m/%Y %H:%M") if hasattr(v, "strftime") else (v or "")
+        from flowbus.web import french
+        french.install(_env)
     return _env
 
 

@@ -13,14 +13,14 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from flowbus import documents, journal
+from flowbus import batches, documents, journal
 from flowbus.api import RUNTIME
 from flowbus.api.auth import document_scope
 from flowbus.clock import isoformat
 from flowbus.errors import FlowbusError, NotFound
 from flowbus.people import access
 from flowbus.store import repo
-from flowbus.web import console, document_route, journal_labels
+from flowbus.web import console, document_list, document_route, french, journal_labels
 
 STATE_LABELS = {"draft": "Brouillon", "running": "En cours", "waiting": "En attente", "error": "En erreur",
                 "done": "Terminé", "cancelled": "Annulé", "rejected": "Refusé"}
@@ -45,7 +45,10 @@ def _after(value: str | None) -> tuple[str, str] | None:
 
 def document_title(doc: Any) -> str:
     return str(doc.fields.get("title") or doc.fields.get("objet") or doc.fields.get("libelle")
-               or f"Document du {doc.created_at.strftime('%d/%m/%Y %H:%M')}")
+               or f"Document du {french.datetime_fr(doc.created_at)}")
+
+
+COUNT_CAP = 1000  # counts by state stop there: « plus de 1 000 »
 
 
 async def dashboard(request: web.Request) -> web.Response:
@@ -53,35 +56,34 @@ async def dashboard(request: web.Request) -> web.Response:
     who = await console.signed_in(request)
     scope = await document_scope(rt, who)
     q = request.query
+    f = document_list.parse(q, rt.flows)
     visible = scope.entity_ids
     async with rt.store.transaction() as tx:
         if visible is None or len(visible) > 200:
             entities = []  # too many to list: the filter takes a name
         else:
             entities = sorted((await repo.entities_by_ids(tx, visible)).values(), key=lambda e: e.name)
-        entity_ids = [q["entity"]] if q.get("entity") else None
-        docs = await repo.search_documents(tx, scope=scope, entity_ids=entity_ids, flow=q.get("flow") or None,
-                                           state=q.get("state") or None, since=None, until=None,
-                                           q=q.get("q") or None, limit=PAGE_SIZE + 1, after=_after(q.get("apres")),
+        docs = await repo.search_documents(tx, **f.search(scope), limit=PAGE_SIZE + 1, after=_after(q.get("apres")),
                                            newest_first=True)
-        errors = await repo.search_documents(tx, scope=scope, entity_ids=None, flow=None, state="error", since=None,
-                                             until=None, q=None, limit=20, after=None, newest_first=True)
-        shown = {d.entity_id for d in docs} | {d.entity_id for d in errors}
+        counts = await repo.count_documents_by_state(
+            tx, document_list.STATES, scope=scope, entity_ids=[f.entity] if f.entity else None, flow=f.flow,
+            since=f.since, until=f.until, cap=COUNT_CAP)
+        shown = {d.entity_id for d in docs}
         names = {eid: e.name for eid, e in (await repo.entities_by_ids(tx, shown)).items()}
     more = len(docs) > PAGE_SIZE
     docs = docs[:PAGE_SIZE]
-    next_url = None
-    if more and docs:
-        params = {k: v for k, v in q.items() if k not in ("apres", "message", "error")}
-        params["apres"] = _cursor(docs[-1])
-        next_url = "/admin/?" + urlencode(params)
-    flows = sorted(rt.flows.values(), key=lambda f: f.label)
+    next_url = "/admin/?" + f.params(apres=_cursor(docs[-1])) if more and docs else None
+    flows = sorted(rt.flows.values(), key=lambda fl: fl.label)
+    flow = rt.flows.get(f.flow) if f.flow else None
+    columns = [flow.field(c) for c in flow.columns] if flow else []
     return await console.page(
-        request, "admin_dashboard.html", who=who, docs=docs, errors=errors, entities=entities, names=names,
-        flows=flows, flow_labels={f.id: f.label for f in flows}, query=q, title=document_title,
+        request, "admin_dashboard.html", who=who, docs=docs, entities=entities, names=names, filt=f,
+        flows=flows, flow_labels={fl.id: fl.label for fl in flows}, title=document_title, columns=columns,
         state_label=lambda d: rt.flow(d.flow_id).state_label(d.state) if d.flow_id in rt.flows
         else STATE_LABELS.get(d.state, d.state), states=STATE_LABELS, next_url=next_url,
-        first_page=not q.get("apres"), can_create=any(access.has(g.role, "editor") for g in who.grants))
+        counts=[(s, STATE_LABELS[s], counts.get(s, 0)) for s in document_list.STATES], count_cap=COUNT_CAP,
+        first_page=not q.get("apres"), can_create=any(access.has(g.role, "editor") for g in who.grants),
+        can_act=any(access.has(g.role, "editor") for g in who.grants), batch_actions=batches.ACTION_LABELS)
 
 
 async def _document(request: web.Request, role: str) -> tuple[Any, Any, str]:

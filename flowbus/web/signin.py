@@ -12,7 +12,7 @@ from flowbus.api import RUNTIME
 from flowbus.errors import BackendError, ValidationError
 from flowbus.people import accounts, links, mail, passwords, sessions, throttle
 from flowbus.people.accounts import User
-from flowbus.web import render
+from flowbus.web import french, render
 from flowbus.web.session import (clear_session_cookie, client_ip, csrf_token, current, safe_next,
                                  set_session_cookie, signed_in)
 
@@ -65,7 +65,7 @@ async def sign_in(request: web.Request) -> web.Response:
         user = await accounts.by_login(tx, login) if login else None
         if user is not None and throttle.is_locked(user, now):
             error = (f"Compte verrouillé après {throttle.MAX_FAILURES} tentatives infructueuses : réessayez après "
-                     f"{user.locked_until.astimezone().strftime('%H h %M')} ou demandez un nouveau mot de passe.")
+                     f"{user.locked_until.astimezone(french.PARIS).strftime('%H h %M')} ou demandez un nouveau mot de passe.")
             return _page(request, "signin.html", status=401, login=login, suivant=suivant, error=error)
         stored = await accounts.password_hash(tx, user.id) if user else None
         ok = passwords.verify(stored, password)

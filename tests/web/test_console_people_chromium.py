@@ -10,6 +10,7 @@ import pytest
 
 from flowbus import documents
 from flowbus.api.entities import create_entity
+from tests.support.pdfs import pdf
 
 pytestmark = pytest.mark.chromium
 
@@ -25,7 +26,7 @@ async def _pdf_doc(rt, entity_id, flow, fields, field):
     doc = await documents.create_document(rt, entity_id=entity_id, flow_id=flow, fields=fields, actor="test")
 
     async def chunks():
-        yield b"%PDF-1.4\n% document de test\n"
+        yield pdf("document de test")
     await documents.attach_file(rt, doc.id, field, filename=f"{flow}.pdf", media_type="application/pdf",
                                 chunks=chunks(), actor="test")
     return doc
@@ -104,7 +105,7 @@ async def test_admin_builds_the_tree_and_invites_an_agent_who_sees_only_rh_of_th
     listing = await apage.inner_text("main")
     assert "Contrat de travail (RH)" in listing
     assert "Budget primitif" not in listing and "Voisin" not in listing
-    assert await apage.locator("section[aria-labelledby=recherche] tbody a").count() == 1
+    assert await apage.locator("section[aria-labelledby=liste] tbody a").count() == 1
     assert "Collectivités" not in await apage.inner_text("nav.main")
     await screenshots(apage, "agent-dashboard")
     await apage.goto(f"{srv.url}/admin/collectivites")

@@ -31,9 +31,13 @@ async def test_admin_sees_an_error_and_skips_the_step(runtime_factory, server_fa
     await page.click("button[type=submit]")
     await page.wait_for_url(f"{srv.url}/admin/")
     await screenshots(page, "admin-dashboard")
-    errors = page.locator("section[aria-labelledby=erreurs]")
-    assert "Arrêté en panne" in await errors.inner_text()
-    await errors.get_by_role("link", name="Arrêté en panne").click()
+    counts = page.get_by_role("navigation", name="Nombre de documents par état")
+    assert "En erreur : 1" in await counts.inner_text()
+    await counts.get_by_role("link", name="En erreur : 1").click()
+    assert "state=error" in page.url
+    rows = page.locator("table.stack tbody tr")
+    assert await rows.count() == 1 and "Service en panne" not in await rows.inner_text()
+    await page.get_by_role("link", name="Arrêté en panne").click()
     assert await page.locator("#etat").inner_text() == "En erreur"
     assert await page.locator("#erreur").count() == 1
     route = await page.locator("ol.route li").all_inner_texts()
@@ -64,15 +68,17 @@ async def test_dashboard_lists_newest_first_a_page_at_a_time(runtime_factory, se
     await people.user(rt, "lecteur", grants=(Grant(ent.id, "reader"),))
     page = await browser.new_page()
     await people.sign_in(page, srv.url, "lecteur")
-    links = page.locator("section[aria-labelledby=recherche] tbody a")
+    links = page.locator("section[aria-labelledby=liste] tbody a")
     assert await links.count() == 50
     assert await links.first.inner_text() == "Arrêté n°55"
-    assert "Commune des Pages" in await page.locator("section[aria-labelledby=recherche] tbody tr").first.inner_text()
-    assert "Quatre étapes" in await page.locator("section[aria-labelledby=recherche] tbody tr").first.inner_text()
+    assert "Commune des Pages" in await page.locator("section[aria-labelledby=liste] tbody tr").first.inner_text()
+    assert "Quatre étapes" in await page.locator("section[aria-labelledby=liste] tbody tr").first.inner_text()
     await page.get_by_role("link", name="Documents plus anciens →").click()
     assert [await links.nth(i).inner_text() for i in range(await links.count())] == [f"Arrêté n°{n}" for n in
                                                                                     range(5, 0, -1)]
     assert await page.get_by_role("link", name="Documents plus anciens →").count() == 0
     assert await page.get_by_role("link", name="Nouveau document").count() == 0  # a reader creates nothing
+    assert await page.get_by_role("group", name="Action groupée").count() == 0  # nor acts on documents
+    assert "Brouillon : 55" in await page.get_by_role("navigation", name="Nombre de documents par état").inner_text()
     await page.goto(f"{srv.url}/admin/?q=n°7")
     assert [await links.nth(i).inner_text() for i in range(await links.count())] == ["Arrêté n°7"]

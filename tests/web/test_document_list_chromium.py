@@ -1,0 +1,162 @@
+"""The document list in headless Chromium: counts by state, date filters, per-flow columns, CSV export,
+a batch retry of 50 documents in error with a result per document, ticked documents as a zip."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import zipfile
+from datetime import timedelta
+
+import pytest
+
+from flowbus import documents
+from flowbus.api.entities import create_entity
+from flowbus.people.access import Grant
+from flowbus.store import repo
+from flowbus.web.french import date_fr, month_of
+from tests.support.pdfs import pdf
+
+
+async def _one(data: bytes):
+    yield data
+
+
+@pytest.mark.chromium
+async def test_fifty_documents_in_error_are_retried_in_one_batch(runtime_factory, server_factory, engine_config,
+                                                                browser, wait_state, people, screenshots):
+    rt = await runtime_factory("embedded", config_dir=engine_config)
+    srv = await server_factory(rt)
+    ent = await create_entity(rt, name="Commune de Lots", siren=None, parent=None, actor_name="t")
+    broken = []
+    for n in range(50):
+        doc = await documents.create_document(rt, entity_id=ent.id, flow_id="broken",
+                                              fields={"title": f"Arrêté en panne n°{n}"}, actor="t")
+        await documents.run_action(rt, doc.id, "start", actor="t")
+        broken.append(doc.id)
+    for doc_id in broken:
+        await wait_state(rt, doc_id, "error", timeout=60)
+    for n in range(3):
+        await documents.create_document(rt, entity_id=ent.id, flow_id="four",
+                                        fields={"title": f"Brouillon {n}", "skip_third": n == 0}, actor="t")
+
+    await people.admin(rt, "camille")
+    page = await browser.new_page()
+    await people.sign_in(page, srv.url, "camille")
+    counts = page.get_by_role("navigation", name="Nombre de documents par état")
+    assert "En erreur : 50" in await counts.inner_text() and "Brouillon : 3" in await counts.inner_text()
+    await counts.get_by_role("link", name="En erreur : 50").click()
+    await screenshots(page, "documents-en-erreur")
+    await page.check("#tous")
+    await page.select_option("#action", "retry")
+    await page.get_by_role("button", name="Lancer").click()
+    await page.wait_for_url(re.compile(r"/admin/lots/[0-9a-f]{32}$"))
+    status = page.get_by_role("status")
+    await status.get_by_text("Terminée le").wait_for(timeout=60_000)  # the page refreshes itself until then
+    assert "50 réussis, 0 en échec ou refusé" in await status.inner_text()
+    results = await page.locator("table.stack tbody tr").all_inner_texts()
+    assert len(results) == 50 and all("Fait" in r for r in results)
+    await screenshots(page, "action-groupee")
+    async with rt.store.transaction() as tx:
+        for doc_id in broken:
+            actions = [e for e in await _journal(tx, doc_id) if e.kind == "admin.action"]
+            assert [(e.actor, e.data["action"]) for e in actions][-1] == ("user:camille", "retry"), actions
+
+    # two drafts ticked, a refusal for the one already sent, a result per document
+    await page.goto(f"{srv.url}/admin/?flow=four")
+    headers = await page.locator("table.stack thead th").all_inner_texts()
+    assert "Sauter la 3e" in headers and "Flux" not in headers, "the flow's columns replace the flow column"
+    assert "Oui" in await page.locator("table.stack tbody").inner_text()
+    await page.get_by_label("Choisir « Brouillon 0 »").check()
+    await page.get_by_label("Choisir « Brouillon 1 »").check()
+    await page.select_option("#action", "start")
+    await page.get_by_role("button", name="Lancer").click()
+    await page.get_by_role("status").get_by_text("Terminée le").wait_for(timeout=30_000)
+    assert "2 réussis" in await page.get_by_role("status").inner_text()
+    await page.goto(f"{srv.url}/admin/?flow=four")
+    await page.get_by_label("Choisir « Brouillon 0 »").check()
+    await page.select_option("#action", "start")
+    await page.get_by_role("button", name="Lancer").click()
+    await page.get_by_role("status").get_by_text("Terminée le").wait_for(timeout=30_000)
+    row = await page.locator("table.stack tbody tr").first.inner_text()
+    assert "Échec" in row and "seul un brouillon peut être envoyé" in row
+
+
+async def _journal(tx, doc_id):
+    from flowbus import journal
+    return await journal.for_document(tx, doc_id)
+
+
+@pytest.mark.chromium
+async def test_dates_csv_and_zip_from_the_list(runtime_factory, server_factory, engine_config, browser, people,
+                                               screenshots, tmp_path):
+    rt = await runtime_factory("embedded", config_dir=engine_config, workers=False)
+    srv = await server_factory(rt)
+    ent = await create_entity(rt, name="Commune d'Export", siren=None, parent=None, actor_name="t")
+    other = await create_entity(rt, name="Commune voisine", siren=None, parent=None, actor_name="t")
+    now = rt.clock.now()
+    ids = []
+    for n in range(6):
+        doc = await documents.create_document(rt, entity_id=ent.id, flow_id="demo",
+                                              fields={"title": f"Arrêté « {n} » ; virgule, guillemet \""}, actor="t")
+        await documents.attach_file(rt, doc.id, "file", filename=f"arrete-{n}.pdf", media_type="application/pdf",
+                                    chunks=_one(pdf(f"arrêté {n}")), actor="t")
+        ids.append(doc.id)
+    await documents.create_document(rt, entity_id=other.id, flow_id="demo", fields={"title": "Pas à moi"}, actor="t")
+    async with rt.store.transaction() as tx:  # three of them were created ten days ago
+        for doc_id in ids[:3]:
+            await tx.execute("UPDATE documents SET created_at = $1 WHERE id = $2",
+                             (now - timedelta(days=10)).isoformat(), doc_id)
+    await people.user(rt, "agent", grants=(Grant(ent.id, "editor"),))
+    page = await browser.new_page()
+    await people.sign_in(page, srv.url, "agent")
+    ten_days_ago = (now - timedelta(days=10)).date()
+    await page.fill("#du", ten_days_ago.isoformat())
+    await page.fill("#au", ten_days_ago.isoformat())
+    await page.get_by_role("button", name="Rechercher").click()
+    rows = page.locator("table.stack tbody tr")
+    assert await rows.count() == 3
+    assert date_fr(ten_days_ago) in await rows.first.inner_text(), "dates read in French"
+    assert re.search(r"\d{1,2}(er)? \w+ \d{4} à \d{1,2} h \d{2}", await rows.first.inner_text())
+
+    async with page.expect_download() as info:
+        await page.get_by_role("link", name="Exporter ces documents (CSV)").click()
+    text = (await (await info.value).path()).read_bytes().decode("utf-8-sig")
+    table = list(csv.reader(io.StringIO(text), delimiter=";"))
+    assert table[0][:4] == ["Document", "Collectivité", "Flux", "État"]
+    assert len(table) == 4 and {r[-1] for r in table[1:]} == set(ids[:3])
+    assert table[1][0].startswith("Arrêté « ") and table[1][0].endswith('virgule, guillemet "')
+    assert table[1][1] == "Commune d'Export" and table[1][3] == "Brouillon"
+
+    # a bad date is named, the rest of the filter still applies
+    await page.goto(f"{srv.url}/admin/?du=2026-13-45")
+    assert "Date invalide « 2026-13-45 »" in await page.get_by_role("alert").inner_text()
+    assert await rows.count() == 6, "the neighbour's document stays out of sight"
+
+    await page.get_by_label("Choisir « " + "Arrêté « 4 » ; virgule, guillemet \"" + " »").check()
+    await page.get_by_label("Choisir « " + "Arrêté « 5 » ; virgule, guillemet \"" + " »").check()
+    await page.select_option("#action", "zip")
+    async with page.expect_download() as info:
+        await page.get_by_role("button", name="Lancer").click()
+    with zipfile.ZipFile(await (await info.value).path()) as zf:
+        names = sorted(zf.namelist())
+        assert len(names) == 2 and all(n.endswith(".pdf") for n in names)
+        assert {zf.read(n) for n in names} == {pdf("arrêté 4"), pdf("arrêté 5")}
+    await screenshots(page, "documents-filtres")
+    assert month_of(10) == "d'octobre" and month_of(12) == "de décembre"
+
+
+async def test_counts_by_state_are_bounded_and_use_the_state_index(runtime_factory):
+    rt = await runtime_factory("embedded", workers=False)
+    ent = await create_entity(rt, name="Commune", siren=None, parent=None, actor_name="t")
+    for n in range(7):
+        await documents.create_document(rt, entity_id=ent.id, flow_id="demo", fields={"title": f"d{n}"}, actor="t")
+    async with rt.store.transaction() as tx:
+        counts = await repo.count_documents_by_state(tx, ["draft", "error"], scope=None, entity_ids=[ent.id],
+                                                     flow=None, since=None, until=None, cap=5)
+        assert counts == {"draft": 6, "error": 0}, "stops at cap + 1"
+        plan = " ".join(str(r) for r in await tx.fetch(
+            "EXPLAIN QUERY PLAN SELECT 1 FROM documents WHERE entity_id IN ($1) AND state = $2 LIMIT 1001",
+            ent.id, "error"))
+    assert "documents_state_entity" in plan and "SCAN documents" not in plan, plan
