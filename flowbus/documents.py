@@ -117,10 +117,10 @@ async def attach_file(rt: Any, document_id: str, field_name: str, *, filename: s
         raise Conflict(f"Les fichiers d'un document {_STATE_WORDS.get(doc.state, doc.state)} ne peuvent plus être modifiés.", field="state")
     media_type = (media_type or "application/octet-stream").split(";")[0].strip().lower()
     if field.media_types and media_type not in field.media_types:
-        raise ValidationError(f"Le fichier « {filename} » (champ {field_name}) est de type {media_type} ; "
+        raise ValidationError(f"Le fichier « {filename} » (champ « {field.label} ») est de type {media_type} ; "
                               f"ce champ accepte : {', '.join(field.media_types)}.", field=field_name)
     limit = min(x for x in (field.max_size, rt.settings.max_upload_size) if x)
-    too_large = PayloadTooLarge(f"Le fichier « {filename} » (champ {field_name}) dépasse la taille permise "
+    too_large = PayloadTooLarge(f"Le fichier « {filename} » (champ « {field.label} ») dépasse la taille permise "
                                 f"({_size(limit)}).", field=field_name)
     facts = filecheck.FileFacts(kind="")
     with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as spool:
@@ -128,7 +128,7 @@ async def attach_file(rt: Any, document_id: str, field_name: str, *, filename: s
             # checked at the door, before anything is stored: spooled, then opened in a worker thread
             await _spool(chunks, spool, limit, too_large)
             facts = await asyncio.to_thread(filecheck.inspect, spool, filename=filename, field=field_name,
-                                            media_type=media_type, content=field.content)
+                                            media_type=media_type, content=field.content, label=field.label)
             spool.seek(0)
             chunks = _unspool(spool)
         try:

@@ -56,21 +56,31 @@ def kind_of(media_type: str, filename: str, content: str | None) -> str:
 
 
 def inspect(stream: IO[bytes], *, filename: str, field: str, media_type: str,
-            content: str | None = None) -> FileFacts:
-    """Check an uploaded file (seekable ``stream``, at its start); raise ``ValidationError`` if refused."""
+            content: str | None = None, label: str | None = None) -> FileFacts:
+    """Check an uploaded file (seekable ``stream``, at its start); raise ``ValidationError`` if refused.
+    ``field``: the field's name (the error's ``field``); ``label``: how people know it (the message)."""
     kind = kind_of(media_type, filename, content)
+    where = _Where(filename, field, label or field)
     if kind == "pdf":
-        return _pdf(stream, filename, field)
+        return _pdf(stream, where)
     if kind == "xml":
-        return _xml(stream, filename, field, content)
+        return _xml(stream, where, content)
     return FileFacts(kind="")
 
 
-def _refuse(filename: str, field: str, why: str) -> ValidationError:
-    return ValidationError(f"Le fichier « {filename} » (champ {field}) est refusé : {why}.", field=field)
+@dataclass(frozen=True)
+class _Where:
+    filename: str
+    field: str
+    label: str
 
 
-def _pdf(stream: IO[bytes], filename: str, field: str) -> FileFacts:
+def _refuse(where: _Where, why: str) -> ValidationError:
+    return ValidationError(f"Le fichier « {where.filename} » (champ « {where.label} ») est refusé : {why}.",
+                           field=where.field)
+
+
+def _pdf(stream: IO[bytes], where: _Where) -> FileFacts:
     from pyhanko.pdf_utils.crypt import AuthStatus
     from pyhanko.pdf_utils.misc import PdfError
     from pyhanko.pdf_utils.reader import PdfFileReader
@@ -78,25 +88,25 @@ def _pdf(stream: IO[bytes], filename: str, field: str) -> FileFacts:
     head = stream.read(1024)
     stream.seek(0)
     if b"%PDF-" not in head:
-        raise _refuse(filename, field, "ce n'est pas un PDF (il ne commence pas par l'en-tête %PDF)")
+        raise _refuse(where, "ce n'est pas un PDF (il ne commence pas par l'en-tête %PDF)")
     try:
         reader = PdfFileReader(stream, strict=False)
         encrypted = bool(reader.encrypted)
         if encrypted and reader.decrypt("").status == AuthStatus.FAILED:
-            raise _refuse(filename, field, "il est protégé par un mot de passe à l'ouverture ; "
+            raise _refuse(where, "il est protégé par un mot de passe à l'ouverture ; "
                                            "envoyez-le sans mot de passe")
         pages = int(reader.root["/Pages"]["/Count"])
         if pages < 1:
-            raise _refuse(filename, field, "il ne contient aucune page")
+            raise _refuse(where, "il ne contient aucune page")
         reader.find_page_for_modification(pages - 1)  # the page tree holds as many pages as it says
     except ValidationError:
         raise
     except (PdfError, KeyError, TypeError, ValueError, IndexError, AttributeError, OSError) as exc:
-        raise _refuse(filename, field, f"le PDF est illisible ou endommagé ({_short(exc)})") from exc
+        raise _refuse(where, f"le PDF est illisible ou endommagé ({_short(exc)})") from exc
     return FileFacts(kind="pdf", pages=pages, encrypted=encrypted)
 
 
-def _xml(stream: IO[bytes], filename: str, field: str, content: str | None) -> FileFacts:
+def _xml(stream: IO[bytes], where: _Where, content: str | None) -> FileFacts:
     root: Any = None
     try:
         # external entities and the network stay closed; a 200 MB PES is parsed element by element
@@ -104,24 +114,24 @@ def _xml(stream: IO[bytes], filename: str, field: str, content: str | None) -> F
                                               no_network=True, huge_tree=True, load_dtd=False):
             if root is None:
                 root = element
-                _expect(root, filename, field, content)
+                _expect(root, where, content)
             elif event == "end" and element.getparent() is root:
                 root.remove(element)  # keep memory flat
     except ValidationError:
         raise
     except etree.XMLSyntaxError as exc:
-        raise _refuse(filename, field, f"ce n'est pas un XML bien formé (ligne {exc.lineno} : {exc.msg})") from exc
+        raise _refuse(where, f"ce n'est pas un XML bien formé (ligne {exc.lineno} : {exc.msg})") from exc
     if root is None:
-        raise _refuse(filename, field, "le fichier est vide")
+        raise _refuse(where, "le fichier est vide")
     return FileFacts(kind="xml", root=etree.QName(root).localname)
 
 
-def _expect(root: Any, filename: str, field: str, content: str | None) -> None:
+def _expect(root: Any, where: _Where, content: str | None) -> None:
     name = etree.QName(root)
     if content == "pes_aller" and name.localname != "PES_Aller":
-        raise _refuse(filename, field, f"un PES Aller est attendu, le fichier est un « {name.localname} »")
+        raise _refuse(where, f"un PES Aller est attendu, le fichier est un « {name.localname} »")
     if content == "actes" and name.namespace != ACTES_NS:
-        raise _refuse(filename, field, f"un message ACTES est attendu, le fichier est un « {name.localname} »")
+        raise _refuse(where, f"un message ACTES est attendu, le fichier est un « {name.localname} »")
 
 
 def _short(exc: Exception) -> str:

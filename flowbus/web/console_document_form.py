@@ -131,7 +131,8 @@ async def _finish(request: web.Request, who: Any, entity: Any, flow: Any, doc: A
                                             media_type=upload.content_type, chunks=_iter(upload), actor=who.actor,
                                             append=i > 0 or None)
             except FlowbusError as exc:
-                errors[name] = f"« {upload.filename} » refusé : {exc.message}"
+                errors[name] = exc.message if upload.filename in exc.message \
+                    else f"« {upload.filename} » refusé : {exc.message}"
                 break
     doc = await documents.get_document(rt, doc.id)
     if errors:

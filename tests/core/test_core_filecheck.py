@@ -50,7 +50,7 @@ def test_an_unreadable_pdf_is_refused_naming_file_and_field(data, why):
     with pytest.raises(ValidationError) as caught:
         _inspect(data)
     assert caught.value.field == "acte"
-    assert caught.value.message.startswith("Le fichier « acte.pdf » (champ acte) est refusé : ")
+    assert caught.value.message.startswith("Le fichier « acte.pdf » (champ « acte ») est refusé : ")
     assert why in caught.value.message
 
 

@@ -49,6 +49,15 @@ async def test_agent_creates_and_sends_a_deliberation(runtime_factory, server_fa
     assert await page.input_value("#f-classification") == "7.1"
     await screenshots(page, "document-form-error")
     await page.fill("#f-numero_acte", "DEL2026_12")
+    broken = tmp_path / "acte-abime.pdf"
+    broken.write_bytes(acte.read_bytes()[:300])  # cut short: no cross-reference table
+    await page.set_input_files("#f-arrete", str(broken))
+    await page.get_by_role("button", name="Envoyer").click()
+    assert await page.inner_text("#e-arrete") == (
+        "Le fichier « acte-abime.pdf » (champ « Acte (PDF) ») est refusé : le PDF est illisible ou endommagé "
+        "(Could not read malformed PDF file).")
+    assert await page.input_value("#f-numero_acte") == "DEL2026_12"
+    await screenshots(page, "document-form-pdf-refused")
     await page.set_input_files("#f-arrete", str(acte))
     await page.set_input_files("#f-annexes", [str(annexe1), str(annexe2)])
     await page.get_by_role("button", name="Envoyer").click()
