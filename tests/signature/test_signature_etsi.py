@@ -1,4 +1,4 @@
-"""ETSI EN 319 102-1 indications of ``verify``, on real signatures and real crypto.
+"""ETSI EN 319 102-1 indications of ``verify`` and ``flowbus verify``, on real signatures and real crypto.
 
 The "old" signatures are made by a PKI issued with fixed 2019 dates (``make_test_pki(now=2019-03-12)``:
 the signer's certificate runs from 11 March 2019 to 11 March 2021, the CA to March 2029), over the
@@ -10,14 +10,20 @@ beyond "after 2021".
 from __future__ import annotations
 
 import base64
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
+from flowbus.cli import main
 from flowbus.signature.base import Verification
 from flowbus.signature.cades import sign_cades
 from flowbus.signature.etsi import Indication, SubIndication
+from flowbus.signature.explain import french_date
 from flowbus.signature.keys import SigningKey
 from flowbus.signature.pades import make_test_pdf, sign_pdf
 from flowbus.signature.pki import TestPKI, _issue, _name, _rsa, make_test_pki
@@ -27,6 +33,7 @@ from flowbus.signature.xades import DS, sign_pes
 from .conftest import PES_SAMPLE
 
 SIGNED_AT = datetime(2019, 3, 12, 9, 30, tzinfo=UTC)
+AT = "2019-03-12"
 PASSED = (Indication.TOTAL_PASSED, None)
 OUT_OF_BOUNDS = (Indication.INDETERMINATE, SubIndication.OUT_OF_BOUNDS_NO_POE)
 NO_CHAIN = (Indication.INDETERMINATE, SubIndication.NO_CERTIFICATE_CHAIN_FOUND)
@@ -152,3 +159,87 @@ def test_a_defect_without_a_sub_indication_never_passes(pki):
     assert result.status.indication is Indication.TOTAL_FAILED
     assert verdict(Verification("cades", None, None, "unknown", True)) == \
         (Indication.INDETERMINATE, SubIndication.NO_SIGNING_CERTIFICATE_FOUND)
+
+
+def test_french_dates():
+    assert french_date(datetime(2021, 3, 12, 23, 0, tzinfo=UTC)) == "12 mars 2021"
+    assert french_date(datetime(2019, 8, 1, tzinfo=UTC)) == "1er août 2019"
+
+
+# ---- flowbus verify ----------------------------------------------------------------------------
+
+
+def run(capsys, *args: str | Path) -> tuple[int, str]:
+    code = main(["verify", *map(str, args)])
+    return code, capsys.readouterr().out
+
+
+def test_cli_an_old_pes_whose_certificate_expired_since(pki2019, old_pes, tmp_path, capsys):
+    path = tmp_path / "PESALR2-2019-signe.xml"
+    path.write_bytes(old_pes)
+    code, out = run(capsys, path)
+    assert code == 2
+    assert "INDETERMINATE (OUT_OF_BOUNDS_NO_POE) : le certificat du signataire a expiré le 11 mars 2021 ; " \
+           "la signature est intacte." in out
+    assert "relancez avec --at 2019-03-12" in out and "--ca" in out
+    assert "INVALID" not in out and "TOTAL-FAILED" not in out
+    # With the trust list the verdict is the same: the certificate is still expired today.
+    code, out = run(capsys, path, "--ca", pki2019.ca_pem)
+    assert code == 2 and "INDETERMINATE (OUT_OF_BOUNDS_NO_POE)" in out
+    # --at alone judges no chain: never a pass.
+    code, out = run(capsys, path, "--at", AT)
+    assert code == 2 and "INDETERMINATE (NO_CERTIFICATE_CHAIN_FOUND)" in out and "aucune liste de confiance" in out
+    # --at with the CA in the trust list (--trust is --ca): passes.
+    code, out = run(capsys, path, "--at", AT, "--trust", pki2019.ca_pem)
+    assert code == 0 and "TOTAL-PASSED : la signature est intacte" in out and "12 mars 2019" in out
+    code, out = run(capsys, path, "--at", AT, "--ca", pki2019.ca_pem, "--json")
+    [parsed] = json.loads(out)
+    assert code == 0 and parsed["indication"] == "TOTAL-PASSED" and parsed["sub_indication"] is None
+    assert parsed["chain_status"] == "trusted" and parsed["validation_time"].startswith("2019-03-12")
+    code, out = run(capsys, path, "--json")
+    [parsed] = json.loads(out)
+    assert code == 2 and (parsed["indication"], parsed["sub_indication"]) == ("INDETERMINATE", "OUT_OF_BOUNDS_NO_POE")
+
+
+def test_cli_one_changed_byte_is_total_failed(pki2019, old_pes, tmp_path, capsys):
+    path = tmp_path / "tampered.xml"
+    path.write_bytes(flip_amount(old_pes))
+    for extra in ([], ["--at", AT, "--ca", str(pki2019.ca_pem)]):
+        code, out = run(capsys, path, *extra)
+        assert code == 1 and "TOTAL-FAILED (HASH_FAILURE) : le contenu signé a été modifié" in out
+
+
+def test_cli_a_current_signature_with_its_ca_passes(pki, pes3, tmp_path, capsys):
+    path = tmp_path / "pes.xml"
+    path.write_bytes(sign_pes(pes3, pki.seal))
+    code, out = run(capsys, path, "--ca", pki.ca_pem)
+    assert code == 0 and out.count(": TOTAL-PASSED :") == 3
+    assert "La révocation des certificats n'a pas été vérifiée" in out
+    code, out = run(capsys, path)
+    assert code == 2 and out.count("INDETERMINATE (NO_CERTIFICATE_CHAIN_FOUND)") == 3
+    # Three signatures, one broken: the worst decides.
+    third = path.read_bytes().index(b'Id="BORD1002"')
+    data = path.read_bytes()
+    at = data.index(b'<MtHT V="39724.75"/>', third) + len(b'<MtHT V="3')
+    path.write_bytes(data[:at] + b"8" + data[at + 1:])
+    code, out = run(capsys, path, "--ca", pki.ca_pem)
+    assert code == 1 and out.count(": TOTAL-PASSED :") == 2 and out.count("TOTAL-FAILED (HASH_FAILURE)") == 1
+
+
+def test_cli_detached_cades_of_the_seal(pki, pki2019, tmp_path, capsys):
+    """The server seal's detached CAdES (as in archive packages): same indications."""
+    (tmp_path / "manifest.xml").write_bytes(b"<manifest/>")
+    (tmp_path / "manifest.xml.p7s").write_bytes(sign_cades(b"<manifest/>", pki.seal))
+    code, out = run(capsys, tmp_path / "manifest.xml", "--detached", tmp_path / "manifest.xml.p7s",
+                    "--ca", pki.ca_pem)
+    assert code == 0 and "TOTAL-PASSED" in out
+    code, out = run(capsys, tmp_path / "manifest.xml", "--detached", tmp_path / "manifest.xml.p7s",
+                    "--ca", pki2019.ca_pem)  # another CA
+    assert code == 2 and "INDETERMINATE (NO_CERTIFICATE_CHAIN_FOUND)" in out and "ne remonte à aucune" in out
+
+
+def test_the_signer_certificate_pem_is_what_the_ca_issued(pki2019):
+    """Guard on the fixture: the 2019 CA really issued the 2019 signer (so TOTAL-PASSED is not an artefact)."""
+    ca = x509.load_pem_x509_certificate(pki2019.ca_pem.read_bytes())
+    pki2019.signer.certificate.verify_directly_issued_by(ca)
+    assert ca.public_bytes(serialization.Encoding.DER) == pki2019.ca.certificate.public_bytes(serialization.Encoding.DER)
