@@ -165,7 +165,8 @@ def _check(embedded, trusted: list[x509.Certificate] | None, now: datetime | Non
     result = Verification("pades", subject_cn(cert), None, "unknown", False, reference=embedded.field_name,
                           certificate=cert)
     if not status.intact:
-        result.problem(SubIndication.HASH_FAILURE, "the byte-range digest does not match: the signed content was altered")
+        result.problem(SubIndication.HASH_FAILURE,
+                       "the byte-range digest does not match: the signed content was altered")
     if not status.valid:
         result.problem(SubIndication.SIG_CRYPTO_FAILURE, "the signature value does not match the signer's certificate")
     modified = (status.coverage != SignatureCoverageLevel.ENTIRE_FILE

@@ -434,7 +434,8 @@ def _verify_signature(sig: etree._Element, root: etree._Element, ids: dict[str, 
             result.problem(SubIndication.SIGNED_DATA_NOT_FOUND, f"SignedInfo: {exc}")
             intact = False
         except InvalidSignature:
-            result.problem(SubIndication.SIG_CRYPTO_FAILURE, "the signature value does not match the signer's certificate")
+            result.problem(SubIndication.SIG_CRYPTO_FAILURE,
+                           "the signature value does not match the signer's certificate")
             intact = False
     _xades_properties(sig, leaf, result)
     if leaf is not None:

@@ -242,4 +242,5 @@ def test_the_signer_certificate_pem_is_what_the_ca_issued(pki2019):
     """Guard on the fixture: the 2019 CA really issued the 2019 signer (so TOTAL-PASSED is not an artefact)."""
     ca = x509.load_pem_x509_certificate(pki2019.ca_pem.read_bytes())
     pki2019.signer.certificate.verify_directly_issued_by(ca)
-    assert ca.public_bytes(serialization.Encoding.DER) == pki2019.ca.certificate.public_bytes(serialization.Encoding.DER)
+    der = serialization.Encoding.DER
+    assert ca.public_bytes(der) == pki2019.ca.certificate.public_bytes(der)
