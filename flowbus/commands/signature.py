@@ -5,8 +5,10 @@
 
 The PKCS#12 password is read from the environment variable named by ``--password-env``
 (never from the command line, where ``ps`` and shell history would show it).  ``verify``
-prints one block per signature and exits with 1 when a signature is invalid, the content was
-altered or no signature was found; unreadable input exits with 2.
+prints one block per signature, headed by its ETSI EN 319 102-1 indication and a French
+explanation, and exits with the worst of them: 0 TOTAL-PASSED, 1 TOTAL-FAILED, 2
+INDETERMINATE.  No signature found exits with 1; unreadable input (nothing could be judged)
+with 2.
 """
 
 from __future__ import annotations
@@ -18,9 +20,15 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flowbus.signature.base import Verification
 
 FORMATS = ("xades-pes", "pades", "cades")
-STATUS_FR = {"trusted": "de confiance", "untrusted": "non reconnue", "expired": "expirée", "unknown": "non vérifiée"}
+STATUS_FR = {"trusted": "de confiance", "untrusted": "non reconnue", "expired": "hors validité",
+             "unknown": "non jugée, aucune liste de confiance"}
+EXIT_CODES = {"TOTAL-PASSED": 0, "TOTAL-FAILED": 1, "INDETERMINATE": 2}  # by ETSI main indication
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,10 +49,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    description="Check every signature of FILE (PES/XML, PDF, or with --detached).")
     verify.add_argument("file", metavar="FILE", type=Path)
     verify.add_argument("--detached", metavar="SIG", type=Path, help="detached CMS signature (.p7s) of FILE")
-    verify.add_argument("--ca", metavar="PEM", type=Path, action="append",
-                        help="trusted certificate(s), PEM; without it the chain is not judged")
+    verify.add_argument("--ca", "--trust", dest="ca", metavar="PEM", type=Path, action="append",
+                        help="trust anchor(s), PEM; without it no chain is found and the result is at best "
+                             "INDETERMINATE (NO_CERTIFICATE_CHAIN_FOUND)")
     verify.add_argument("--at", metavar="DATETIME",
-                        help="judge certificate validity at this ISO date instead of now (e.g. the signing date)")
+                        help="validation time: judge the certificates at this ISO date instead of now (e.g. the "
+                             "signing date); still needs --ca to pass")
     verify.add_argument("--json", action="store_true", help="print the results as JSON")
     verify.set_defaults(func=cmd_verify)
 
@@ -124,17 +134,38 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return _fail("verify", exc)
     if args.json:
         print(json.dumps([r.to_json() for r in results], ensure_ascii=False, indent=2))
-    elif not results:
-        print(f"{args.file}: no signature found")
-    for number, r in enumerate(results, start=1) if not args.json else ():
-        verdict = "VALID" if r.ok else "INVALID"
-        print(f"signature {number} ({r.format}{', ' + r.reference if r.reference else ''}): {verdict}")
-        print(f"  signer:       {r.signer or '?'}")
-        print(f"  signing time: {r.signed_at.isoformat() if r.signed_at else '?'}")
-        print(f"  certificate:  {r.chain_status} ({STATUS_FR[r.chain_status]})")
-        print(f"  content:      {'intact' if r.intact else 'ALTERED or signature value wrong'}")
+    else:
+        _print_results(args.file, results, at_given=now is not None)
+    return verdict_exit_code(results)
+
+
+def verdict_exit_code(results: list[Verification]) -> int:
+    """The worst indication decides: 1 when one signature is TOTAL-FAILED (or none was found), else 2 when one
+    is INDETERMINATE, else 0."""
+    if not results:
+        return 1
+    codes = {EXIT_CODES[str(r.status.indication)] for r in results}
+    return 1 if 1 in codes else max(codes)
+
+
+def _print_results(file: Path, results: list[Verification], *, at_given: bool) -> None:
+    from flowbus.signature.explain import french_date, headline
+    if not results:
+        print(f"{file} : aucune signature trouvée")
+        return
+    for number, r in enumerate(results, start=1):
+        print(f"signature {number} ({r.format}{', ' + r.reference if r.reference else ''}) : "
+              f"{headline(r, at_given=at_given)}")
+        print(f"  signataire :        {r.signer or '?'}")
+        print(f"  date de signature : {r.signed_at.isoformat() if r.signed_at else '?'} (déclarée, non prouvée)")
+        if r.certificate is not None:
+            print(f"  certificat :        valide du {french_date(r.certificate.not_valid_before_utc)} "
+                  f"au {french_date(r.certificate.not_valid_after_utc)}")
+        print(f"  chaîne :            {r.chain_status} ({STATUS_FR[r.chain_status]})")
+        if r.chain is not None:
+            print(f"  jugée au :          {r.chain.at.isoformat()}{' (--at)' if at_given else ' (maintenant)'}")
+        print(f"  contenu :           {'intact' if r.intact else 'ALTÉRÉ, ou valeur de signature fausse'}")
         if r.policy:
-            print(f"  policy:       {r.policy}")
+            print(f"  politique :         {r.policy}")
         for error in r.errors:
-            print(f"  error:        {error}")
-    return 0 if results and all(r.ok for r in results) else 1
+            print(f"  détail :            {error}")

@@ -27,7 +27,8 @@ from pyhanko.sign.validation.generic_cms import validate_sig_integrity
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from flowbus.errors import PermanentError, TransientError
-from flowbus.signature.base import Verification, chain_status, pick_leaf, subject_cn
+from flowbus.signature.base import Verification, pick_leaf, subject_cn
+from flowbus.signature.etsi import SubIndication
 from flowbus.signature.keys import SigningKey, check_validity
 
 T = TypeVar("T")
@@ -237,7 +238,7 @@ def verify_cades(signature: bytes, content: bytes | None, *, trusted: list[x509.
             _check_signer(signer_info, content, asn1_certs, certs, expected_type, trusted, now, result)
         except Exception as exc:  # a damaged SignerInfo is a verdict, not a crash
             result.intact = False
-            result.errors.append(f"the signature is malformed: {exc}")
+            result.problem(SubIndication.FORMAT_FAILURE, f"the signature is malformed: {exc}")
         results.append(result)
     return results
 
@@ -245,7 +246,6 @@ def verify_cades(signature: bytes, content: bytes | None, *, trusted: list[x509.
 def _check_signer(signer_info: cms.SignerInfo, content: bytes, asn1_certs: list[asn1_x509.Certificate],
                   certs: list[x509.Certificate], expected_type: str, trusted: list[x509.Certificate] | None,
                   now: datetime | None, result: Verification) -> None:
-    errors = result.errors
     sid = signer_info["sid"]
     if sid.name == "issuer_and_serial_number":
         asn1_cert = next((c for c in asn1_certs if c.issuer == sid.chosen["issuer"]
@@ -261,13 +261,14 @@ def _check_signer(signer_info: cms.SignerInfo, content: bytes, asn1_certs: list[
             value = attr["values"][0].native
             result.signed_at = value if value.tzinfo else value.replace(tzinfo=UTC)
     if cert is not None:
-        result.chain_status, _ = chain_status(cert, certs, trusted, now)
+        result.judge_chain(cert, certs, trusted, now)
     algorithm = _DIGESTS.get(signer_info["digest_algorithm"]["algorithm"].native)
     if cert is None or asn1_cert is None:
-        errors.append("the signer's certificate is not in the signature")
+        result.problem(SubIndication.NO_SIGNING_CERTIFICATE_FOUND, "the signer's certificate is not in the signature")
         return
     if algorithm is None:
-        errors.append(f"unsupported digest {signer_info['digest_algorithm']['algorithm'].native}")
+        result.problem(SubIndication.CRYPTO_CONSTRAINTS_FAILURE,
+                       f"unsupported digest {signer_info['digest_algorithm']['algorithm'].native}")
         return
     h = hashes.Hash(algorithm())
     h.update(content)
@@ -275,17 +276,29 @@ def _check_signer(signer_info: cms.SignerInfo, content: bytes, asn1_certs: list[
         intact, valid = validate_sig_integrity(signer_info, asn1_cert, expected_type, h.finalize())
     except Exception as exc:  # pyHanko raises on malformed attributes (e.g. a bad signing-certificate)
         intact, valid = False, False
-        errors.append(f"the signature is malformed: {exc}")
-    if not intact:
-        errors.append("the message digest does not match: the content was altered")
-    if not valid:
-        errors.append("the signature value does not match the signer's certificate")
-    _check_signing_certificate(signed_attrs, asn1_cert, errors)
+        result.problem(_pyhanko_sub_indication(exc), f"the signature is malformed: {exc}")
+    else:
+        if not intact:
+            result.problem(SubIndication.HASH_FAILURE, "the message digest does not match: the content was altered")
+        if not valid:
+            result.problem(SubIndication.SIG_CRYPTO_FAILURE,
+                           "the signature value does not match the signer's certificate")
+    _check_signing_certificate(signed_attrs, asn1_cert, result)
     result.intact = intact and valid
 
 
+def _pyhanko_sub_indication(exc: Exception) -> SubIndication:
+    """The sub-indication pyHanko gave its error, when it is one flowbus reports; FORMAT_FAILURE otherwise."""
+    given = getattr(exc, "ades_subindication", None)
+    name = getattr(given, "standard_name", None)
+    try:
+        return SubIndication(name) if name else SubIndication.FORMAT_FAILURE
+    except ValueError:
+        return SubIndication.FORMAT_FAILURE
+
+
 def _check_signing_certificate(signed_attrs: cms.CMSAttributes, cert: asn1_x509.Certificate,
-                               errors: list[str]) -> None:
+                               result: Verification) -> None:
     for attr in signed_attrs or []:
         kind = attr["type"].native
         if kind not in ("signing_certificate_v2", "signing_certificate"):
@@ -295,5 +308,7 @@ def _check_signing_certificate(signed_attrs: cms.CMSAttributes, cert: asn1_x509.
         h = hashes.Hash(_DIGESTS.get(name, hashes.SHA256)())
         h.update(cert.dump())
         if h.finalize() != first["cert_hash"].native:
-            errors.append("the signing-certificate attribute does not match the signer's certificate")
+            # EN 319 102-1 5.2.3: the signing certificate cannot be identified.
+            result.problem(SubIndication.NO_SIGNING_CERTIFICATE_FOUND,
+                           "the signing-certificate attribute does not match the signer's certificate")
         return

@@ -26,8 +26,9 @@ from pyhanko.stamp import TextStampStyle
 from pyhanko_certvalidator import ValidationContext
 
 from flowbus.errors import PermanentError, TransientError
-from flowbus.signature.base import Verification, chain_status, subject_cn
+from flowbus.signature.base import Verification, subject_cn
 from flowbus.signature.cades import pyhanko_signer, run_sync, timestamper
+from flowbus.signature.etsi import SubIndication
 from flowbus.signature.keys import SigningKey, check_validity
 
 
@@ -146,41 +147,48 @@ def verify_pdf(data: bytes, *, trusted: list[x509.Certificate] | None = None,
         try:
             results.append(_check(embedded, trusted, now))
         except Exception as exc:  # a damaged signature is a verdict, not a crash
-            results.append(Verification("pades", None, None, "unknown", False, reference=embedded.field_name,
-                                        errors=[f"the signature cannot be read: {exc}"]))
+            damaged = Verification("pades", None, None, "unknown", False, reference=embedded.field_name)
+            damaged.problem(SubIndication.FORMAT_FAILURE, f"the signature cannot be read: {exc}")
+            results.append(damaged)
     return results
 
 
 def _check(embedded, trusted: list[x509.Certificate] | None, now: datetime | None) -> Verification:  # noqa: ANN001
-    errors: list[str] = []
-    # pyHanko is used for integrity only: the chain is judged by chain_status() below, the same
-    # way for every format.  Giving it the embedded certificates as roots keeps its path
+    # pyHanko is used for integrity only: the chain is judged by Verification.judge_chain() below,
+    # the same way for every format.  Giving it the embedded certificates as roots keeps its path
     # building from failing (and logging errors) on chains we judge ourselves.
     roots = [embedded.signer_cert, *embedded.other_embedded_certs, *_asn1(trusted or [])]
     context = ValidationContext(trust_roots=roots, allow_fetching=False, moment=now)
     status = run_sync(async_validate_pdf_signature(embedded, signer_validation_context=context))
     cert = x509.load_der_x509_certificate(status.signing_cert.dump())
     others = [x509.load_der_x509_certificate(c.dump()) for c in embedded.other_embedded_certs]
+    result = Verification("pades", subject_cn(cert), None, "unknown", False, reference=embedded.field_name,
+                          certificate=cert)
     if not status.intact:
-        errors.append("the byte-range digest does not match: the signed content was altered")
+        result.problem(SubIndication.HASH_FAILURE,
+                       "the byte-range digest does not match: the signed content was altered")
     if not status.valid:
-        errors.append("the signature value does not match the signer's certificate")
+        result.problem(SubIndication.SIG_CRYPTO_FAILURE, "the signature value does not match the signer's certificate")
     modified = (status.coverage != SignatureCoverageLevel.ENTIRE_FILE
                 and not (status.docmdp_ok or status.modification_level is None))
     if modified:
-        errors.append("the PDF was modified after signing in a way the signature does not allow")
+        # The signed revision itself is intact: what fails is the constraint the signature puts on later
+        # changes (DocMDP / allowed incremental updates).
+        result.problem(SubIndication.SIG_CONSTRAINTS_FAILURE,
+                       "the PDF was modified after signing in a way the signature does not allow")
     signed_at = None
     if status.timestamp_validity is not None:
         signed_at = status.timestamp_validity.timestamp
         if not (status.timestamp_validity.intact and status.timestamp_validity.valid):
-            errors.append("the signature timestamp is not valid")
+            result.problem(SubIndication.SIG_CONSTRAINTS_FAILURE, "the signature timestamp is not valid")
     elif status.signer_reported_dt is not None:
         signed_at = status.signer_reported_dt
     if signed_at is not None and signed_at.tzinfo is None:
         signed_at = signed_at.replace(tzinfo=UTC)
-    chain, _ = chain_status(cert, others, trusted, now)
-    return Verification("pades", subject_cn(cert), signed_at, chain, status.intact and status.valid and not modified,
-                        reference=embedded.field_name, errors=errors, certificate=cert)
+    result.signed_at = signed_at
+    result.judge_chain(cert, others, trusted, now)
+    result.intact = status.intact and status.valid and not modified
+    return result
 
 
 def _asn1(certs: list[x509.Certificate]):

@@ -32,7 +32,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from lxml import etree
 
 from flowbus.errors import PermanentError
-from flowbus.signature.base import Verification, chain_status, pick_leaf, subject_cn
+from flowbus.signature.base import Verification, pick_leaf, subject_cn
+from flowbus.signature.etsi import SubIndication
 from flowbus.signature.keys import SigningKey, check_validity
 
 DS = "http://www.w3.org/2000/09/xmldsig#"
@@ -274,8 +275,9 @@ def verify_xml(data: bytes, *, trusted: list[x509.Certificate] | None = None,
         try:
             results.append(_verify_signature(sig, root, ids, duplicates, trusted, now))
         except Exception as exc:  # a damaged signature is a verdict, not a crash
-            results.append(Verification("xades", None, None, "unknown", False,
-                                        errors=[f"the signature cannot be read: {exc}"]))
+            damaged = Verification("xades", None, None, "unknown", False)
+            damaged.problem(SubIndication.FORMAT_FAILURE, f"the signature cannot be read: {exc}")
+            results.append(damaged)
     return results
 
 
@@ -345,7 +347,6 @@ def _reference_bytes(ref: etree._Element, sig: etree._Element, root: etree._Elem
 def _verify_signature(sig: etree._Element, root: etree._Element, ids: dict[str, etree._Element],
                       duplicates: set[str], trusted: list[x509.Certificate] | None,
                       now: datetime | None) -> Verification:
-    errors: list[str] = []
     certs: list[x509.Certificate] = []
     unreadable = 0
     for c in sig.iter(f"{{{DS}}}X509Certificate"):
@@ -360,9 +361,9 @@ def _verify_signature(sig: etree._Element, root: etree._Element, ids: dict[str, 
     result = Verification("xades", subject_cn(leaf) if leaf is not None else None, None, "unknown", False,
                           certificate=leaf)
     if unreadable:
-        errors.append(f"{unreadable} X509Certificate value(s) cannot be read")
+        result.problem(SubIndication.FORMAT_FAILURE, f"{unreadable} X509Certificate value(s) cannot be read")
     if signed_info is None:
-        result.errors = [*errors, "the signature has no SignedInfo"]
+        result.problem(SubIndication.FORMAT_FAILURE, "the signature has no SignedInfo")
         return result
     # What the signature covers, for the report: the first reference that is not SignedProperties.
     sp_ids: set[str] = set()
@@ -371,6 +372,8 @@ def _verify_signature(sig: etree._Element, root: etree._Element, ids: dict[str, 
             sp_ids.add(sp.get("Id"))
     references = signed_info.findall(f"{{{DS}}}Reference")
     intact = bool(references)
+    if not references:
+        result.problem(SubIndication.FORMAT_FAILURE, "SignedInfo holds no Reference")
     covered_sp = False
     for ref in references:
         uri = ref.get("URI") or ""
@@ -380,31 +383,34 @@ def _verify_signature(sig: etree._Element, root: etree._Element, ids: dict[str, 
         elif result.reference is None:
             result.reference = name or "document"
         if name and name in duplicates:
-            errors.append(f"Id {name!r} appears more than once in the document (refused: signature wrapping)")
+            result.problem(SubIndication.FORMAT_FAILURE,
+                           f"Id {name!r} appears more than once in the document (refused: signature wrapping)")
             intact = False
             continue
         method = ref.find(f"{{{DS}}}DigestMethod")
         algorithm = DIGESTS.get(method.get("Algorithm") if method is not None else "")
         expected = ref.findtext(f"{{{DS}}}DigestValue") or ""
         if algorithm is None:
-            errors.append(f"reference {uri!r}: unsupported digest method")
+            result.problem(SubIndication.CRYPTO_CONSTRAINTS_FAILURE, f"reference {uri!r}: unsupported digest method")
             intact = False
             continue
         try:
             content, _ = _reference_bytes(ref, sig, root, ids)
         except KeyError:
-            errors.append(f"reference {uri!r}: no element with this Id in the document")
+            result.problem(SubIndication.SIGNED_DATA_NOT_FOUND,
+                           f"reference {uri!r}: no element with this Id in the document")
             intact = False
             continue
         except (ValueError, etree.C14NError) as exc:
-            errors.append(f"reference {uri!r}: {exc}")
+            result.problem(SubIndication.SIGNED_DATA_NOT_FOUND, f"reference {uri!r}: {exc}")
             intact = False
             continue
         if base64.b64encode(_digest(content, algorithm)).decode() != "".join(expected.split()):
-            errors.append(f"reference {uri!r}: digest mismatch, the signed content was altered")
+            result.problem(SubIndication.HASH_FAILURE,
+                           f"reference {uri!r}: digest mismatch, the signed content was altered")
             intact = False
     if sp_ids and not covered_sp:
-        errors.append("the XAdES SignedProperties are not covered by the signature")
+        result.problem(SubIndication.FORMAT_FAILURE, "the XAdES SignedProperties are not covered by the signature")
     # Signature value over the canonical SignedInfo.
     c14n_el = signed_info.find(f"{{{DS}}}CanonicalizationMethod")
     method_el = signed_info.find(f"{{{DS}}}SignatureMethod")
@@ -414,26 +420,27 @@ def _verify_signature(sig: etree._Element, root: etree._Element, ids: dict[str, 
     except (ValueError, binascii.Error):
         value = b""  # fails verification below, reported as a wrong signature value
     if leaf is None:
-        errors.append("the signature carries no X509 certificate (KeyInfo/X509Data)")
+        result.problem(SubIndication.NO_SIGNING_CERTIFICATE_FOUND,
+                       "the signature carries no X509 certificate (KeyInfo/X509Data)")
         intact = False
     elif method is None:
-        errors.append("unsupported signature method")
+        result.problem(SubIndication.CRYPTO_CONSTRAINTS_FAILURE, "unsupported signature method")
         intact = False
     else:
         try:
             signed_bytes = _c14n(signed_info, (c14n_el.get("Algorithm") or "") if c14n_el is not None else C14N)
             _verify_value(leaf, method, value, signed_bytes)
         except (ValueError, etree.C14NError) as exc:
-            errors.append(f"SignedInfo: {exc}")
+            result.problem(SubIndication.SIGNED_DATA_NOT_FOUND, f"SignedInfo: {exc}")
             intact = False
         except InvalidSignature:
-            errors.append("the signature value does not match the signer's certificate")
+            result.problem(SubIndication.SIG_CRYPTO_FAILURE,
+                           "the signature value does not match the signer's certificate")
             intact = False
-    _xades_properties(sig, leaf, result, errors)
-    status, _path = chain_status(leaf, certs, trusted, now) if leaf is not None else ("unknown", [])
-    result.chain_status = status
+    _xades_properties(sig, leaf, result)
+    if leaf is not None:
+        result.judge_chain(leaf, certs, trusted, now)
     result.intact = intact
-    result.errors = errors
     return result
 
 
@@ -453,8 +460,7 @@ def _verify_value(cert: x509.Certificate, method: tuple[str, type[hashes.HashAlg
         public_key.verify(der, data, ec.ECDSA(algorithm()))
 
 
-def _xades_properties(sig: etree._Element, leaf: x509.Certificate | None, result: Verification,
-                      errors: list[str]) -> None:
+def _xades_properties(sig: etree._Element, leaf: x509.Certificate | None, result: Verification) -> None:
     for ns in XAD_NAMESPACES:
         ssp = sig.find(f".//{{{ns}}}SignedSignatureProperties")
         if ssp is None:
@@ -465,7 +471,7 @@ def _xades_properties(sig: etree._Element, leaf: x509.Certificate | None, result
                 parsed = datetime.fromisoformat(when.strip().replace("Z", "+00:00"))
                 result.signed_at = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
             except ValueError:
-                errors.append(f"unreadable SigningTime {when!r}")
+                result.problem(SubIndication.FORMAT_FAILURE, f"unreadable SigningTime {when!r}")
         result.policy = ssp.findtext(f".//{{{ns}}}SigPolicyId/{{{ns}}}Identifier")
         cert_digest = ssp.find(f".//{{{ns}}}SigningCertificate/{{{ns}}}Cert/{{{ns}}}CertDigest")
         if cert_digest is not None and leaf is not None:
@@ -475,5 +481,7 @@ def _xades_properties(sig: etree._Element, leaf: x509.Certificate | None, result
             actual = (base64.b64encode(_digest(leaf.public_bytes(serialization.Encoding.DER), algorithm)).decode()
                       if algorithm else None)
             if actual != expected:
-                errors.append("the SigningCertificate digest does not match the certificate in KeyInfo")
+                # EN 319 102-1 5.2.3: the signing certificate cannot be identified.
+                result.problem(SubIndication.NO_SIGNING_CERTIFICATE_FOUND,
+                               "the SigningCertificate digest does not match the certificate in KeyInfo")
         return
