@@ -156,6 +156,8 @@ async def build(settings: Settings | None = None, *, clock: Clock | None = None,
     # every process announces its documents' state changes to the entity's webhooks
     from flowbus.connectors import webhooks
     webhooks.install(runtime)
+    from flowbus import notifications  # and to the people who subscribed
+    notifications.install(runtime)
     return runtime
 
 

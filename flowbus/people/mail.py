@@ -1,4 +1,4 @@
-"""The platform's own e-mail to people: password-reset and invitation links, in French, through the configured SMTP server."""
+"""The platform's own e-mail to people: password-reset and invitation links, notifications, in French, through the configured SMTP server."""
 
 from __future__ import annotations
 
@@ -40,9 +40,18 @@ async def send_link(settings: Any, *, purpose: str, to: str, name: str, login: s
         raise ConfigError("L'envoi de courriels de la plateforme n'est pas configuré.", field="FLOWBUS_SMTP_HOST",
                           hint="renseignez FLOWBUS_SMTP_HOST (et FLOWBUS_SMTP_PORT, FLOWBUS_SMTP_USER…)")
     subject, body = _TEXTS[purpose]
+    await send(settings, to=to, subject=subject, body=body.format(name=name, login=login, url=url,
+                                                                  by=by or "l'administrateur"), purpose=purpose)
+
+
+async def send(settings: Any, *, to: str, subject: str, body: str, purpose: str) -> None:
+    """Send one plain-text message (raises as ``send_link``)."""
+    if not configured(settings):
+        raise ConfigError("L'envoi de courriels de la plateforme n'est pas configuré.", field="FLOWBUS_SMTP_HOST",
+                          hint="renseignez FLOWBUS_SMTP_HOST (et FLOWBUS_SMTP_PORT, FLOWBUS_SMTP_USER…)")
     msg = EmailMessage()
     msg["From"], msg["To"], msg["Subject"] = settings.smtp_from, to, subject
-    msg.set_content(body.format(name=name, login=login, url=url, by=by or "l'administrateur"))
+    msg.set_content(body)
     password = settings.smtp_password.get_secret_value()
     try:
         await aiosmtplib.send(msg, hostname=settings.smtp_host, port=settings.smtp_port,

@@ -83,7 +83,11 @@ class LocalParapheurConnector(BaseConnector):
                     instance_id=self.instance.id, idem_key=ctx.idempotency_key, title=title[:200], circuit=circuit,
                     filename=main.filename, media_type=main.media_type, blob=blob, annexes=annexes,
                     now=ctx.runtime.clock.now())
-                ctx.log.info("parapheur.folder_created", folder=folder.id, circuit=circuit.name)
+                first = circuit.steps[0]
+                from flowbus import notifications  # the first desk's members are told by e-mail
+                told = await notifications.folder_arrived(ctx.runtime, tx, folder=folder, desk_id=first.desk_id,
+                                                          kind=first.kind)
+                ctx.log.info("parapheur.folder_created", folder=folder.id, circuit=circuit.name, signers_told=told)
         return Outcome.waiting(self._check_in(ctx), data={"folder_id": folder.id},
                                message=f"Dossier déposé dans le parapheur (circuit « {folder.circuit} »)")
 

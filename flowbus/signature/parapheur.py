@@ -18,7 +18,7 @@ import hmac
 import json
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -488,3 +488,36 @@ async def external_pending(tx: Tx, signer: Signer, now: datetime) -> list[InboxI
             desk, delegated = desks[before["desk_id"]]
             out.append(InboxItem(_task(r), await get_folder(tx, r["folder_id"]), desk, delegated))
     return out
+
+
+# ---- a signer's own certificate ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SignerKey:
+    """A signer's PKCS#12, kept locked by its code (never stored): who it names and until when."""
+
+    signer_id: str
+    p12: bytes = field(repr=False)
+    subject: str
+    not_after: datetime
+
+
+async def set_signer_key(tx: Tx, signer_id: str, p12: bytes, *, subject: str, not_after: datetime,
+                         now: datetime) -> None:
+    import base64
+    await tx.execute("DELETE FROM parapheur_signer_keys WHERE signer_id = $1", signer_id)
+    await tx.execute("INSERT INTO parapheur_signer_keys (signer_id, p12, subject, not_after, created_at) "
+                     "VALUES ($1, $2, $3, $4, $5)", signer_id, base64.b64encode(p12).decode(), subject,
+                     isoformat(not_after), isoformat(now))
+
+
+async def signer_key(tx: Tx, signer_id: str) -> SignerKey | None:
+    import base64
+    row = await tx.fetchrow("SELECT * FROM parapheur_signer_keys WHERE signer_id = $1", signer_id)
+    if row is None:
+        return None
+    return SignerKey(row["signer_id"], base64.b64decode(row["p12"]), row["subject"], parse_iso(row["not_after"]))
+
+
+async def remove_signer_key(tx: Tx, signer_id: str) -> bool:
+    return bool(await tx.execute("DELETE FROM parapheur_signer_keys WHERE signer_id = $1", signer_id))

@@ -23,7 +23,7 @@ import structlog
 from flowbus import journal
 from flowbus.blobs.base import put_bytes
 from flowbus.clock import isoformat
-from flowbus.errors import ConfigError, Conflict, Forbidden, ValidationError
+from flowbus.errors import ConfigError, Conflict, Forbidden, PermanentError, ValidationError
 from flowbus.signature import parapheur
 from flowbus.signature.keys import SigningKey, load_pkcs12
 
@@ -47,6 +47,7 @@ class DecisionResult:
     next_task: parapheur.Task | None
     external_link_token: str | None  # set when the next step is an outside signer: hand the link over
     link_mailed: bool = False  # the link was also mailed to the outside signer (instance has smtp_host)
+    signed_with: str | None = None  # « certificat personnel « CN=… » » or « cachet de la collectivité »
 
 
 def seal_key(settings: dict[str, Any] | Any, now: Any = None) -> SigningKey:
@@ -89,7 +90,32 @@ async def _settings_of(rt: Any, folder: parapheur.Folder) -> dict[str, Any]:
     return dict(instance.settings)
 
 
-async def decide(rt: Any, task_id: str, decision: str, actor: Actor, *, comment: str | None = None) -> DecisionResult:
+async def signing_means(rt: Any, signer: parapheur.Signer | None) -> parapheur.SignerKey | None:
+    """The signer's own certificate if they gave one (signatures then need its code), else None (the seal)."""
+    if signer is None:
+        return None
+    async with rt.store.transaction() as tx:
+        return await parapheur.signer_key(tx, signer.id)
+
+
+def open_personal_key(personal: parapheur.SignerKey, code: str | None, now: Any) -> SigningKey:
+    """The signer's key, unlocked by the code they typed.
+
+    Raises:
+        ValidationError: no code, a wrong code, or a certificate that cannot sign now (field ``code``).
+    """
+    if not code:
+        raise ValidationError("Saisissez le code de votre certificat pour signer.", field="code")
+    try:
+        return load_pkcs12(personal.p12, code, now=now)
+    except PermanentError as exc:
+        if exc.field == "pkcs12_password":
+            raise ValidationError("Code du certificat incorrect.", field="code") from None
+        raise ValidationError(f"Votre certificat ne peut pas signer : {exc.message}", field="code") from None
+
+
+async def decide(rt: Any, task_id: str, decision: str, actor: Actor, *, comment: str | None = None,
+                 code: str | None = None) -> DecisionResult:
     """Approve (``approve``) or reject (``reject``, comment required) the active task ``task_id``.
 
     Raises:
@@ -110,10 +136,16 @@ async def decide(rt: Any, task_id: str, decision: str, actor: Actor, *, comment:
     if task.status != "active" or folder.status != "pending":
         raise Conflict("ce dossier a déjà été traité", field="task")
 
-    new_blob, detached = None, None
+    new_blob, detached, signed_with = None, None, None
     if decision == "approve" and task.kind in ("signature", "external"):
         settings = await _settings_of(rt, folder)
-        key = seal_key(settings, now)
+        personal = await signing_means(rt, actor.signer) if task.kind == "signature" else None
+        if personal is not None:
+            key = open_personal_key(personal, code, now)
+            signed_with = f"certificat personnel « {personal.subject} »"
+        else:
+            key = seal_key(settings, now)
+            signed_with = "cachet de la collectivité"
         current = await rt.blobs.read(folder.current_blob)
         reason = f"Approuvé par {actor.name}" + (" (signataire extérieur)" if task.kind == "external" else "")
         signed, sig = await asyncio.to_thread(seal_document, current, folder.filename, folder.media_type, key,
@@ -157,6 +189,9 @@ async def decide(rt: Any, task_id: str, decision: str, actor: Actor, *, comment:
                                  next_task.id, at)
                 await tx.execute("UPDATE parapheur_folders SET position = $2, updated_at = $3 WHERE id = $1",
                                  folder.id, next_task.position, at)
+                from flowbus import notifications  # the next desk's members are told by e-mail
+                await notifications.folder_arrived(rt, tx, folder=folder, desk_id=next_task.desk_id,
+                                                   kind=next_task.kind)
                 if next_task.kind == "external":
                     link = await parapheur.new_link(tx, next_task.id)
             else:
@@ -166,14 +201,15 @@ async def decide(rt: Any, task_id: str, decision: str, actor: Actor, *, comment:
                              document_id=folder.document_id,
                              data={"decision": kind, "step": task.label, "desk": task.desk_id,
                                    "on_behalf_of": on_behalf, "signer": actor.name, "comment": comment,
-                                   "folder": folder.id, "sealed_sha256": new_blob.sha256 if new_blob else None})
+                                   "folder": folder.id, "sealed_sha256": new_blob.sha256 if new_blob else None,
+                                   "signed_with": signed_with})
         updated = await parapheur.get_folder(tx, folder.id)
     log.info("parapheur.decision", folder=folder.id, document_id=folder.document_id, decision=kind,
              actor=actor.id, on_behalf_of=on_behalf)
     mailed = False
     if link is not None and next_task is not None:
         mailed = await send_link(rt, updated, next_task, link, await _settings_of(rt, folder))
-    return DecisionResult(updated, kind, next_task, link, mailed)
+    return DecisionResult(updated, kind, next_task, link, mailed, signed_with)
 
 
 def external_url(rt: Any, token: str) -> str:

@@ -81,8 +81,10 @@ async def inbox(request: web.Request) -> web.Response:
     async with rt.store.transaction() as tx:
         items = await parapheur.inbox(tx, signer, rt.clock.now())
         external = await parapheur.external_pending(tx, signer, rt.clock.now())
-    return render("signer_inbox.html", signer=signer, csrf=csrf, items=items, external=external,
-                  message=request.query.get("message"), link=request.query.get("lien"))
+        key = await parapheur.signer_key(tx, signer.id)
+    return render("signer_inbox.html", signer=signer, csrf=csrf, items=items, external=external, key=key,
+                  message=request.query.get("message"), link=request.query.get("lien"),
+                  error=request.query.get("erreur"))
 
 
 async def task_page(request: web.Request) -> web.Response:
@@ -96,7 +98,8 @@ async def task_page(request: web.Request) -> web.Response:
                           csrf=csrf, message="Ce dossier n'est pas dans votre parapheur.")
         tasks = await parapheur.tasks_of(tx, item.folder.id)
         decisions = await parapheur.decisions_of(tx, item.folder.id)
-    return render("signer_task.html", signer=signer, csrf=csrf, item=item, tasks=tasks, decisions=decisions,
+        key = await parapheur.signer_key(tx, signer.id)
+    return render("signer_task.html", signer=signer, csrf=csrf, item=item, tasks=tasks, decisions=decisions, key=key,
                   labels=STATUS_LABELS, folder_labels=FOLDER_LABELS, error=request.query.get("error"),
                   document_url=f"/parapheur/taches/{item.task.id}/document")
 
@@ -145,10 +148,10 @@ async def task_decision(request: web.Request) -> web.Response:
     decision = str(form.get("decision", ""))
     try:
         result = await decide(rt, task_id, decision, Actor(f"signataire:{signer.login}", signer.name, signer=signer),
-                              comment=str(form.get("comment", "")))
+                              comment=str(form.get("comment", "")), code=str(form.get("code", "")) or None)
     except FlowbusError as exc:
         raise web.HTTPSeeOther(f"/parapheur/taches/{task_id}?error={quote(exc.message)}") from None
-    text = {"visa": "Dossier visé.", "signature": "Dossier signé : le cachet a été apposé.",
+    text = {"visa": "Dossier visé.", "signature": f"Dossier signé ({result.signed_with}).",
             "reject": "Dossier refusé."}[result.decision]
     if result.link_mailed and result.next_task is not None:
         text += f" Le lien de signature a été envoyé à {result.next_task.external_email}."

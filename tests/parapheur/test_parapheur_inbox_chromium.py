@@ -89,7 +89,7 @@ async def test_signer_reads_and_approves_in_chromium(seal_pki, acte_pdf, deliber
     assert await pdf.body() == acte_pdf
     assert "Visa" in await page.inner_text("table")  # the circuit shows the DGS visa
     await submit(page, "#approuver")
-    assert await page.inner_text("[role=status]") == "Dossier signé : le cachet a été apposé."
+    assert await page.inner_text("[role=status]") == "Dossier signé (cachet de la collectivité)."
 
     done = await wait_state(rt, doc.id, "done", timeout=30)
     signed = await rt.blobs.read(done.files_of("arrete")[0].blob_key)

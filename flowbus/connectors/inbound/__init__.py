@@ -23,7 +23,9 @@ def install_batch_worker(runtime: Any) -> Any:
 
 
 async def start_background(runtime: Any) -> None:
-    """Webhook hook + consumers of ``webhooks`` and ``inbound-batches`` (idempotent)."""
+    """Webhook hook + consumers of ``webhooks``, ``inbound-batches`` and ``mails`` (idempotent)."""
     from flowbus.connectors import webhooks
     await webhooks.install(runtime).start()
     await install_batch_worker(runtime).start()
+    from flowbus import notifications  # notification mails and the morning digest
+    await notifications.install(runtime).start()
