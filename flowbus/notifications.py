@@ -198,7 +198,7 @@ class NotificationService:
             sentence = (f"{flow.label if flow else doc.flow_id} — {ent.name if ent else doc.entity_id} : "
                         f"{n['state_label']}" + (f" ({n['detail']})" if n["detail"] else "")
                         + f", le {_when(parse_iso(n['created_at']))}")
-            out.append((doc.id, document_title(doc), sentence))
+            out.append((doc.id, document_title(doc, self.rt.flows), sentence))
         return user, out
 
     async def send_digests(self) -> int:

@@ -20,7 +20,7 @@ from flowbus.clock import isoformat
 from flowbus.errors import FlowbusError, NotFound
 from flowbus.people import access
 from flowbus.store import repo
-from flowbus.web import console, document_list, document_route, french, journal_labels
+from flowbus.web import console, document_list, document_mailsec, document_route, french, journal_labels
 
 STATE_LABELS = {"draft": "Brouillon", "running": "En cours", "waiting": "En attente", "error": "En erreur",
                 "done": "Terminé", "cancelled": "Annulé", "rejected": "Refusé"}
@@ -43,9 +43,18 @@ def _after(value: str | None) -> tuple[str, str] | None:
         return None
 
 
-def document_title(doc: Any) -> str:
-    return str(doc.fields.get("title") or doc.fields.get("objet") or doc.fields.get("libelle")
-               or f"Document du {french.datetime_fr(doc.created_at)}")
+def document_title(doc: Any, flows: Any = None) -> str:
+    """What people call a document: its title or object, else its flow's list columns, else its date."""
+    named = doc.fields.get("title") or doc.fields.get("objet") or doc.fields.get("libelle")
+    if named:
+        return str(named)
+    flow = flows.get(doc.flow_id) if flows else None
+    if flow is not None and flow.columns:
+        values = [french.field_value(flow.field(c), doc.fields.get(c)) for c in flow.columns]
+        shown = [v for v in values if v]
+        if shown:
+            return f"{flow.label} — " + " · ".join(shown)
+    return f"Document du {french.datetime_fr(doc.created_at)}"
 
 
 COUNT_CAP = 1000  # counts by state stop there: « plus de 1 000 »
@@ -78,7 +87,7 @@ async def dashboard(request: web.Request) -> web.Response:
     columns = [flow.field(c) for c in flow.columns] if flow else []
     return await console.page(
         request, "admin_dashboard.html", who=who, docs=docs, entities=entities, names=names, filt=f,
-        flows=flows, flow_labels={fl.id: fl.label for fl in flows}, title=document_title, columns=columns,
+        flows=flows, flow_labels={fl.id: fl.label for fl in flows}, title=lambda d: document_title(d, rt.flows), columns=columns,
         state_label=lambda d: rt.flow(d.flow_id).state_label(d.state) if d.flow_id in rt.flows
         else STATE_LABELS.get(d.state, d.state), states=STATE_LABELS, next_url=next_url,
         counts=[(s, STATE_LABELS[s], counts.get(s, 0)) for s in document_list.STATES], count_cap=COUNT_CAP,
@@ -86,7 +95,7 @@ async def dashboard(request: web.Request) -> web.Response:
         can_act=any(access.has(g.role, "editor") for g in who.grants), batch_actions=batches.ACTION_LABELS)
 
 
-async def _document(request: web.Request, role: str) -> tuple[Any, Any, str]:
+async def document_for(request: web.Request, role: str) -> tuple[Any, Any, str]:
     """(person, document, their role) — 404 for a document they may not see at all."""
     rt = request.app[RUNTIME]
     who = await console.signed_in(request)
@@ -117,27 +126,34 @@ def _actions(doc: Any) -> list[str]:
 
 async def document_page(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    who, doc, have = await _document(request, "reader")
+    who, doc, have = await document_for(request, "reader")
     async with rt.store.transaction() as tx:
         entries = await journal.for_document(tx, doc.id)
         entity = await repo.get_entity(tx, doc.entity_id)
+        mailings = await document_mailsec.mailings(tx, doc.id)
     flow = rt.flows.get(doc.flow_id)
     allowed = [a for a in _actions(doc) if access.has(have, "editor" if a == "start" else "admin")]
     return await console.page(request, "admin_document.html", who=who, doc=doc, flow=flow, entity=entity,
-                              entries=entries, title=document_title(doc),
+                              entries=entries, title=document_title(doc, rt.flows),
                               state_label=flow.state_label(doc.state) if flow else doc.state,
                               actions=allowed, action_labels=ACTION_LABELS, quote=quote, event_label=journal_labels.label,
                               editable=doc.state in documents.EDITABLE_STATES and access.has(have, "editor"),
                               route=document_route.route(flow, doc, entries) if flow and doc.state != "draft" else [],
-                              sentence=journal_labels.sentence, actor_words=journal_labels.actor)
+                              sentence=journal_labels.document_sentence, actor_words=journal_labels.actor,
+                              mailings=mailings, recipient_status=document_mailsec.STATUS_LABELS,
+                              can_resend=access.has(have, "editor"), size=french.size,
+                              field_label=lambda name: flow.field(name).label if flow and flow.has_field(name)
+                              else name)
 
 
 async def document_action(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     action = request.match_info["action"]
-    who, doc, _have = await _document(request, "admin" if action != "start" else "editor")
+    who, doc, _have = await document_for(request, "admin" if action != "start" else "editor")
     form = await request.post()
     comment = str(form.get("comment", "")).strip() or None
+    if action == "cancel" and form.get("confirme") != "1":  # a cancel is final: asked once more
+        return await console.page(request, "admin_confirm_cancel.html", who=who, doc=doc, title=document_title(doc, rt.flows))
     try:
         await documents.run_action(rt, doc.id, action, actor=who.actor, comment=comment)
     except FlowbusError as exc:
@@ -147,14 +163,17 @@ async def document_action(request: web.Request) -> web.Response:
 
 async def document_file(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
-    _who, doc, _have = await _document(request, "reader")
+    _who, doc, _have = await document_for(request, "reader")
     files = doc.files_of(request.match_info["field"])
     index = int(request.query.get("index", "0"))
     if len(files) <= index:
         raise web.HTTPNotFound(text="Fichier introuvable.")
     ref = files[index]
-    resp = web.StreamResponse(headers={"Content-Type": ref.media_type, "Content-Length": str(ref.size),
-                                       "Content-Disposition": f"attachment; filename*=UTF-8''{quote(ref.filename)}"})
+    # a PDF may be shown in the page (« Aperçu »); anything else is only downloaded, never rendered here
+    inline = request.query.get("apercu") == "1" and ref.media_type == "application/pdf"
+    resp = web.StreamResponse(headers={
+        "Content-Type": ref.media_type, "Content-Length": str(ref.size), "X-Content-Type-Options": "nosniff",
+        "Content-Disposition": f"{'inline' if inline else 'attachment'}; filename*=UTF-8''{quote(ref.filename)}"})
     await resp.prepare(request)
     async for chunk in rt.blobs.open(ref.blob_key):
         await resp.write(chunk)

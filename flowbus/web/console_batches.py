@@ -59,7 +59,7 @@ async def export_csv(request: web.Request) -> web.StreamResponse:
         buf.truncate()
         for d in pending:
             fl = rt.flows.get(d.flow_id)
-            out.writerow([document_title(d), names.get(d.entity_id, d.entity_id), fl.label if fl else d.flow_id,
+            out.writerow([document_title(d, rt.flows), names.get(d.entity_id, d.entity_id), fl.label if fl else d.flow_id,
                           fl.state_label(d.state) if fl else STATE_LABELS.get(d.state, d.state),
                           fl.step(d.step).label if fl and d.step and fl.has_step(d.step) else (d.step or ""),
                           french.datetime_fr(d.created_at), french.datetime_fr(d.updated_at), d.last_error or "",
@@ -109,7 +109,7 @@ async def start_batch(request: web.Request) -> web.Response:
         return await _zip(request, form, who)
     docs = await _chosen(request, form, who, limit=batches.MAX_DOCUMENTS)
     try:
-        batch_id = await batches.create(rt, who, action, docs, title=document_title)
+        batch_id = await batches.create(rt, who, action, docs, title=lambda d: document_title(d, rt.flows))
     except FlowbusError as exc:
         raise console.failed(_back(form), exc.message) from None
     batches.launch(rt, batch_id)
@@ -176,7 +176,7 @@ async def _zip(request: web.Request, form: Any, who: Any) -> web.StreamResponse:
         for doc in docs:
             async with rt.store.transaction() as tx:
                 full = await repo.get_document(tx, doc.id, with_files=True)
-            folder = _safe(f"{document_title(full)} ({full.id[:8]})")
+            folder = _safe(f"{document_title(full, rt.flows)} ({full.id[:8]})")
             for ref in full.files:
                 name = _unique(f"{folder}/{ref.field}-{ref.index + 1}-{_safe(ref.filename)}", used)
                 with zf.open(zipfile.ZipInfo(name, date_time=_zip_time(full.created_at)), "w",

@@ -71,7 +71,7 @@ async def _render(request: web.Request, who: Any, *, entity: Any, flow: Any, doc
                   status: int = 200) -> web.Response:
     return await console.page(request, "console_document_form.html", who=who, status=status, entity=entity,
                               flow=flow, doc=doc, shown=shown if shown is not None else (doc.fields if doc else {}),
-                              errors=errors or {}, title=document_title(doc) if doc else None)
+                              errors=errors or {}, title=document_title(doc, console.runtime(request).flows) if doc else None)
 
 
 async def new_page(request: web.Request) -> web.Response:

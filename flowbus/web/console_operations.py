@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from flowbus import heartbeat
+from flowbus import heartbeat, notifications
 from flowbus.clock import parse_iso
 from flowbus.connectors import webhooks
 from flowbus.connectors.inbound import rh
@@ -18,7 +18,8 @@ from flowbus.web import console
 from flowbus.web.admin import document_title
 
 BASE = "/admin/operations"
-QUEUES = {runner.QUEUE: "Étapes des documents", webhooks.QUEUE: "Webhooks", rh.QUEUE: "Lots RH"}
+QUEUES = {runner.QUEUE: "Étapes des documents", webhooks.QUEUE: "Webhooks", rh.QUEUE: "Lots RH",
+          notifications.QUEUE: "Courriels de notification"}
 WAITING_STATES = ("running", "waiting", "error")
 PER_FLOW = 5
 
@@ -51,7 +52,7 @@ async def page(request: web.Request) -> web.Response:
             rows = sorted(rows, key=lambda r: r["updated_at"])[:PER_FLOW]
             if rows:
                 docs = [repo.document_from_row(r, []) for r in rows]
-                waiting.append({"flow": flow, "docs": [{"doc": d, "title": document_title(d),
+                waiting.append({"flow": flow, "docs": [{"doc": d, "title": document_title(d, rt.flows),
                                                         "since": _ago(now - d.updated_at),
                                                         "state": flow.state_label(d.state)} for d in docs]})
         names = {i: e.name for i, e in (await repo.entities_by_ids(
@@ -65,7 +66,7 @@ async def page(request: web.Request) -> web.Response:
                     flow = rt.flows.get(doc.flow_id)
                     step = d.message.body.get("step")
                     label = flow.step(step).label if flow and step and flow.has_step(step) else step
-                    subjects[d.message.id] = f"« {document_title(doc)} »" + (f", étape « {label} »" if label else "")
+                    subjects[d.message.id] = f"« {document_title(doc, rt.flows)} »" + (f", étape « {label} »" if label else "")
         processes = []
         for r in await heartbeat.seen(tx):
             age = now - parse_iso(r["last_seen_at"])

@@ -68,6 +68,14 @@ def field_value(field: Any, value: Any) -> str:
     return str(value)
 
 
+def size(n: int) -> str:
+    """« 1,2 Mo », « 830 Ko », « 12 octets »."""
+    for unit, scale in (("Go", 1 << 30), ("Mo", 1 << 20), ("Ko", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f}".rstrip("0").rstrip(".").replace(".", ",") + f" {unit}"
+    return f"{n} octet{'s' if n > 1 else ''}"
+
+
 def install(env: Any) -> None:
     env.filters["date_fr"] = date_fr
     env.filters["dt"] = datetime_fr

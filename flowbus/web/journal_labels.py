@@ -70,3 +70,56 @@ def actor(text: str) -> str:
     kind, _, who = text.partition(":")
     return {"user": f"{who}", "api-key": f"clé d'API {who}", "engine": "moteur", "signataire": f"signataire {who}",
             "archiviste": f"archiviste {who}"}.get(kind, text)
+
+
+STATE_WORDS = {"draft": "Brouillon", "running": "En cours", "waiting": "En attente", "error": "En erreur",
+               "done": "Terminé", "cancelled": "Annulé", "rejected": "Refusé"}
+ACTION_WORDS = {"start": "Envoi du document", "retry": "Relance de l'étape", "skip": "Étape passée",
+                "cancel": "Annulation du document", "resume": "Reprise"}
+
+
+def document_sentence(kind: str, data: dict[str, Any], flow: Any) -> str:
+    """A document's journal entry as a French sentence, with the flow's labels for fields, steps and states."""
+    from flowbus.web.french import size
+
+    def field(name: str) -> str:
+        return flow.field(name).label if flow is not None and flow.has_field(name) else name
+
+    def step(step_id: Any) -> str:
+        return flow.step(step_id).label if flow is not None and step_id and flow.has_step(step_id) else str(step_id)
+
+    def state(name: Any) -> str:
+        if flow is not None and name:
+            return flow.state_label(name)
+        return STATE_WORDS.get(str(name), str(name))
+
+    if kind == "document.created":
+        return f"Dans le flux « {flow.label if flow else data.get('flow', '')} »."
+    if kind == "fields.changed":
+        return "Champs : " + ", ".join(field(n) for n in data.get("fields", [])) + "."
+    if kind == "file.added":
+        parts = [f"« {data.get('filename')} » ({field(str(data.get('field')))})"]
+        if isinstance(data.get("size"), int):
+            parts.append(size(data["size"]))
+        if isinstance(data.get("pages"), int):
+            parts.append(f"{data['pages']} page{'s' if data['pages'] > 1 else ''}")
+        return ", ".join(parts) + "."
+    if kind == "state.changed":
+        text = f"De « {state(data.get('from'))} » à « {state(data.get('to'))} »"
+        if data.get("step"):
+            text += f", à l'étape « {step(data['step'])} »"
+        if data.get("reason"):
+            text += f" : {data['reason']}"
+        return text + "."
+    if kind == "admin.action":
+        text = ACTION_WORDS.get(str(data.get("action")), str(data.get("action")))
+        if data.get("step") and data.get("action") != "start":
+            text += f" (étape « {step(data['step'])} »)"
+        if data.get("comment"):
+            text += f" : {data['comment']}"
+        return text + "."
+    if kind.startswith("step.") and "step" in data:
+        text = f"« {step(data['step'])} »"
+        message = data.get("message") or data.get("error") or data.get("reason")
+        return text + (f" : {message}" if message and message != "—" else "") + "."
+    return sentence(data)
