@@ -31,6 +31,7 @@ ROUTE_MODULES: list[str] = [
     "flowbus.web.console_journal",
     "flowbus.web.console_flows",
     "flowbus.web.console_notifications",
+    "flowbus.web.console_addressbook",
     "flowbus.web.signer",
     "flowbus.web.signer_batch",
     "flowbus.connectors.webhooks_api",

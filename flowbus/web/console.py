@@ -47,6 +47,7 @@ NAV: list[tuple[str, str, str]] = [
     ("/admin/cles", "Clés d'API", "entity-admin"),
     ("/admin/connecteurs", "Connecteurs", "entity-admin"),
     ("/admin/flux", "Flux", "all"),
+    ("/admin/carnet", "Carnet d'adresses", "all"),
     ("/admin/journal", "Journal", "entity-admin"),
     ("/admin/operations", "Exploitation", "platform"),
     ("/archives/", "Archives", "all"),

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_request import FileField
 
-from flowbus import documents
+from flowbus import addressbook, documents
 from flowbus.errors import FlowbusError, NotFound, ValidationError
 from flowbus.flows import associations
 from flowbus.flows.fields import normalize_value
@@ -69,7 +69,12 @@ def _files_from_form(flow: Any, form: Any) -> dict[str, list[FileField]]:
 async def _render(request: web.Request, who: Any, *, entity: Any, flow: Any, doc: Any = None,
                   shown: dict[str, Any] | None = None, errors: dict[str, str] | None = None,
                   status: int = 200) -> web.Response:
+    contacts = []
+    if any(f.type == "email" for f in flow.fields):  # the collectivité's address book as suggestions
+        async with console.runtime(request).store.transaction() as tx:
+            contacts = await addressbook.contacts(tx, entity.id, limit=300)
     return await console.page(request, "console_document_form.html", who=who, status=status, entity=entity,
+                              contacts=contacts,
                               flow=flow, doc=doc, shown=shown if shown is not None else (doc.fields if doc else {}),
                               errors=errors or {}, title=document_title(doc, console.runtime(request).flows) if doc else None)
 

@@ -44,13 +44,13 @@ from typing import Any, ClassVar
 
 import structlog
 
-from flowbus import journal
+from flowbus import addressbook, journal
 from flowbus.clock import isoformat
 from flowbus.connectors.base import BaseConnector, NewFile, Outcome, StepContext
 from flowbus.connectors.mailsec import store, tokens
 from flowbus.connectors.mailsec.send import Delivery, OutgoingMail, SmtpConfig, SmtpPool
 from flowbus.connectors.mailsec.templates import REMINDER_PREFIX, MessageTemplates
-from flowbus.errors import ConfigError, Conflict, NotFound, PermanentError
+from flowbus.errors import ConfigError, Conflict, NotFound, PermanentError, ValidationError
 from flowbus.models import Document
 
 log = structlog.get_logger(__name__)
@@ -135,24 +135,43 @@ class MailsecParams:
                    receipts_format=fmt, page_message=str(params.get("page_message") or DEFAULT_PAGE_MESSAGE))
 
 
-def recipient_addresses(params: MailsecParams, fields: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(kind, address) for to/cc/bcc, fields expanded, duplicates removed (first kind wins)."""
+def _recipient_values(params: MailsecParams, fields: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(kind, value) for to/cc/bcc: addresses and ``groupe:<nom>`` entries, fields read."""
     out: list[tuple[str, str]] = []
-    seen: set[str] = set()
     for kind, items in (("to", params.to), ("cc", params.cc), ("bcc", params.bcc)):
         for item in items:
-            if "@" in item:
-                values: list[str] = [item]
+            if "@" in item or item.lower().startswith(addressbook.GROUP_PREFIX):
+                parts: list[str] = [item]
             else:
                 raw = fields.get(item)
                 if raw in (None, ""):
                     continue
-                values = [str(v) for v in raw] if isinstance(raw, list) else _SPLIT.split(str(raw))
-            for value in values:
-                address = value.strip()
-                if address and address.lower() not in seen:
-                    seen.add(address.lower())
-                    out.append((kind, address))
+                parts = [str(v) for v in raw] if isinstance(raw, list) else re.split(r"[,;\n]+", str(raw))
+            for part in parts:
+                part = part.strip()
+                if part.lower().startswith(addressbook.GROUP_PREFIX):
+                    out.append((kind, part))
+                else:
+                    out += [(kind, p) for p in _SPLIT.split(part) if p]
+    return out
+
+
+def recipient_addresses(params: MailsecParams, fields: Mapping[str, Any],
+                        groups: Mapping[str, list[str]] | None = None) -> list[tuple[str, str]]:
+    """(kind, address) for to/cc/bcc, fields and address-book groups (``groups``: name → addresses)
+    expanded, duplicates removed (first kind wins)."""
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for kind, value in _recipient_values(params, fields):
+        if value.lower().startswith(addressbook.GROUP_PREFIX):
+            addresses = (groups or {}).get(value[len(addressbook.GROUP_PREFIX):].strip(), [])
+        else:
+            addresses = [value]
+        for address in addresses:
+            address = address.strip()
+            if address and address.lower() not in seen:
+                seen.add(address.lower())
+                out.append((kind, address))
     return out
 
 
@@ -332,7 +351,17 @@ class MailsecConnector(BaseConnector):
     async def _prepare(self, ctx: StepContext, params: MailsecParams, tpl: MessageTemplates,
                        now: datetime) -> tuple[store.Mailing, list[store.Recipient], list[_ToSend]]:
         doc = ctx.document
-        addresses = recipient_addresses(params, doc.fields)
+        wanted = addressbook.group_names([v for _k, v in _recipient_values(params, doc.fields)])
+        groups: dict[str, list[str]] = {}
+        if wanted:
+            async with ctx.runtime.store.transaction() as tx:
+                try:
+                    groups = await addressbook.expand(tx, doc.entity_id, wanted)
+                except ValidationError as exc:
+                    raise PermanentError(exc.message, field="to",
+                                         hint="add the group to the collectivité's address book (/admin/carnet)") \
+                        from None
+        addresses = recipient_addresses(params, doc.fields, groups)
         if not addresses:
             raise PermanentError("the mailsec step has no recipient: the fields it names are empty",
                                  field=(params.to + params.cc + params.bcc or ("to",))[0],
