@@ -74,7 +74,7 @@ async def _render(request: web.Request, who: Any, *, entity: Any, flow: Any, doc
         async with console.runtime(request).store.transaction() as tx:
             contacts = await addressbook.contacts(tx, entity.id, limit=300)
     return await console.page(request, "console_document_form.html", who=who, status=status, entity=entity,
-                              contacts=contacts,
+                              contacts=contacts, max_upload=console.runtime(request).settings.max_upload_size,
                               flow=flow, doc=doc, shown=shown if shown is not None else (doc.fields if doc else {}),
                               errors=errors or {}, title=document_title(doc, console.runtime(request).flows) if doc else None)
 

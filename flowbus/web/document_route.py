@@ -20,6 +20,10 @@ class RouteStep:
     at: datetime | None
 
 
+DONE_WORDS = {"tdt-actes": "acquitté par la préfecture", "tdt-helios": "acquitté par la DGFiP",
+              "signature": "signé", "sae": "archivé", "mailsec": "envoyé", "ged": "déposé en GED"}
+
+
 def route(flow: Any, doc: Any, entries: list[Any]) -> list[RouteStep]:
     """Steps in flow order; what happened to each comes from the document's journal, what will come from its fields."""
     done: dict[str, datetime] = {}
@@ -49,7 +53,7 @@ def route(flow: Any, doc: Any, entries: list[Any]) -> list[RouteStep]:
         elif s.id in rejected:
             out.append(RouteStep(s.label, "rejected", "refusé", rejected[s.id]))
         elif s.id in done:
-            out.append(RouteStep(s.label, "done", "fait", done[s.id]))
+            out.append(RouteStep(s.label, "done", DONE_WORDS.get(s.family, "fait"), done[s.id]))
         elif s.id in by_admin:
             out.append(RouteStep(s.label, "skipped", "passé par un administrateur", by_admin[s.id]))
         elif s.id in skipped:

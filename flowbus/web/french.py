@@ -81,3 +81,4 @@ def install(env: Any) -> None:
     env.filters["dt"] = datetime_fr
     env.filters["month_of"] = month_of
     env.globals["field_value"] = field_value
+    env.globals["size"] = size

@@ -92,3 +92,33 @@ async def test_a_draft_is_saved_then_edited(runtime_factory, server_factory, bro
     resp = await page.goto(f"{srv.url}/admin/documents/nouveau?collectivite={commune.id}&flux=deliberation")
     assert "Délibération" not in await page.inner_text("main select#flux")
     assert resp.status == 200
+
+
+async def test_files_are_checked_in_the_browser_before_sending(runtime_factory, server_factory, browser, people,
+                                                              tmp_path, screenshots):
+    rt = await runtime_factory("embedded", max_upload_size=60_000)
+    srv = await server_factory(rt)
+    commune = await create_entity(rt, name="Commune Pressée", siren=None, parent=None, actor_name="t")
+    await people.user(rt, "agent.presse", grants=(Grant(commune.id, "editor", ("deliberation",)),))
+    notes, big = tmp_path / "notes.txt", tmp_path / "gros.pdf"
+    notes.write_text("pas un PDF")
+    from tests.support.pdfs import large_pdf
+    big.write_bytes(large_pdf(100_000))
+    page = await browser.new_page()
+    await people.sign_in(page, srv.url, "agent.presse")
+    await page.goto(f"{srv.url}/admin/documents/nouveau?collectivite={commune.id}&flux=deliberation")
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url) if r.method == "POST" else None)
+    await page.set_input_files("#f-arrete", str(notes))
+    assert await page.inner_text("#c-arrete") == (
+        "« notes.txt » n'est pas d'un type accepté par « Acte (PDF) » (application/pdf).")
+    assert await page.get_attribute("#f-arrete", "aria-invalid") == "true"
+    await page.set_input_files("#f-annexes", str(big))
+    assert "« gros.pdf » (98,3 Ko) dépasse la taille permise pour « Annexes » (58,6 Ko)." == \
+        await page.inner_text("#c-annexes")
+    await screenshots(page, "document-form-client-checks")
+    await page.get_by_role("button", name="Envoyer").click()
+    await page.wait_for_timeout(300)
+    assert sent == [] and await page.evaluate("document.activeElement.id") == "f-arrete", "nothing sent"
+    await page.set_input_files("#f-arrete", [])
+    assert await page.is_hidden("#c-arrete") and await page.get_attribute("#f-arrete", "aria-invalid") is None

@@ -1,0 +1,93 @@
+"""Issue 16's first « Done when », in Chromium: an agent creates a délibération through the form with the act
+and two annexes, is told in French at the field about a bad number, sends it, follows its route until the
+préfecture (S²LOW simulator) acknowledges it, and downloads the AR."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from flowbus.connectors.tdt.actes_messages import parse_message
+from flowbus.api.entities import create_entity
+from flowbus.people.access import Grant
+from flowbus.signature.textpdf import simple_pdf
+from tests.tdt.test_tdt_e2e import s2low  # noqa: F401 - the simulator fixture
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.chromium
+
+
+@pytest.fixture
+def shipped_deliberation(tmp_path: Path, s2low) -> Path:  # noqa: F811
+    """The shipped délibération flow (polling the AR every second) with its TdT bound to the simulator."""
+    cfg = tmp_path / "config"
+    (cfg / "flows").mkdir(parents=True)
+    (cfg / "connectors").mkdir()
+    text = (ROOT / "config" / "flows" / "deliberation.yml").read_text(encoding="utf-8")
+    slow = "wait: {check_every: 15m, deadline: 10d}"
+    assert slow in text, "the TdT step's wait policy of config/flows/deliberation.yml changed"
+    (cfg / "flows" / "deliberation.yml").write_text(text.replace(slow, "wait: {check_every: 1s, deadline: 10d}"),
+                                                    encoding="utf-8")
+    (cfg / "connectors" / "tdt.yml").write_text(textwrap.dedent(f"""
+        instances:
+          - {{id: tdt-actes, family: tdt-actes, kind: s2low, entity: null,
+              settings: {{url: "{s2low.url}", departement: "034", siren: "123456789", classification_ttl: 1d}}}}
+          - {{id: parapheur, family: signature, kind: test, entity: null, settings: {{}}}}
+          - {{id: publication, family: notify, kind: test, entity: null, settings: {{}}}}
+          - {{id: sae, family: sae, kind: test, entity: null, settings: {{}}}}
+        """), encoding="utf-8")
+    shutil.copytree(ROOT / "config" / "mailsec", cfg / "mailsec", dirs_exist_ok=True)
+    return cfg
+
+
+async def test_agent_sends_a_deliberation_and_downloads_its_ar(runtime_factory, server_factory, shipped_deliberation,
+                                                               browser, people, tmp_path, screenshots):
+    rt = await runtime_factory("embedded", config_dir=shipped_deliberation)
+    srv = await server_factory(rt)
+    commune = await create_entity(rt, name="Commune de l'Hérault", siren=None, parent=None, actor_name="t")
+    await people.user(rt, "agent.actes", grants=(Grant(commune.id, "editor", ("deliberation",)),))
+    files = {"acte.pdf": ["Délibération n° DEL2026_40", "Objet : voirie"], "annexe-1.pdf": ["Annexe 1 : plan"],
+             "annexe-2.pdf": ["Annexe 2 : devis"]}
+    for name, lines in files.items():
+        (tmp_path / name).write_bytes(simple_pdf(lines))
+
+    page = await browser.new_page()
+    await people.sign_in(page, srv.url, "agent.actes")
+    await page.goto(f"{srv.url}/admin/documents/nouveau?collectivite={commune.id}&flux=deliberation")
+    await page.fill("#f-objet", "Travaux de voirie")
+    await page.select_option("#f-nature", label="Délibération")
+    await page.fill("#f-numero_acte", "DEL-2026-40")
+    await page.fill("#f-date_decision", "2026-11-30")
+    await page.fill("#f-classification", "7.1")
+    await page.uncheck("#f-envoi_signature")
+    await page.uncheck("#f-envoi_sae")
+    await page.set_input_files("#f-arrete", str(tmp_path / "acte.pdf"))
+    await page.set_input_files("#f-annexes", [str(tmp_path / "annexe-1.pdf"), str(tmp_path / "annexe-2.pdf")])
+    await page.get_by_role("button", name="Envoyer").click()
+    assert "n'a pas la forme attendue" in await page.inner_text("#e-numero_acte")
+    await page.fill("#f-numero_acte", "DEL2026_40")
+    await page.set_input_files("#f-arrete", str(tmp_path / "acte.pdf"))
+    await page.set_input_files("#f-annexes", [str(tmp_path / "annexe-1.pdf"), str(tmp_path / "annexe-2.pdf")])
+    await page.get_by_role("button", name="Envoyer").click()
+    assert "Document envoyé" in await page.inner_text("[role=status]")
+
+    tdt_step = page.locator("ol.route li", has_text="Télétransmission en préfecture (ACTES)")
+    for _ in range(40):
+        current = await tdt_step.inner_text()
+        if "acquitté par la préfecture" in current or "en erreur" in current:
+            break
+        await asyncio.sleep(0.5)
+        await page.reload()
+    text = await tdt_step.inner_text()
+    assert "acquitté par la préfecture (le " in text, (text, await page.locator("#erreur").all_inner_texts())
+    assert await page.inner_text("#etat") == "Terminé"
+    await screenshots(page, "deliberation-acquittee")
+    ar_row = page.locator("tr", has_text="Accusé de réception de la préfecture")
+    async with page.expect_download() as info:
+        await ar_row.get_by_role("link").click()
+    ar = parse_message((await (await info.value).path()).read_bytes())
+    assert ar.event == "ar" and ar.id_acte.endswith("-DEL2026_40-DE") and ar.numero_interne == "DEL2026_40"
