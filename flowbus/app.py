@@ -26,6 +26,9 @@ from flowbus.store.base import Store, Tx
 log = structlog.get_logger(__name__)
 
 StateHook = Callable[[Tx, Any, str, str], Awaitable[None]]
+# (tx, document, step, outcome) when a step ends done, in the engine's transaction; the hook's owner lists
+# the connector families it cares about in ``step_families`` (the short record leaves those steps alone)
+StepHook = Callable[[Tx, Any, Any, Any], Awaitable[None]]
 
 
 @dataclass
@@ -40,6 +43,7 @@ class Runtime:
     log: Any = field(default_factory=lambda: structlog.get_logger("flowbus"))
     http: aiohttp.ClientSession | None = None
     state_hooks: list[StateHook] = field(default_factory=list)
+    step_hooks: list[StepHook] = field(default_factory=list)
     engine: Any = None  # flowbus.flows.runner.Engine
     _connectors: dict[tuple, Any] = field(default_factory=dict)
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)

@@ -18,7 +18,7 @@ import structlog
 
 from flowbus import documents
 from flowbus.clock import isoformat, parse_iso
-from flowbus.errors import FlowbusError
+from flowbus.errors import FlowbusError, ValidationError
 from flowbus.people import access
 
 log = structlog.get_logger("flowbus.batches")
@@ -53,12 +53,12 @@ async def create(rt: Any, who: access.Principal, action: str, docs: list[Any], *
     """Record a batch of ``action`` on ``docs`` (documents as listed); documents ``who`` may not act on are
     recorded already refused.  Returns the batch id; ``launch`` runs it."""
     if action not in ACTION_LABELS:
-        raise FlowbusError(f"Action groupée inconnue « {action} ».", field="action")
+        raise ValidationError(f"Action groupée inconnue « {action} ».", field="action")
     if not docs:
-        raise FlowbusError("Aucun document choisi : cochez des documents ou choisissez « tous ceux du filtre ».",
+        raise ValidationError("Aucun document choisi : cochez des documents ou choisissez « tous ceux du filtre ».",
                            field="documents")
     if len(docs) > MAX_DOCUMENTS:
-        raise FlowbusError(f"Au plus {MAX_DOCUMENTS} documents par action groupée : affinez le filtre.",
+        raise ValidationError(f"Au plus {MAX_DOCUMENTS} documents par action groupée : affinez le filtre.",
                            field="documents")
     batch_id = uuid.uuid4().hex
     now = isoformat(rt.clock.now())

@@ -5,7 +5,9 @@ How it works:
 
 * ``on_state_change`` (a ``Runtime.state_hooks`` hook, inside the engine's transaction) turns a state
   change into an event — ``error``, ``refused`` (a refusal state the flow names: préfecture, signer,
-  DGFiP…), ``done`` — and writes one ``notifications`` row per matching subscription.  Immediate ones
+  DGFiP…), ``done`` — and ``on_step_done`` (a ``Runtime.step_hooks`` hook) a step ended done —
+  ``signed``, ``acknowledged`` (AR, PES Acquit), ``mailsec`` —; each writes one ``notifications`` row per
+  matching subscription.  Immediate ones
   also get an ``outbox_mails`` row and a bus message (queue ``mails``): nothing is announced unless the
   change committed, nothing is lost if it did.  ``idle_sql`` lets the engine's short record skip the
   hook where nobody subscribed.
@@ -40,7 +42,12 @@ log = structlog.get_logger("flowbus.notifications")
 
 QUEUE = "mails"
 EVENTS = {"error": "Document en erreur", "refused": "Document refusé (préfecture, signataire, DGFiP…)",
-          "done": "Circuit terminé (acquitté, signé, archivé…)"}
+          "signed": "Document signé (parapheur)", "acknowledged": "Acquitté (AR de la préfecture, PES Acquit)",
+          "mailsec": "Courriel sécurisé envoyé (ou lu, si l'étape attend la lecture)",
+          "done": "Circuit terminé"}
+# the step events: a step of these connector families ended done
+STEP_EVENTS = {"signature": "signed", "tdt-actes": "acknowledged", "tdt-helios": "acknowledged",
+               "mailsec": "mailsec"}
 MODES = {"immediate": "Immédiatement", "digest": "Résumé quotidien"}
 ALL_FLOWS = "*"
 DIGEST_HOUR = 7  # Paris time
@@ -106,25 +113,35 @@ class NotificationService:
         self._consumer: Any = None
         self._digest: asyncio.Task[None] | None = None
 
+    step_families = tuple(STEP_EVENTS)
+
     async def on_state_change(self, tx: Tx, document: Any, old_state: str, new_state: str) -> None:
         flow = self.rt.flows.get(document.flow_id)
         event = event_of(flow, new_state)
         if event is None:
             return
+        await self._notify(tx, document, event, flow.state_label(new_state) if flow else new_state,
+                           document.last_error if new_state == "error" else None)
+
+    async def on_step_done(self, tx: Tx, document: Any, step: Any, outcome: Any) -> None:
+        event = STEP_EVENTS.get(step.family)
+        if event is not None:
+            await self._notify(tx, document, event, f"{step.label} : fait", outcome.message or None)
+
+    async def _notify(self, tx: Tx, document: Any, event: str, state_label: str, detail: str | None) -> None:
         subs = await tx.fetch(f"{_CHAIN.format(entity='$1')} SELECT s.user_id, s.mode FROM subscriptions s "
                               "JOIN chain ON s.entity_id = chain.id WHERE s.event = $2 AND s.flow_id IN ($3, $4)",
                               document.entity_id, event, document.flow_id, ALL_FLOWS)
         if not subs:
             return
         now = isoformat(self.rt.clock.now())
-        state_label = flow.state_label(new_state) if flow else new_state
         for user_id, mode in {(s["user_id"], s["mode"]) for s in subs}:  # one per person and mode
             note_id = uuid.uuid4().hex
             await tx.execute(
                 "INSERT INTO notifications (id, user_id, document_id, entity_id, flow_id, event, state_label, "
                 "detail, mode, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 note_id, user_id, document.id, document.entity_id, document.flow_id, event, state_label,
-                document.last_error if new_state == "error" else None, mode, now)
+                detail, mode, now)
             if mode == "immediate":
                 await self.rt.bus.publish(Message(queue=QUEUE, body={"notification": note_id},
                                                   key=f"notification:{note_id}"), tx=tx)
@@ -309,6 +326,7 @@ def install(runtime: Any) -> NotificationService:
         service = NotificationService(runtime)
         runtime.notifications = service
         runtime.state_hooks.append(service.on_state_change)
+        runtime.step_hooks.append(service.on_step_done)
         runtime.on_close(service.stop)
     return service
 

@@ -474,6 +474,9 @@ class Engine:
         kind = "step.done" if outcome.status == "done" else "step.rejected"
         await self._journal(tx, doc, kind, ENGINE, {"step": step_id, "outcome": outcome.name,
                                                     "message": outcome.message, "reason": outcome.reason})
+        if outcome.status == "done":
+            for hook in self.rt.step_hooks:
+                await hook(tx, replace(doc, fields=fields), step, outcome)
         target = machine.decide(flow, step_id, outcome.name, status=outcome.status)
         await self._enter(tx, replace(doc, fields=fields), target, fields, actor=ENGINE, reason=outcome.reason, row=row)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from flowbus.connectors.tdt.actes_messages import parse_message
+from flowbus import notifications
 from flowbus.api.entities import create_entity
 from flowbus.people.access import Grant
 from flowbus.signature.textpdf import simple_pdf
@@ -45,11 +46,17 @@ def shipped_deliberation(tmp_path: Path, s2low) -> Path:  # noqa: F811
 
 
 async def test_agent_sends_a_deliberation_and_downloads_its_ar(runtime_factory, server_factory, shipped_deliberation,
-                                                               browser, people, tmp_path, screenshots):
-    rt = await runtime_factory("embedded", config_dir=shipped_deliberation)
+                                                               browser, people, tmp_path, screenshots, smtp_server):
+    rt = await runtime_factory("embedded", config_dir=shipped_deliberation, smtp_host="127.0.0.1",
+                               smtp_port=smtp_server.port)
+    await notifications.install(rt).start(digests=False)
     srv = await server_factory(rt)
     commune = await create_entity(rt, name="Commune de l'Hérault", siren=None, parent=None, actor_name="t")
-    await people.user(rt, "agent.actes", grants=(Grant(commune.id, "editor", ("deliberation",)),))
+    agent = await people.user(rt, "agent.actes", email="actes@herault.fr",
+                              grants=(Grant(commune.id, "editor", ("deliberation",)),))
+    async with rt.store.transaction() as tx:  # the agent wants to know when the préfecture acknowledges
+        await notifications.subscribe(tx, user_id=agent.id, entity_id=commune.id, flow_id="deliberation",
+                                      event="acknowledged", mode="immediate", now=rt.clock.now())
     files = {"acte.pdf": ["Délibération n° DEL2026_40", "Objet : voirie"], "annexe-1.pdf": ["Annexe 1 : plan"],
              "annexe-2.pdf": ["Annexe 2 : devis"]}
     for name, lines in files.items():
@@ -91,3 +98,10 @@ async def test_agent_sends_a_deliberation_and_downloads_its_ar(runtime_factory, 
         await ar_row.get_by_role("link").click()
     ar = parse_message((await (await info.value).path()).read_bytes())
     assert ar.event == "ar" and ar.id_acte.endswith("-DEL2026_40-DE") and ar.numero_interne == "DEL2026_40"
+    for _ in range(100):
+        if smtp_server.to("actes@herault.fr"):
+            break
+        await asyncio.sleep(0.05)
+    [mail] = smtp_server.to("actes@herault.fr")
+    assert mail.message()["Subject"] == "[flowbus] Acquitté : Travaux de voirie"
+    assert "Télétransmission en préfecture (ACTES) : fait" in mail.message().get_content()
