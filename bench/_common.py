@@ -46,7 +46,7 @@ class Backends:
     async def values(self, kind: str, *, config_dir: Path | None = None, **overrides: Any) -> dict[str, Any]:
         """Settings for a new runtime of ``kind``: a fresh database, queue prefix and bucket on scale-out."""
         values: dict[str, Any] = {"data_dir": self.tmp / uuid.uuid4().hex[:8], "config_dir": config_dir or ROOT / "config",
-                                  "log_level": "warning", "port": free_port()}
+                                  "log_level": "warning", "port": free_port(), "demo": True}
         if kind == "scaleout":
             import asyncpg
             name = f"flowbus_bench_{uuid.uuid4().hex[:10]}"

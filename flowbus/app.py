@@ -18,7 +18,7 @@ import structlog
 from flowbus.blobs.base import BlobStore, Health
 from flowbus.clock import Clock, SystemClock
 from flowbus.connectors.instances import InstanceRegistry, load_yaml_instances
-from flowbus.connectors.registry import FAMILIES, connector_class
+from flowbus.connectors.registry import FAMILIES, check_allowed, connector_class
 from flowbus.errors import InvalidFlows
 from flowbus.settings import Settings
 from flowbus.store.base import Store, Tx
@@ -62,6 +62,7 @@ class Runtime:
                repr(sorted(instance.settings.items())))
         conn = self._connectors.get(key)
         if conn is None:
+            check_allowed(instance, demo=self.settings.demo)
             cls = connector_class(instance.family, instance.kind)
             conn = cls(instance, self)
             self._connectors[key] = conn
@@ -139,11 +140,20 @@ def load_flows(settings: Settings, instances: InstanceRegistry) -> dict[str, Any
     return flows
 
 
+def yaml_instances(settings: Settings) -> list[Any]:
+    """The connector instances of config/connectors/, and of config/demo/ in demonstration mode only."""
+    found = load_yaml_instances(settings.connectors_dir)
+    if settings.demo and settings.demo_dir.is_dir():
+        declared = {(i.id, i.entity_id) for i in found}
+        found += [i for i in load_yaml_instances(settings.demo_dir) if (i.id, i.entity_id) not in declared]
+    return found
+
+
 async def build(settings: Settings | None = None, *, clock: Clock | None = None, migrate: bool = True) -> Runtime:
     """Create and open every backend; the caller starts the engine/API as its role needs."""
     settings = settings or Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    instances = InstanceRegistry(load_yaml_instances(settings.connectors_dir))
+    instances = InstanceRegistry(yaml_instances(settings))
     flows = load_flows(settings, instances)
     store = make_store(settings)
     await store.open()

@@ -42,6 +42,10 @@ class ConfigError(FlowbusError):
     type_slug = "invalid-configuration"
 
 
+class NotConfigured(ConfigError):
+    """No connector instance is configured for a collectivité (nor above it, nor for the platform)."""
+
+
 @dataclass(frozen=True)
 class SourcePosition:
     file: str

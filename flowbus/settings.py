@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     port: int = 8080
     public_url: str = ""  # how users reach this server (links in mails); default http://host:port
     max_upload_size: int = 200 * 1024 * 1024
+    # `flowbus serve --demo` and the tests: load config/demo/ (kind `test` connectors) and allow test kinds;
+    # a real install leaves it off, and then never reports a step done by a connector that did nothing
+    demo: bool = False
     workers: int = Field(default=16, description="concurrent step runs per worker process")
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"
@@ -78,6 +81,10 @@ class Settings(BaseSettings):
     @property
     def connectors_dir(self) -> Path:
         return self.config_dir / "connectors"
+
+    @property
+    def demo_dir(self) -> Path:
+        return self.config_dir / "demo"
 
     @property
     def base_url(self) -> str:

@@ -99,7 +99,8 @@ async def put_connector(request: web.Request) -> web.Response:
     elif not is_global_admin(principal(request)):
         raise Forbidden("only a platform administrator can configure a global connector", field="entity")
     async with rt.store.transaction() as tx:
-        inst = await rt.instances.save(tx, body, at=rt.clock.now(), actor=principal(request).actor)
+        inst = await rt.instances.save(tx, body, at=rt.clock.now(), actor=principal(request).actor,
+                                       demo=rt.settings.demo)
     return web.json_response(_instance_json(inst), status=200)
 
 

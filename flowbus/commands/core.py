@@ -17,6 +17,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["host"] = args.host
     if getattr(args, "port", None):
         overrides["port"] = args.port
+    if getattr(args, "demo", False):
+        overrides["demo"] = True
     return Settings(**overrides)
 
 
@@ -135,7 +137,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
 
 async def cmd_doctor(args: argparse.Namespace) -> int:
     from flowbus.app import make_blobs, make_bus, make_store
-    from flowbus.connectors.instances import InstanceRegistry, load_yaml_instances
+    from flowbus.connectors.instances import InstanceRegistry
     from flowbus.errors import FlowbusError
     settings = _settings(args)
     problems = 0
@@ -148,9 +150,12 @@ async def cmd_doctor(args: argparse.Namespace) -> int:
             if fix:
                 print(f"     → {fix}")
 
+    flows: dict[str, Any] = {}
     try:
-        instances = InstanceRegistry(load_yaml_instances(settings.connectors_dir))
-        report("connectors", True, f"{len(instances.ids)} instance(s) in {settings.connectors_dir}")
+        from flowbus.app import yaml_instances
+        instances = InstanceRegistry(yaml_instances(settings))
+        report("connectors", True, f"{len(instances.ids)} instance(s) in {settings.connectors_dir}"
+               + (f" and {settings.demo_dir} (demonstration)" if settings.demo else ""))
     except FlowbusError as exc:
         instances = InstanceRegistry([])
         report("connectors", False, str(exc), "fix the file named above")
@@ -168,6 +173,9 @@ async def cmd_doctor(args: argparse.Namespace) -> int:
         if health.ok:
             from flowbus.people.health import checks as people_checks
             for name, ok, detail, fix in await people_checks(store, settings):
+                report(name, ok, detail, fix)
+            from flowbus.connectors.coverage import checks as connector_checks
+            for name, ok, detail, fix in await connector_checks(store, settings, flows, instances):
                 report(name, ok, detail, fix)
     except FlowbusError as exc:
         report("state store", False, exc.message, exc.hint)

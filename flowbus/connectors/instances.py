@@ -29,8 +29,8 @@ import yaml
 
 from flowbus.clock import isoformat
 from flowbus.connectors.base import ConnectorInstance
-from flowbus.connectors.registry import CONNECTOR_CLASSES, connector_class
-from flowbus.errors import ConfigError, NotFound, ValidationError
+from flowbus.connectors.registry import CONNECTOR_CLASSES, check_allowed, connector_class
+from flowbus.errors import ConfigError, NotConfigured, NotFound, ValidationError
 from flowbus.people import audit
 from flowbus.store import repo
 from flowbus.store.base import Tx
@@ -108,6 +108,10 @@ class InstanceRegistry:
     def ids(self) -> set[str]:
         return {i for i, _ in self._yaml}
 
+    def from_files(self, instance_id: str) -> list[ConnectorInstance]:
+        """The instances of this id declared in config/connectors/*.yml (and config/demo/ in demonstration)."""
+        return [inst for (iid, _entity), inst in self._yaml.items() if iid == instance_id]
+
     def declared_in_files(self, instance_id: str, entity_id: str | None) -> bool:
         """Whether this instance comes from config/connectors/*.yml (changed there, not through the API)."""
         return (instance_id, entity_id) in self._yaml
@@ -136,9 +140,10 @@ class InstanceRegistry:
             inst = self._yaml.get((instance_id, eid))
             if inst is not None:
                 return inst
-        raise ConfigError(f"no connector instance {instance_id!r} is configured for entity {entity_id} "
-                          "or its parents", field="connector",
-                          hint="declare it in config/connectors/*.yml or through PUT /api/v1/connectors/{id}")
+        raise NotConfigured(f"Aucune instance de connecteur « {instance_id} » n'est configurée pour la collectivité "
+                            f"{entity_id}, ses collectivités mères ou la plateforme.", field="connector",
+                            hint="declare it in config/connectors/*.yml, in the console (« Connecteurs ») or "
+                                 "through PUT /api/v1/connectors/{id}")
 
     async def list_for(self, tx: Tx, entity_id: str | None) -> list[ConnectorInstance]:
         chain = await repo.ancestors(tx, entity_id) if entity_id else []
@@ -153,14 +158,17 @@ class InstanceRegistry:
                     seen.setdefault(iid, inst)
         return list(seen.values())
 
-    async def save(self, tx: Tx, data: dict[str, Any], *, at: Any, actor: str = "system") -> ConnectorInstance:
+    async def save(self, tx: Tx, data: dict[str, Any], *, at: Any, actor: str = "system",
+                   demo: bool = True) -> ConnectorInstance:
         """Create or replace an API-managed instance; secrets not re-sent keep their stored value.
+        ``demo`` False (a real install): a test kind is refused.
 
         Journaled as ``admin.connector.saved`` with the settings before and after, secrets masked."""
         try:
             inst = make_instance(data, "connector instance")
+            check_allowed(inst, demo=demo)
         except ConfigError as exc:
-            raise ValidationError(exc.message, field=exc.field, hint=exc.hint) from exc
+            raise ValidationError(exc.message, field=exc.field or "kind", hint=exc.hint) from exc
         entity = inst.entity_id or ""
         if entity:
             await repo.get_entity(tx, entity)

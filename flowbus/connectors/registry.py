@@ -62,6 +62,28 @@ CONNECTOR_CLASSES: dict[str, dict[str, str]] = {
 FAMILIES = frozenset(CONNECTOR_CLASSES)
 
 
+FAMILY_WORDS = {"signature": "signature", "tdt-actes": "télétransmission ACTES", "tdt-helios": "télétransmission "
+                "PES (Hélios)", "mailsec": "courriel sécurisé", "ged": "GED", "sae": "archivage (SAE)",
+                "notify": "notification", "test": "test"}
+
+
+def is_test_kind(family: str, kind: str) -> bool:
+    return family == "test" or kind in TEST_KINDS
+
+
+def check_allowed(instance: object, *, demo: bool) -> None:
+    """A test connector does nothing real: only the tests and ``flowbus serve --demo`` may run one.
+
+    Raises:
+        ConfigError: a test connector in a real install (field ``connector``).
+    """
+    family, kind = getattr(instance, "family", ""), getattr(instance, "kind", "")
+    if not demo and is_test_kind(family, kind):
+        raise ConfigError(f"Connecteur de test « {getattr(instance, 'id', '')} » ({kind}) refusé : les connecteurs "
+                          "de test ne servent qu'aux tests et à la démonstration (flowbus serve --demo), ils "
+                          "n'envoient rien. Configurez le vrai service dans « Connecteurs ».", field="connector")
+
+
 def connector_class(family: str, kind: str) -> type:
     kinds = CONNECTOR_CLASSES.get(family)
     if kinds is None:

@@ -27,7 +27,9 @@ from flowbus import journal
 from flowbus.bus.base import Message
 from flowbus.clock import isoformat, parse_iso
 from flowbus.connectors.base import Outcome, StepContext
-from flowbus.errors import Conflict, FlowbusError, NotFound, PermanentError, TransientError, ValidationError
+from flowbus.connectors.registry import FAMILY_WORDS, check_allowed
+from flowbus.errors import (Conflict, FlowbusError, NotConfigured, NotFound, PermanentError, TransientError,
+                            ValidationError)
 from flowbus.flows import fastrecord, machine
 from flowbus.flows.model import Target
 from flowbus.flows.retry import next_delay
@@ -389,8 +391,19 @@ class Engine:
         return Claim(doc, ss, step, instance, config_error)
 
     async def _instance(self, tx: Tx, step: Any, doc: Document) -> tuple[Any, FlowbusError | None]:
+        """The step's connector instance for the document's collectivité, or the error that puts the
+        document in a visible error: none configured, or a test connector in a real install."""
         try:
-            return await self.rt.instances.resolve(tx, step.connector, doc.entity_id), None
+            instance = await self.rt.instances.resolve(tx, step.connector, doc.entity_id)
+            check_allowed(instance, demo=self.rt.settings.demo)
+            return instance, None
+        except NotConfigured:
+            entity = (await repo.entities_by_ids(tx, [doc.entity_id])).get(doc.entity_id)
+            name = entity.name if entity else doc.entity_id
+            return None, NotConfigured(
+                f"Connecteur non configuré pour « {name} » : {FAMILY_WORDS.get(step.family, step.family)} "
+                f"(instance « {step.connector} » de l'étape « {step.label} »). Configurez-la dans « Connecteurs » "
+                "pour cette collectivité ou une collectivité mère, puis relancez l'étape.", field="connector")
         except FlowbusError as exc:
             return None, exc
 

@@ -131,7 +131,8 @@ async def save(request: web.Request) -> web.Response:
                 raise ValidationError(f"Un connecteur « {instance_id} » existe déjà pour cette collectivité.",
                                       field="id")
             await rt.instances.save(tx, {"id": instance_id, "family": family, "kind": kind, "entity": entity.id,
-                                         "settings": settings}, at=rt.clock.now(), actor=who.actor)
+                                         "settings": settings}, at=rt.clock.now(), actor=who.actor,
+                                   demo=rt.settings.demo)
     except FlowbusError as exc:
         return await _form(request, who, entity, instance_id=instance_id,
                            type_=None if editing else f"{family}/{kind}", status=422,

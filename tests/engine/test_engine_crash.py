@@ -49,7 +49,7 @@ def crash_config(tmp_path: Path, log: Path, delay: float) -> Path:
 def worker_env(settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWBUS_")}
     env.update({
-        "FLOWBUS_DATA_DIR": str(settings.data_dir), "FLOWBUS_CONFIG_DIR": str(settings.config_dir),
+        "FLOWBUS_DATA_DIR": str(settings.data_dir), "FLOWBUS_CONFIG_DIR": str(settings.config_dir), "FLOWBUS_DEMO": "true",
         "FLOWBUS_DATABASE_URL": settings.database_url, "FLOWBUS_BUS_URL": settings.bus_url,
         "FLOWBUS_BUS_PREFIX": settings.bus_prefix, "FLOWBUS_BLOB_BACKEND": settings.blob_backend,
         "FLOWBUS_S3_ENDPOINT": settings.s3_endpoint, "FLOWBUS_S3_ACCESS_KEY": settings.s3_access_key,

@@ -1,4 +1,4 @@
-"""Every shipped flow end to end with the test connectors of config/connectors/demo.yml, on both backend sets.
+"""Every shipped flow end to end with the test connectors of config/demo/connectors.yml, on both backend sets.
 
 Each flow runs twice: with every « cheminement » box ticked (every step runs) and with them all
 unticked (every step is skipped), and the journal shows which.

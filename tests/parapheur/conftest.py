@@ -28,7 +28,7 @@ def deliberation_config(directory: Path, parapheur_instance: dict[str, Any]) -> 
     text = (ROOT / "config" / "flows" / "deliberation.yml").read_text(encoding="utf-8")
     assert SLOW_WAIT in text, "the signature step's wait policy of config/flows/deliberation.yml changed"
     (cfg / "flows" / "deliberation.yml").write_text(text.replace(SLOW_WAIT, FAST_WAIT, 1), encoding="utf-8")
-    shipped = yaml.safe_load((ROOT / "config" / "connectors" / "demo.yml").read_text(encoding="utf-8"))["instances"]
+    shipped = yaml.safe_load((ROOT / "config" / "demo" / "connectors.yml").read_text(encoding="utf-8"))["instances"]
     instances = [i for i in shipped if i["id"] != "parapheur"]
     instances.append({"id": "parapheur", "family": "signature", "entity": None, **parapheur_instance})
     (cfg / "connectors" / "instances.yml").write_text(yaml.safe_dump({"instances": instances}, allow_unicode=True),

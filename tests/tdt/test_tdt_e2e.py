@@ -314,7 +314,7 @@ async def test_tdt_poll_command(runtime_factory, tdt_config, s2low, wait_state, 
     s2low.send_letter(done.fields["tdt_transaction_id"], "CourrierSimple", text="Pour information")
     data_dir = rt.settings.data_dir
     await rt.close()
-    env = {**os.environ, "FLOWBUS_DATA_DIR": str(data_dir), "FLOWBUS_CONFIG_DIR": str(tdt_config),
+    env = {**os.environ, "FLOWBUS_DATA_DIR": str(data_dir), "FLOWBUS_CONFIG_DIR": str(tdt_config), "FLOWBUS_DEMO": "true",
            "FLOWBUS_LOG_LEVEL": "warning"}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "flowbus", "tdt", "poll", "--entity", ent.id, "--letters-flow", "courrier",
