@@ -13,6 +13,8 @@ import importlib
 import inspect
 import sys
 
+import pydantic
+
 # Explicit list: no import-time registration.  Keep it sorted by command name.
 COMMAND_MODULES = [
     "flowbus.commands.core",  # serve, init, doctor, journal verify
@@ -54,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
             code = func(args)
     except KeyboardInterrupt:
         return 130
+    except pydantic.ValidationError as exc:  # a FLOWBUS_* setting that cannot be right: say which, and stop
+        for error in exc.errors():
+            field = "FLOWBUS_" + str(error["loc"][0]).upper() if error.get("loc") else "FLOWBUS_*"
+            print(f"flowbus: réglage invalide {field} : {error['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+        return 2
     return int(code or 0)
 
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DATABASE_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
+BUS_SCHEMES = ("amqp://", "amqps://")
 
 
 class Settings(BaseSettings):
@@ -77,6 +80,26 @@ class Settings(BaseSettings):
     @property
     def flows_dir(self) -> Path:
         return self.config_dir / "flows"
+
+    # a mistyped URL is an error at start, never a silent fall back to the embedded default
+    @field_validator("database_url")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(DATABASE_SCHEMES):
+            scheme = value.split(":", 1)[0] if ":" in value else value
+            raise ValueError(f"FLOWBUS_DATABASE_URL « {scheme}:… » n'est pas prise en charge : laissez-la vide "
+                             "(SQLite sous FLOWBUS_DATA_DIR), ou donnez sqlite:///chemin ou postgresql://…")
+        return value
+
+    @field_validator("bus_url")
+    @classmethod
+    def _bus(cls, value: str) -> str:
+        value = value.strip()
+        if value != "embedded" and not value.startswith(BUS_SCHEMES):
+            raise ValueError(f"FLOWBUS_BUS_URL « {value.split('@')[-1]} » n'est pas prise en charge : « embedded » "
+                             "(bus intégré) ou amqp://utilisateur:motdepasse@hôte:5672/ (RabbitMQ)")
+        return value
 
     @property
     def connectors_dir(self) -> Path:

@@ -333,9 +333,10 @@ class Engine:
                                        PermanentError(f"cannot apply the outcome of step {step_id!r}: {exc}"))
                 break
         self.stats["steps"] += 1
-        bound.info("step.finished", outcome=outcome.name if outcome else None,
-                   error=str(error) if error and not outcome else None,
-                   duration_ms=round((time.monotonic() - started) * 1000, 1))
+        failed = error is not None and outcome is None  # retried later or the document is now in error
+        (bound.warning if failed else bound.info)(
+            "step.finished", outcome=outcome.name if outcome else None, error=str(error) if failed else None,
+            duration_ms=round((time.monotonic() - started) * 1000, 1))
 
     async def _claim(self, msg: Message, doc_id: str, flow_id: str, step_id: str, attempt: int, seq: int,
                      now: Any) -> Claim | None:

@@ -77,3 +77,30 @@ def test_doctor_lists_what_a_bare_install_lacks(tmp_path):
     demo = subprocess.run([sys.executable, "-m", "flowbus", "doctor"], env={**env, "FLOWBUS_DEMO": "true"},
                           capture_output=True, text=True, timeout=120)
     assert "[ok] connecteur tdt-actes: " in demo.stdout and "toute la plateforme" in demo.stdout, demo.stdout
+
+
+@pytest.mark.parametrize("name, value, says", [
+    ("FLOWBUS_DATABASE_URL", "mysql://u:p@db/flowbus", "FLOWBUS_DATABASE_URL « mysql:… » n'est pas prise en charge"),
+    ("FLOWBUS_BUS_URL", "amqq://guest:guest@127.0.0.1:5672/", "FLOWBUS_BUS_URL « 127.0.0.1:5672/ » n'est pas prise"),
+])
+def test_a_mistyped_backend_url_stops_the_start_instead_of_falling_back(tmp_path, name, value, says):
+    env = {**os.environ, "FLOWBUS_DATA_DIR": str(tmp_path / "var"), name: value}
+    for cmd in (["doctor"], ["init"]):
+        out = subprocess.run([sys.executable, "-m", "flowbus", *cmd], env=env, capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert f"flowbus: réglage invalide {name} : {says}" in out.stderr, out.stderr
+        assert not (tmp_path / "var" / "flowbus.sqlite3").exists(), "no SQLite created in its place"
+
+
+async def test_a_step_that_fails_is_logged_as_a_warning(runtime_factory, engine_config, wait_state):
+    import structlog
+    with structlog.testing.capture_logs() as logs:
+        rt = await runtime_factory("embedded", config_dir=engine_config)
+        commune = await create_entity(rt, name="Commune", siren=None, parent=None, actor_name="t")
+        doc = await documents.create_document(rt, entity_id=commune.id, flow_id="broken", fields={"title": "x"},
+                                              actor="t")
+        await documents.run_action(rt, doc.id, "start", actor="t")
+        await wait_state(rt, doc.id, "error", timeout=30)
+    finished = [e for e in logs if e["event"] == "step.finished" and e.get("document_id") == doc.id]
+    assert finished and all(e["log_level"] == "warning" and e["error"] for e in finished), finished
