@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_validate_shipped_flows_ok(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["flows", "validate", str(ROOT / "config" / "flows"),
-                 "--connectors", str(ROOT / "config" / "connectors")])
+                 "--connectors", str(ROOT / "config" / "demo")])
     out = capsys.readouterr().out
     assert code == 0, out
     assert out.startswith("OK: ") and "deliberation" in out and "connector instances" in out
