@@ -32,6 +32,8 @@ async def test_payslip_page_shows_recipients_and_resends(runtime_factory, server
     await wait_state(rt, docs["agent1@agents.example.fr"].id, "done", timeout=60)
     await wait_state(rt, docs["refuse@agents.example.fr"].id, ("done", "error", "waiting"), timeout=60)
     sent_before = len(smtp.to("agent1@agents.example.fr"))
+    subjects = {m.message()["Subject"] for m in smtp.to("agent1@agents.example.fr")}
+    assert "Votre bulletin de paie d'octobre 2026" in subjects, subjects  # « d'octobre », not « de octobre »
 
     await people.admin(rt, "rh.admin")
     page = await browser.new_page()

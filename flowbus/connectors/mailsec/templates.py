@@ -12,7 +12,8 @@ Sources, first found wins:
 Variables: ``fields`` (the document's fields), ``document`` (``id``, ``flow``, ``entity``),
 ``link`` (the recipient's personal link), ``expires_at`` (datetime; filter ``date_fr``),
 ``recipient`` (``address``, ``kind``), ``sender`` (``name``, ``address``), ``password_required``.
-Filters: ``date_fr`` (« 4 février 2026 »), ``datetime_fr``, ``mois_fr`` (``2026-01`` → « janvier 2026 »).
+Filters: ``date_fr`` (« 4 février 2026 »), ``datetime_fr``, ``mois_fr`` (``2026-01`` → « janvier 2026 »),
+``de_mois`` (``2026-10`` → « d'octobre 2026 »).
 """
 
 from __future__ import annotations
@@ -89,11 +90,18 @@ def mois_fr(value: Any) -> str:
     return text
 
 
+def de_mois(value: Any) -> str:
+    """``2026-10`` → « d'octobre 2026 », ``2026-01`` → « de janvier 2026 » (the elision French writes)."""
+    month = mois_fr(value)
+    return ("d'" if month[:1] in "aeiouéèh" else "de ") + month
+
+
 def _env(autoescape: bool) -> SandboxedEnvironment:
     env = SandboxedEnvironment(autoescape=autoescape, undefined=StrictUndefined, keep_trailing_newline=True)
     env.filters["date_fr"] = date_fr
     env.filters["datetime_fr"] = datetime_fr
     env.filters["mois_fr"] = mois_fr
+    env.filters["de_mois"] = de_mois
     return env
 
 
