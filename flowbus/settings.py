@@ -49,7 +49,8 @@ class Settings(BaseSettings):
     workers: int = Field(default=16, description="concurrent step runs per worker process")
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"
-    seda_xsd_dir: Path | None = None
+    seda_xsd_dir: Path | None = None  # default: the shipped schemas/seda (flowbus.schemas)
+    schemas_dir: Path = Path("schemas")  # the official XSDs shipped with the project
 
     # the platform's own e-mail (password reset, invitations): empty host = not configured
     smtp_host: str = ""

@@ -1,8 +1,8 @@
 """As@lae simulator: the REST paths and payloads of ``asalae.py``, answering with valid SEDA 2.1 messages.
 
 What it checks on ``POST /sedaMessages`` (as an archive would): the login (basic, SHA-256 of
-the password), that ``seda_message`` is an ArchiveTransfer valid against the XSD (when
-``xsd_dir`` is given; a structural check otherwise), that the transfer id is new for the
+the password), that ``seda_message`` is an ArchiveTransfer valid against the XSD (``xsd_dir``, or the
+one shipped in ``schemas/seda``), that the transfer id is new for the
 transferring agency (HTTP 409 otherwise), and that every ``Uri`` of the manifest is in
 ``attachments`` (zip or tar) with the announced SHA-512.  A digest mismatch is received but
 rejected with reply code ``202``.

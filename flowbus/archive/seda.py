@@ -2,10 +2,9 @@
 
 The file digests (SHA-512) are computed by ``package.py`` while it streams each file into
 the package; this module turns them into ``BinaryDataObject``s, adds the ArchiveUnit tree,
-and validates the result against the official XSD before it leaves (``seda_xsd_dir``: a
-directory holding ``2.1/seda-2.1-main.xsd`` and ``2.2/seda-2.2-main.xsd``, or the version
-folder itself).  Without an XSD directory the manifest gets a structural check only, and
-that is logged.
+and validates the result against the official XSD before it leaves, always: the one shipped in
+``schemas/seda`` (``flowbus.schemas``), or ``seda_xsd_dir`` (a directory holding
+``2.1/seda-2.1-main.xsd`` and ``2.2/seda-2.2-main.xsd``, or the version folder itself).
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from pathlib import Path
 import structlog
 from lxml import etree
 
+from flowbus import schemas
 from flowbus.archive.formats import Format
 from flowbus.clock import isoformat
 from flowbus.errors import ConfigError, PermanentError
@@ -221,31 +221,12 @@ def validate(xml: bytes, xsd_dir: Path | None) -> None:
     except etree.XMLSyntaxError as exc:
         raise PermanentError(f"the SEDA message is not well-formed XML: {exc}", field="manifest") from None
     version = version_of(root)
-    if xsd_dir is None:
-        _structural_check(root)
-        log.info("seda.validated_structurally", reason="no seda_xsd_dir configured", version=version)
-        return
-    xsd = schema(Path(xsd_dir), version)
+    # always against the official XSD: the one configured, else the one shipped in schemas/seda
+    xsd = schema(Path(xsd_dir) if xsd_dir is not None else schemas.seda_dir(), version)
     if not xsd.validate(root):
         errors = "; ".join(f"line {e.line}: {e.message}" for e in list(xsd.error_log)[:10])
         raise PermanentError(f"the SEDA {version} message does not validate against its XSD: {errors}",
                              field="manifest", hint="check the archiving profile (rule ids, dates, agencies)")
-
-
-def _structural_check(root: etree._Element) -> None:
-    ns = etree.QName(root).namespace
-    local = etree.QName(root).localname
-    required = {"ArchiveTransfer": ("Date", "MessageIdentifier", "CodeListVersions", "ArchivalAgency",
-                                    "TransferringAgency"),
-                "Acknowledgement": ("Date", "MessageIdentifier", "MessageReceivedIdentifier", "Sender", "Receiver"),
-                "ArchiveTransferReply": ("Date", "MessageIdentifier", "ReplyCode", "MessageRequestIdentifier",
-                                         "ArchivalAgency", "TransferringAgency")}.get(local, ())
-    missing = [tag for tag in required if root.find(f"{{{ns}}}{tag}") is None]
-    if missing:
-        raise PermanentError(f"the SEDA {local} lacks {', '.join(missing)}", field="manifest")
-    ids = root.xpath("//*[@id]/@id")
-    if len(ids) != len(set(ids)):
-        raise PermanentError("the SEDA message has duplicate ids", field="manifest")
 
 
 def data_objects(xml: bytes) -> dict[str, dict[str, str]]:

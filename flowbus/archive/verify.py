@@ -131,11 +131,10 @@ def _verify(reader: _Reader, report: Report, trusted: list[x509.Certificate] | N
         problems.append(Problem(MANIFEST, f"not well-formed XML ({exc})"))
         objects = {}
     else:
-        if xsd_dir is not None:
-            try:
-                seda.validate(manifest, xsd_dir)
-            except PermanentError as exc:
-                problems.append(Problem(MANIFEST, exc.message))
+        try:
+            seda.validate(manifest, xsd_dir)  # the shipped XSD when none is given
+        except PermanentError as exc:
+            problems.append(Problem(MANIFEST, exc.message))
     # files: digests and sizes against the manifest
     for uri, expected in objects.items():
         report.files += 1

@@ -160,6 +160,13 @@ async def cmd_doctor(args: argparse.Namespace) -> int:
         instances = InstanceRegistry([])
         report("connectors", False, str(exc), "fix the file named above")
     try:
+        from flowbus import schemas
+        where = schemas.directory(settings)
+        schemas.actes()
+        report("schemas", True, f"official XSDs (SEDA, ACTES, PES) in {where}")
+    except FlowbusError as exc:
+        report("schemas", False, exc.message, exc.hint)
+    try:
         from flowbus.app import load_flows
         flows = load_flows(settings, instances)
         report("flows", True, f"{len(flows)} flow(s) valid in {settings.flows_dir}")

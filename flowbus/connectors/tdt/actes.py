@@ -17,6 +17,7 @@ from datetime import date
 
 from lxml import etree
 
+from flowbus import schemas
 from flowbus.connectors.tdt.classification import Classification
 from flowbus.errors import ValidationError
 
@@ -309,7 +310,7 @@ def build_acte_message(acte: Acte, *, departement: str, siren: str, classificati
     annex_names = [piece_filename(departement, siren, acte, a, i + 2) for i, a in enumerate(acte.annexes)]
     donnees_acte(root, acte, classification_date=classification_date, document_name=doc_name,
                  annex_names=annex_names)
-    return _serialize(root)
+    return schemas.check_actes(_serialize(root), "acte")
 
 
 def build_enveloppe(emetteur: Emetteur, message_names: Sequence[str]) -> bytes:
@@ -340,7 +341,7 @@ def build_enveloppe(emetteur: Emetteur, message_names: Sequence[str]) -> bytes:
     forms = etree.SubElement(root, _q("FormulairesEnvoyes"))
     for name in message_names:
         _fichier(forms, "Formulaire", name)
-    return _serialize(root)
+    return schemas.check_actes(_serialize(root), "enveloppe")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from datetime import date
 
 from lxml import etree
 
+from flowbus import schemas
 from flowbus.connectors.tdt.actes import NS, NSMAP, Acte, _fichier, _q, _serialize, donnees_acte
 from flowbus.errors import PermanentError
 
@@ -228,14 +229,14 @@ def build_enveloppe_misillcl(*, departement: str, siren: str, message_names: Seq
 def build_annulation(id_acte: str) -> bytes:
     root = etree.Element(_q("Annulation"), nsmap=NSMAP)
     root.set(_q("IDActe"), id_acte)
-    return _serialize(root)
+    return schemas.check_actes(_serialize(root), "annulation")
 
 
 def build_demande_classification(current: date | None = None) -> bytes:
     root = etree.Element(_q("DemandeClassification"), nsmap=NSMAP)
     if current is not None:
         etree.SubElement(root, _q("DateClassification")).text = current.isoformat()
-    return _serialize(root)
+    return schemas.check_actes(_serialize(root), "demande de classification")
 
 
 # answer kind (S²LOW type_envoie per letter type) → root element
@@ -266,4 +267,4 @@ def build_reponse(letter_type: int, type_envoi: int, *, id_acte: str, date_courr
             _fichier(docs, "Document", name)
     else:
         _fichier(root, "Document", document_names[0])
-    return _serialize(root)
+    return schemas.check_actes(_serialize(root), "réponse à la préfecture")
