@@ -33,6 +33,7 @@ from flowbus.errors import (Conflict, FlowbusError, NotConfigured, NotFound, Per
 from flowbus.flows import fastrecord, machine
 from flowbus.flows.model import Target
 from flowbus.flows.retry import next_delay
+from flowbus.metrics import CONNECTOR_ERRORS, STEP_DURATION, STEP_RUNS
 from flowbus.models import Document, FileRef
 from flowbus.store import repo
 from flowbus.store.base import Tx
@@ -54,6 +55,11 @@ _CLAIM = ("UPDATE step_states SET claim = $3, lease_until = $4, status = 'runnin
 
 _STATE_WORDS = {"draft": "un brouillon", "running": "en cours", "waiting": "en attente", "error": "en erreur",
                 "done": "terminé", "cancelled": "annulé", "rejected": "refusé"}
+
+
+def _count(flow_id: str, step_id: str, outcome: str, seconds: float) -> None:
+    STEP_RUNS.labels(flow_id, step_id, outcome).inc()
+    STEP_DURATION.labels(flow_id, step_id).observe(seconds)
 
 class Claim(NamedTuple):
     """A step run claimed for a message: what the worker needs to call the connector."""
@@ -315,7 +321,9 @@ class Engine:
         if outcome is not None and self._fast and await fastrecord.record_done(self, msg, doc, ss, step_id, seq,
                                                                                outcome):
             self.stats["steps"] += 1
-            bound.info("step.finished", outcome=outcome.name, duration_ms=round((time.monotonic() - started) * 1000, 1))
+            elapsed = time.monotonic() - started
+            _count(doc.flow_id, step_id, outcome.name, elapsed)
+            bound.info("step.finished", outcome=outcome.name, duration_ms=round(elapsed * 1000, 1))
             return
         for _ in range(5):
             try:
@@ -334,9 +342,14 @@ class Engine:
                 break
         self.stats["steps"] += 1
         failed = error is not None and outcome is None  # retried later or the document is now in error
+        elapsed = time.monotonic() - started
+        _count(doc.flow_id, step_id, outcome.name if outcome else "failed", elapsed)
+        if failed:
+            CONNECTOR_ERRORS.labels(instance.family if instance else step.family, instance.kind if instance else "—",
+                                    "transient" if isinstance(error, TransientError) else "permanent").inc()
         (bound.warning if failed else bound.info)(
             "step.finished", outcome=outcome.name if outcome else None, error=str(error) if failed else None,
-            duration_ms=round((time.monotonic() - started) * 1000, 1))
+            duration_ms=round(elapsed * 1000, 1))
 
     async def _claim(self, msg: Message, doc_id: str, flow_id: str, step_id: str, attempt: int, seq: int,
                      now: Any) -> Claim | None:
