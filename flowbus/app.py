@@ -42,6 +42,7 @@ class Runtime:
     instances: InstanceRegistry
     log: Any = field(default_factory=lambda: structlog.get_logger("flowbus"))
     http: aiohttp.ClientSession | None = None
+    secrets: Any = None  # flowbus.secretbox.SecretBox: secrets at rest
     state_hooks: list[StateHook] = field(default_factory=list)
     step_hooks: list[StepHook] = field(default_factory=list)
     engine: Any = None  # flowbus.flows.runner.Engine
@@ -154,6 +155,9 @@ async def build(settings: Settings | None = None, *, clock: Clock | None = None,
     settings = settings or Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     instances = InstanceRegistry(yaml_instances(settings))
+    from flowbus import secretbox
+    box = secretbox.for_settings(settings)
+    instances.box = box
     flows = load_flows(settings, instances)
     store = make_store(settings)
     await store.open()
@@ -163,7 +167,7 @@ async def build(settings: Settings | None = None, *, clock: Clock | None = None,
     bus = make_bus(settings, store)
     await bus.start()
     runtime = Runtime(settings=settings, store=store, blobs=blobs, bus=bus, clock=clock or SystemClock(),
-                      flows=flows, instances=instances)
+                      flows=flows, instances=instances, secrets=box)
     runtime.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
     from flowbus.flows.runner import Engine
     runtime.engine = Engine(runtime)

@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "flowbus.commands.archive",  # archive verify|build
     "flowbus.commands.glaneur",  # glaneur <directory>: folder pickup
     "flowbus.commands.parapheur",  # parapheur desk-add|signer-add|circuit-add|delegate|list|demo
+    "flowbus.commands.secrets",  # secrets rotate
     "flowbus.commands.users",  # users create|reset-password|deactivate|list
 ]
 

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     log_level: str = "info"
     seda_xsd_dir: Path | None = None  # default: the shipped schemas/seda (flowbus.schemas)
     schemas_dir: Path = Path("schemas")  # the official XSDs shipped with the project
+    # secrets at rest (flowbus.secretbox): Fernet keys, comma-separated, the first encrypts; else the key file
+    secret_keys: SecretStr = SecretStr("")
+    secret_key_file: Path | None = None  # default <data dir>/secret.key
 
     # the platform's own e-mail (password reset, invitations): empty host = not configured
     smtp_host: str = ""

@@ -160,6 +160,17 @@ async def cmd_doctor(args: argparse.Namespace) -> int:
         instances = InstanceRegistry([])
         report("connectors", False, str(exc), "fix the file named above")
     try:
+        from flowbus import secretbox
+        keys = secretbox.read_keys(settings, create=False)
+        if keys:
+            secretbox.SecretBox(keys)
+        where = "FLOWBUS_SECRET_KEYS" if settings.secret_keys.get_secret_value().strip() else \
+            str(secretbox.key_file(settings))
+        report("secrets", True, f"{len(keys)} key(s) from {where}" if keys else
+               f"no key yet: {where} is created at the first start")
+    except (FlowbusError, OSError, ValueError) as exc:
+        report("secrets", False, str(exc), "set FLOWBUS_SECRET_KEYS or restore the key file")
+    try:
         from flowbus import schemas
         where = schemas.directory(settings)
         schemas.actes()

@@ -100,6 +100,7 @@ class InstanceRegistry:
 
     def __init__(self, yaml_instances: Iterable[ConnectorInstance]) -> None:
         self._yaml: dict[tuple[str, str | None], ConnectorInstance] = {}
+        self.box: Any = None  # flowbus.secretbox.SecretBox, set by the runtime: API-managed secrets at rest
         self._cache: dict[tuple[str, str], tuple[float, ConnectorInstance]] = {}
         for inst in yaml_instances:
             self._yaml[(inst.id, inst.entity_id)] = inst
@@ -135,7 +136,7 @@ class InstanceRegistry:
                                     instance_id, eid or "")
             if row is not None:
                 return make_instance({"id": row["id"], "family": row["family"], "kind": row["kind"],
-                                      "entity": row["entity_id"] or None, "settings": json.loads(row["settings"])},
+                                      "entity": row["entity_id"] or None, "settings": self._open(row["settings"])},
                                      f"connector instance {instance_id!r}")
             inst = self._yaml.get((instance_id, eid))
             if inst is not None:
@@ -152,7 +153,7 @@ class InstanceRegistry:
             for row in await tx.fetch("SELECT * FROM connector_instances WHERE entity_id = $1 ORDER BY id", eid or ""):
                 seen.setdefault(row["id"], make_instance(
                     {"id": row["id"], "family": row["family"], "kind": row["kind"],
-                     "entity": row["entity_id"] or None, "settings": json.loads(row["settings"])}, row["id"]))
+                     "entity": row["entity_id"] or None, "settings": self._open(row["settings"])}, row["id"]))
             for (iid, ent), inst in sorted(self._yaml.items(), key=lambda kv: kv[0][0]):
                 if ent == eid:
                     seen.setdefault(iid, inst)
@@ -183,13 +184,31 @@ class InstanceRegistry:
                 del settings[key]
         self._cache.clear()
         await tx.execute("DELETE FROM connector_instances WHERE id = $1 AND entity_id = $2", inst.id, entity)
+        stored = self.box.seal_settings(settings, inst.secret_keys) if self.box else settings
         await tx.execute("INSERT INTO connector_instances (id, entity_id, family, kind, settings, updated_at) "
                          "VALUES ($1, $2, $3, $4, $5, $6)", inst.id, entity, inst.family, inst.kind,
-                         json.dumps(settings), isoformat(at))
+                         json.dumps(stored), isoformat(at))
         await audit.record(tx, actor=actor, kind="admin.connector.saved", at=at, entity_id=inst.entity_id,
                            instance=inst.id, family=inst.family, connector_kind=inst.kind, secret_keys=inst.secret_keys,
                            before=None if old is None else json.loads(old["settings"]), after=settings)
-        return ConnectorInstance(inst.id, inst.family, inst.kind, inst.entity_id, settings, inst.secret_keys)
+        return ConnectorInstance(inst.id, inst.family, inst.kind, inst.entity_id, self._open(json.dumps(settings)),
+                                 inst.secret_keys)
+
+    def _open(self, stored: str) -> dict[str, Any]:
+        settings = json.loads(stored)
+        return self.box.open_settings(settings) if self.box else settings
+
+    async def rotate_secrets(self, tx: Tx) -> int:
+        """Every stored secret sealed again with the first key (clear ones sealed); returns how many rows."""
+        rows = await tx.fetch("SELECT id, entity_id, family, kind, settings FROM connector_instances")
+        for row in rows:
+            settings = json.loads(row["settings"])
+            keys = secret_keys_for(row["family"], row["kind"], self.box.open_settings(settings))
+            rotated = {k: self.box.rotate(v) if k in keys else v for k, v in settings.items()}
+            await tx.execute("UPDATE connector_instances SET settings = $3 WHERE id = $1 AND entity_id = $2",
+                             row["id"], row["entity_id"], json.dumps(rotated))
+        self._cache.clear()
+        return len(rows)
 
     async def delete(self, tx: Tx, instance_id: str, entity_id: str | None, *, at: Any = None,
                      actor: str = "system") -> None:

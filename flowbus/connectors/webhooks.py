@@ -146,7 +146,7 @@ class WebhookService:
             await repo.get_entity(tx, entity_id)
             await tx.execute("INSERT INTO webhooks (id, entity_id, url, secret, flows, states, description, "
                              "created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                             wid, entity_id, url, secret, json.dumps(flows), json.dumps(states),
+                             wid, entity_id, url, self._seal(secret), json.dumps(flows), json.dumps(states),
                              description or "", actor, now)
             row = await tx.fetchrow("SELECT * FROM webhooks WHERE id = $1", wid)
         log.info("webhook.created", webhook=wid, entity=entity_id, actor=actor)
@@ -213,6 +213,16 @@ class WebhookService:
         if row is None or (row["deleted_at"] and not deleted_ok):
             raise NotFound(f"webhook {webhook_id} does not exist", field="webhook")
         return row
+
+    # ---- secrets at rest (flowbus.secretbox) ---------------------------------------------------
+
+    def _seal(self, secret: str) -> str:
+        box = getattr(self.rt, "secrets", None)
+        return box.seal(secret) if box is not None else secret
+
+    def _open(self, stored: str) -> str:
+        box = getattr(self.rt, "secrets", None)
+        return box.open(stored) if box is not None else stored
 
     # ---- the engine's hook -------------------------------------------------------------------
 
@@ -361,7 +371,7 @@ class WebhookService:
     async def _post(self, hook: dict[str, Any], event: dict[str, Any]) -> bool:
         body = event["body"].encode("utf-8")
         headers = {"Content-Type": "application/json", "User-Agent": "flowbus-webhooks",
-                   SIGNATURE_HEADER: sign(hook["secret"], body), TIMESTAMP_HEADER: str(int(time.time())),
+                   SIGNATURE_HEADER: sign(self._open(hook["secret"]), body), TIMESTAMP_HEADER: str(int(time.time())),
                    EVENT_HEADER: event["id"]}
         started = time.monotonic()
         status: int | None = None
@@ -401,6 +411,14 @@ class WebhookService:
         log.info("webhook.failed", webhook=hook["id"], document=event["document_id"], seq=event["seq"],
                  attempts=attempts, error=error, retry_in=round(delay, 2))
         return False
+
+
+async def rotate_secrets(tx: Tx, box: Any) -> int:
+    """Every webhook secret sealed again with the first key of ``box`` (``flowbus secrets rotate``)."""
+    rows = await tx.fetch("SELECT id, secret FROM webhooks")
+    for row in rows:
+        await tx.execute("UPDATE webhooks SET secret = $2 WHERE id = $1", row["id"], box.rotate(row["secret"]))
+    return len(rows)
 
 
 def install(runtime: Any, policy: WebhookPolicy | None = None) -> WebhookService:
