@@ -18,6 +18,7 @@ import pydantic
 # Explicit list: no import-time registration.  Keep it sorted by command name.
 COMMAND_MODULES = [
     "flowbus.commands.core",  # serve, init, doctor, journal verify
+    "flowbus.commands.backup",  # backup, restore
     "flowbus.commands.flows",  # flows validate|graph
     "flowbus.commands.signature",  # sign, verify
     "flowbus.commands.tdt",  # pes inspect, actes …
