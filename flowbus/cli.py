@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "flowbus.commands.tdt",  # pes inspect, actes …
     "flowbus.commands.archive",  # archive verify|build
     "flowbus.commands.glaneur",  # glaneur <directory>: folder pickup
+    "flowbus.commands.keys",  # keys create|list|revoke
     "flowbus.commands.parapheur",  # parapheur desk-add|signer-add|circuit-add|delegate|list|demo
     "flowbus.commands.secrets",  # secrets rotate
     "flowbus.commands.users",  # users create|reset-password|deactivate|list
