@@ -29,6 +29,16 @@ async def _entity(request: web.Request, who: Any, ref: str | None, role: str) ->
     return entity
 
 
+async def _posted(request: web.Request) -> tuple[Any, Any]:
+    """(form, collectivité) of a POST changing the book: an agent or administrator of that collectivité."""
+    who = await console.signed_in(request)
+    form = await request.post()
+    entity = await _entity(request, who, str(form.get("collectivite", "")), "editor")
+    if entity is None:
+        raise console.failed(BASE, "Choisissez d'abord une collectivité.")
+    return form, entity
+
+
 def _here(entity: Any) -> str:
     return f"{BASE}?collectivite={quote(entity.id)}"
 
@@ -53,11 +63,7 @@ async def page(request: web.Request) -> web.Response:
 
 async def add(request: web.Request) -> web.Response:
     rt = console.runtime(request)
-    who = await console.signed_in(request)
-    form = await request.post()
-    entity = await _entity(request, who, str(form.get("collectivite", "")), "editor")
-    if entity is None:
-        raise console.failed(BASE, "Choisissez d'abord une collectivité.")
+    form, entity = await _posted(request)
     try:
         async with rt.store.transaction() as tx:
             added = await addressbook.save_contact(
@@ -70,11 +76,7 @@ async def add(request: web.Request) -> web.Response:
 
 async def import_file(request: web.Request) -> web.Response:
     rt = console.runtime(request)
-    who = await console.signed_in(request)
-    form = await request.post()
-    entity = await _entity(request, who, str(form.get("collectivite", "")), "editor")
-    if entity is None:
-        raise console.failed(BASE, "Choisissez d'abord une collectivité.")
+    form, entity = await _posted(request)
     upload = form.get("fichier")
     data = upload.file.read(MAX_CSV + 1) if hasattr(upload, "file") else b""
     if not data or len(data) > MAX_CSV:
@@ -95,11 +97,7 @@ async def import_file(request: web.Request) -> web.Response:
 
 async def delete(request: web.Request) -> web.Response:
     rt = console.runtime(request)
-    who = await console.signed_in(request)
-    form = await request.post()
-    entity = await _entity(request, who, str(form.get("collectivite", "")), "editor")
-    if entity is None:
-        raise console.failed(BASE, "Choisissez d'abord une collectivité.")
+    form, entity = await _posted(request)
     async with rt.store.transaction() as tx:
         removed = await addressbook.delete_contact(tx, entity.id, request.match_info["id"])
     raise console.done(_here(entity), "Contact supprimé." if removed else None,
