@@ -168,3 +168,21 @@ async def test_counts_by_state_are_bounded_and_use_the_state_index(backend, runt
                 "EXPLAIN SELECT 1 FROM documents WHERE entity_id IN ($1) AND state = $2 LIMIT 1001",
                 ent.id, "error"))
             assert "documents_state_entity" in plan and "Seq Scan" not in plan, plan
+
+
+@pytest.mark.chromium
+async def test_pages_carry_security_headers_and_no_inline_script_is_blocked(runtime_factory, server_factory,
+                                                                          engine_config, browser, people):
+    rt = await runtime_factory("embedded", config_dir=engine_config, workers=False)
+    srv = await server_factory(rt)
+    await people.admin(rt, "prudente")
+    page = await browser.new_page()
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    await people.sign_in(page, srv.url, "prudente")
+    for path in ("/admin/", "/admin/documents/nouveau", "/compte/notifications", "/admin/flux/four"):
+        response = await page.goto(f"{srv.url}{path}")
+        assert response.headers["content-security-policy"].startswith("default-src 'self'; script-src 'self'")
+        assert response.headers["x-frame-options"] == "SAMEORIGIN"
+    await page.wait_for_selector("#diagramme svg", timeout=15_000)  # the vendored Mermaid still draws
+    assert violations == [], violations
