@@ -303,7 +303,8 @@ async def put_file(tx: Tx, ref: FileRef, *, replace: bool) -> FileRef:
                    ref.blob_key, ref.created_at)
 
 
-async def search_documents(tx: Tx, *, entity_ids: list[str] | None, flow: str | None, state: str | None,
+async def search_documents(tx: Tx, *, entity_ids: list[str] | None, flow: str | None,
+                           state: str | tuple[str, ...] | None,
                            since: datetime | None, until: datetime | None, q: str | None,
                            limit: int, after: tuple[str, str] | None, scope: Any = None,
                            newest_first: bool = False) -> list[Document]:
@@ -321,7 +322,8 @@ async def search_documents(tx: Tx, *, entity_ids: list[str] | None, flow: str | 
     return [_document(r, []) for r in rows]
 
 
-def _document_filters(*, scope: Any, entity_ids: list[str] | None, flow: str | None, state: str | None,
+def _document_filters(*, scope: Any, entity_ids: list[str] | None, flow: str | None,
+                      state: str | tuple[str, ...] | None,
                       since: datetime | None, until: datetime | None, q: str | None) -> Where:
     w = Where()
     if scope is not None:
@@ -332,7 +334,9 @@ def _document_filters(*, scope: Any, entity_ids: list[str] | None, flow: str | N
         w.add_in("entity_id", entity_ids)
     if flow:
         w.add("flow_id = {}", flow)
-    if state:
+    if isinstance(state, tuple):  # several states (e.g. every refusal state the flows name)
+        w.add_in("state", list(state))
+    elif state:
         w.add("state = {}", state)
     if since:
         w.add("created_at >= {}", isoformat(since))
@@ -343,21 +347,22 @@ def _document_filters(*, scope: Any, entity_ids: list[str] | None, flow: str | N
     return w
 
 
-async def count_documents_by_state(tx: Tx, states: Iterable[str], *, scope: Any, entity_ids: list[str] | None,
-                                   flow: str | None, since: datetime | None, until: datetime | None,
-                                   cap: int) -> dict[str, int]:
+async def count_documents_by_state(tx: Tx, states: Iterable[str] | dict[str, tuple[str, ...]], *, scope: Any,
+                                   entity_ids: list[str] | None, flow: str | None, since: datetime | None,
+                                   until: datetime | None, cap: int) -> dict[str, int]:
     """How many documents in each state, each count stopping at ``cap + 1`` (shown as « plus de cap »):
-    one bounded index range per state (index documents_state_entity), never a count of the whole table."""
-    states = list(states)
+    one bounded index range per state (index documents_state_entity), never a count of the whole table.
+    ``states`` may map a name to several stored states (every refusal state the flows name)."""
+    groups = dict(states) if isinstance(states, dict) else {s: (s,) for s in states}
     if entity_ids is not None and not entity_ids:
-        return dict.fromkeys(states, 0)
+        return dict.fromkeys(groups, 0)
     w = _document_filters(scope=scope, entity_ids=entity_ids, flow=flow, state=None, since=since, until=until, q=None)
     limit = w.arg(cap + 1)
     parts = []
-    for s in states:
-        value = w.arg(s)
-        where = " AND ".join([*w.clauses, f"state = {value}"])
-        parts.append(f"SELECT CAST({value} AS TEXT) AS state, (SELECT COUNT(*) FROM (SELECT 1 FROM documents "
+    for name, stored in groups.items():
+        label = w.arg(name)
+        where = " AND ".join([*w.clauses, f"state IN ({', '.join(w.arg(s) for s in stored)})"])
+        parts.append(f"SELECT CAST({label} AS TEXT) AS state, (SELECT COUNT(*) FROM (SELECT 1 FROM documents "
                      f"WHERE {where} LIMIT {limit}) AS capped) AS n")
     rows = await tx.fetch(" UNION ALL ".join(parts), *w.args)
     return {r["state"]: int(r["n"]) for r in rows}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -75,7 +75,7 @@ async def dashboard(request: web.Request) -> web.Response:
         docs = await repo.search_documents(tx, **f.search(scope), limit=PAGE_SIZE + 1, after=_after(q.get("apres")),
                                            newest_first=True)
         counts = await repo.count_documents_by_state(
-            tx, document_list.STATES, scope=scope, entity_ids=[f.entity] if f.entity else None, flow=f.flow,
+            tx, document_list.stored_states(rt.flows), scope=scope, entity_ids=[f.entity] if f.entity else None, flow=f.flow,
             since=f.since, until=f.until, cap=COUNT_CAP)
         shown = {d.entity_id for d in docs}
         names = {eid: e.name for eid, e in (await repo.entities_by_ids(tx, shown)).items()}

@@ -18,6 +18,13 @@ from flowbus.store import repo
 from flowbus.web.french import PARIS
 
 STATES = ("draft", "running", "waiting", "error", "done", "rejected", "cancelled")
+BUILTIN = ("draft", "running", "waiting", "error", "done", "cancelled")
+
+
+def stored_states(flows: Any) -> dict[str, tuple[str, ...]]:
+    """Each state of the list → the states stored: « Refusé » gathers every refusal state a flow names."""
+    refused = {"rejected"} | {name for flow in flows.values() for name in flow.states if name not in BUILTIN}
+    return {s: tuple(sorted(refused)) if s == "rejected" else (s,) for s in STATES}
 KEYS = ("entity", "flow", "state", "du", "au", "q")
 
 
@@ -30,14 +37,18 @@ class ListFilter:
     until: datetime | None = None  # to the end of « au » (Paris)
     q: str | None = None
     raw: dict[str, str] = field(default_factory=dict)  # as typed, to fill the form again
+    flows: Any = None  # the runtime's flows: « Refusé » is every refusal state they name
     errors: dict[str, str] = field(default_factory=dict)  # field → French message
 
     def params(self, **extra: str) -> str:
         return urlencode({**{k: v for k, v in self.raw.items() if v}, **extra})
 
     def search(self, scope: Any) -> dict[str, Any]:
+        state: str | tuple[str, ...] | None = self.state
+        if self.state == "rejected" and self.flows is not None:
+            state = stored_states(self.flows)["rejected"]
         return {"scope": scope, "entity_ids": [self.entity] if self.entity else None, "flow": self.flow,
-                "state": self.state, "since": self.since, "until": self.until, "q": self.q}
+                "state": state, "since": self.since, "until": self.until, "q": self.q}
 
 
 def _day(value: str, name: str, errors: dict[str, str]) -> date | None:
@@ -59,6 +70,7 @@ def parse(query: Any, flows: Any) -> ListFilter:
         f.errors["flow"] = f"Flux inconnu « {f.flow} »."
         f.flow = None
     f.state = raw["state"] or None
+    f.flows = flows
     if f.state and f.state not in STATES:
         f.errors["state"] = f"État inconnu « {f.state} »."
         f.state = None

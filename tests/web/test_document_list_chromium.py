@@ -186,3 +186,24 @@ async def test_pages_carry_security_headers_and_no_inline_script_is_blocked(runt
         assert response.headers["x-frame-options"] == "SAMEORIGIN"
     await page.wait_for_selector("#diagramme svg", timeout=15_000)  # the vendored Mermaid still draws
     assert violations == [], violations
+
+
+@pytest.mark.chromium
+async def test_refusal_states_named_by_flows_count_and_filter_as_refused(runtime_factory, server_factory,
+                                                                        engine_config, browser, people, wait_state):
+    rt = await runtime_factory("embedded", config_dir=engine_config)
+    srv = await server_factory(rt)
+    ent = await create_entity(rt, name="Commune Refusée", siren=None, parent=None, actor_name="t")
+    doc = await documents.create_document(rt, entity_id=ent.id, flow_id="refusal", fields={"title": "Refusé"},
+                                          actor="t")
+    await documents.run_action(rt, doc.id, "start", actor="t")
+    await wait_state(rt, doc.id, "refuse", timeout=30)
+    await documents.create_document(rt, entity_id=ent.id, flow_id="four", fields={"title": "Brouillon"}, actor="t")
+    await people.admin(rt, "lectrice")
+    page = await browser.new_page()
+    await people.sign_in(page, srv.url, "lectrice")
+    counts = page.get_by_role("navigation", name="Nombre de documents par état")
+    assert "Refusé : 1" in await counts.inner_text(), "a flow's own refusal state counts as refused"
+    await counts.get_by_role("link", name="Refusé : 1").click()
+    rows = await page.locator("section[aria-labelledby=liste] tbody tr").all_inner_texts()
+    assert len(rows) == 1 and "Refusé" in rows[0]
