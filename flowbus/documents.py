@@ -20,6 +20,7 @@ from flowbus.flows import associations
 from flowbus.flows.fields import check_fields
 from flowbus.models import Document, FileRef
 from flowbus.store import repo
+from flowbus.web import french  # pure formatting: « 1,5 Mo »
 
 EDITABLE_STATES = ("draft", "error")
 _STATE_WORDS = {"running": "en cours", "waiting": "en attente", "done": "terminé", "cancelled": "annulé",
@@ -121,7 +122,7 @@ async def attach_file(rt: Any, document_id: str, field_name: str, *, filename: s
                               f"ce champ accepte : {', '.join(field.media_types)}.", field=field_name)
     limit = min(x for x in (field.max_size, rt.settings.max_upload_size) if x)
     too_large = PayloadTooLarge(f"Le fichier « {filename} » (champ « {field.label} ») dépasse la taille permise "
-                                f"({_size(limit)}).", field=field_name)
+                                f"({french.size(limit)}).", field=field_name)
     facts = filecheck.FileFacts(kind="")
     with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as spool:
         if filecheck.kind_of(media_type, filename, field.content):
@@ -167,12 +168,6 @@ async def _unspool(spool: Any) -> AsyncIterator[bytes]:
     while chunk := spool.read(256 * 1024):
         yield chunk
 
-
-def _size(n: int) -> str:
-    for unit, scale in (("Go", 1 << 30), ("Mo", 1 << 20), ("Ko", 1 << 10)):
-        if n >= scale:
-            return f"{n / scale:.1f}".rstrip("0").rstrip(".").replace(".", ",") + f" {unit}"
-    return f"{n} octets"
 
 
 async def run_action(rt: Any, document_id: str, action: str, *, actor: str, comment: str | None = None) -> Document:

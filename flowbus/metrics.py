@@ -28,9 +28,19 @@ OLDEST_DOCUMENT = Gauge("flowbus_oldest_document_age_seconds",
 WATCHED_STATES = ("waiting", "error", "running")
 
 
-async def refresh(rt: Any, queues: list[str]) -> None:
+def queues() -> dict[str, str]:
+    """Every queue the platform's processes consume, with its French name (operations page, gauges)."""
+    from flowbus import notifications
+    from flowbus.connectors import webhooks
+    from flowbus.connectors.inbound import rh
+    from flowbus.flows import runner
+    return {runner.QUEUE: "Étapes des documents", webhooks.QUEUE: "Webhooks", rh.QUEUE: "Lots RH",
+            notifications.QUEUE: "Courriels de notification"}
+
+
+async def refresh(rt: Any) -> None:
     """Set the gauges read at scrape time."""
-    for stats in await rt.bus.queue_stats(queues):
+    for stats in await rt.bus.queue_stats(list(queues())):
         QUEUE_MESSAGES.labels(stats.queue, "ready").set(stats.ready)
         QUEUE_MESSAGES.labels(stats.queue, "delayed").set(stats.delayed)
         QUEUE_MESSAGES.labels(stats.queue, "in_flight").set(stats.in_flight)

@@ -25,8 +25,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     from flowbus import metrics as series
-    from flowbus.web.console_operations import QUEUES
-    await series.refresh(request.app[RUNTIME], list(QUEUES))
+    await series.refresh(request.app[RUNTIME])
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -6,20 +6,16 @@ from typing import Any
 
 from aiohttp import web
 
-from flowbus import heartbeat, notifications
+from flowbus import heartbeat, metrics
 from flowbus.clock import parse_iso
-from flowbus.connectors import webhooks
-from flowbus.connectors.inbound import rh
 from flowbus.errors import NotFound
-from flowbus.flows import runner
 from flowbus.people import audit
 from flowbus.store import repo
 from flowbus.web import console
 from flowbus.web.admin import document_title
 
 BASE = "/admin/operations"
-QUEUES = {runner.QUEUE: "Étapes des documents", webhooks.QUEUE: "Webhooks", rh.QUEUE: "Lots RH",
-          notifications.QUEUE: "Courriels de notification"}
+QUEUES = metrics.queues()
 WAITING_STATES = ("running", "waiting", "error")
 PER_FLOW = 5
 

@@ -1,6 +1,7 @@
 """How values read in French on the pages: dates (« 2 décembre 2026 », Paris time), Oui/Non, choice labels.
 
-Jinja filters (``flowbus.web.env``): ``date_fr``, ``dt`` (date and time), ``month_of`` (« d'octobre »).
+Jinja filters (``flowbus.web.env``): ``date_fr``, ``dt`` (date and time). Secure-mail templates use the
+same months and dates (``flowbus.connectors.mailsec.templates``, with « d'octobre 2026 »: ``de_mois``).
 ``field_value(field, value)`` is how one field of a document reads, in the pages and the CSV export.
 """
 
@@ -42,12 +43,6 @@ def datetime_fr(value: Any) -> str:
     return f"{date_fr(local)} à {local.hour} h {local.minute:02d}"
 
 
-def month_of(month: int) -> str:
-    """« de janvier », « d'octobre », « d'avril », « d'août »."""
-    name = MONTHS[month - 1]
-    return ("d'" if name[0] in "aeiouo" else "de ") + name
-
-
 def field_value(field: Any, value: Any) -> str:
     """One field's value as people read it: a choice's label, Oui/Non, a French date, a file count."""
     if value is None or value == "":
@@ -79,6 +74,5 @@ def size(n: int) -> str:
 def install(env: Any) -> None:
     env.filters["date_fr"] = date_fr
     env.filters["dt"] = datetime_fr
-    env.filters["month_of"] = month_of
     env.globals["field_value"] = field_value
     env.globals["size"] = size

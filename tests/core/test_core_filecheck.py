@@ -79,10 +79,16 @@ def test_xml_must_be_well_formed_and_of_the_expected_kind():
     assert ok.root == "Acte"
 
 
-def test_xml_entities_are_not_expanded_and_the_network_is_not_reached():
-    bomb = (b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY e SYSTEM "http://127.0.0.1:9/x">]>'
-            b"<PES_Aller>&e;</PES_Aller>")
-    assert _inspect(bomb, filename="p.xml", media_type="application/xml", content="pes_aller").root == "PES_Aller"
+def test_xml_external_entities_are_not_read(tmp_path):
+    # if the door expanded &e;, it would read this file — markup that breaks the document — and refuse it
+    trap = tmp_path / "piege.txt"
+    trap.write_text("<<< ceci casserait le XML")
+    doc = (f'<?xml version="1.0"?><!DOCTYPE PES_Aller [<!ENTITY e SYSTEM "{trap.as_uri()}">]>'
+           "<PES_Aller>&e;</PES_Aller>").encode()
+    assert _inspect(doc, filename="p.xml", media_type="application/xml", content="pes_aller").root == "PES_Aller"
+    from lxml import etree
+    with pytest.raises(etree.XMLSyntaxError):  # the same document, entities resolved: the trap springs
+        etree.fromstring(doc, etree.XMLParser(resolve_entities=True, load_dtd=True))
 
 
 def test_the_real_pes_aller_passes_and_a_real_pes_retour_is_refused_where_an_aller_is_expected():

@@ -22,6 +22,20 @@ async def _scrape(client) -> dict[tuple[str, tuple], float]:
     return out
 
 
+class _Later:
+    """The runtime's clock moved forward (scrape time only)."""
+
+    def __init__(self, clock, seconds: float) -> None:
+        self.clock, self.seconds = clock, seconds
+
+    def now(self):
+        from datetime import timedelta
+        return self.clock.now() + timedelta(seconds=self.seconds)
+
+    def monotonic(self) -> float:
+        return self.clock.monotonic()
+
+
 def _get(values, name, **labels) -> float:
     return values.get((name, tuple(sorted(labels.items()))), 0.0)
 
@@ -58,8 +72,12 @@ async def test_metrics_count_step_runs_http_requests_queues_and_oldest_error(bac
     route = "/api/v1/documents/{id}"
     assert delta("flowbus_http_requests_total", method="GET", route=route, status="200") == 3
     assert delta("flowbus_http_requests_total", method="GET", route=route, status="404") == 1
-    assert _get(after, "flowbus_oldest_document_age_seconds", flow="broken", state="error") >= 0
     assert ("flowbus_oldest_document_age_seconds", (("flow", "broken"), ("state", "error"))) in after
+    rt.clock = _Later(rt.clock, 3600)  # an hour later, the same document in error is an hour old
+    async with srv.client() as api:
+        aged = await _scrape(api)
+    assert 3600 <= _get(aged, "flowbus_oldest_document_age_seconds", flow="broken", state="error") < 3700
+    assert _get(aged, "flowbus_oldest_document_age_seconds", flow="four", state="error") == 0
     for status in ("ready", "delayed", "in_flight"):
         assert ("flowbus_queue_messages", (("queue", QUEUE), ("status", status))) in after, status
     assert ("flowbus_dead_letters", (("queue", QUEUE),)) in after

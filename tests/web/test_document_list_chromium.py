@@ -15,7 +15,8 @@ from flowbus import documents
 from flowbus.api.entities import create_entity
 from flowbus.people.access import Grant
 from flowbus.store import repo
-from flowbus.web.french import date_fr, month_of
+from flowbus.connectors.mailsec.templates import de_mois
+from flowbus.web.french import date_fr
 from tests.support.pdfs import pdf
 
 
@@ -144,7 +145,8 @@ async def test_dates_csv_and_zip_from_the_list(runtime_factory, server_factory, 
         assert len(names) == 2 and all(n.endswith(".pdf") for n in names)
         assert {zf.read(n) for n in names} == {pdf("arrêté 4"), pdf("arrêté 5")}
     await screenshots(page, "documents-filtres")
-    assert month_of(10) == "d'octobre" and month_of(12) == "de décembre"
+    assert de_mois("2026-10") == "d'octobre 2026" and de_mois("2026-12") == "de décembre 2026"
+    assert de_mois("2026-04") == "d'avril 2026" and de_mois("2026-08") == "d'août 2026"
 
 
 @pytest.mark.parametrize("backend", ["embedded", "scaleout"])

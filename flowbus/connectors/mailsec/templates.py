@@ -27,9 +27,7 @@ from jinja2 import StrictUndefined, TemplateError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
 from flowbus.errors import ConfigError, PermanentError
-
-MONTHS = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre", "octobre",
-          "novembre", "décembre")
+from flowbus.web.french import MONTHS, date_fr
 
 DEFAULT_SUBJECT = "{{ sender.name or 'Votre administration' }} vous a adressé un document sécurisé"
 DEFAULT_TEXT = """Bonjour,
@@ -66,13 +64,6 @@ dans un message séparé :
 Ce mot de passe vous est personnel : ne le transmettez pas.
 """
 REMINDER_PREFIX = "Rappel : "
-
-
-def date_fr(value: Any) -> str:
-    """``datetime`` → « 5 janvier 2026 »."""
-    if not isinstance(value, datetime):
-        return str(value)
-    return f"{value.day} {MONTHS[value.month - 1]} {value.year}"
 
 
 def datetime_fr(value: Any) -> str:
