@@ -142,8 +142,7 @@ async def document_page(request: web.Request) -> web.Response:
                               sentence=journal_labels.document_sentence, actor_words=journal_labels.actor,
                               mailings=mailings, recipient_status=document_mailsec.STATUS_LABELS,
                               can_resend=access.has(have, "editor"), size=french.size,
-                              field_label=lambda name: flow.field(name).label if flow and flow.has_field(name)
-                              else name)
+                              field_label=lambda name: french.field_label(flow, name))
 
 
 async def document_action(request: web.Request) -> web.Response:

@@ -43,6 +43,32 @@ def datetime_fr(value: Any) -> str:
     return f"{date_fr(local)} à {local.hour} h {local.minute:02d}"
 
 
+# Fields the connectors write on a document whatever its flow (a flow may declare them with its own label)
+PRODUCED_LABELS = {
+    "tdt_transaction_id": "Transaction S²LOW", "tdt_status": "État S²LOW", "tdt_error": "Erreur S²LOW",
+    "unique_id": "Identifiant de l'acte (préfecture)", "ar_identifier": "Identifiant de l'accusé de réception",
+    "ar_date": "Date de l'accusé de réception", "ar_annulation": "AR de l'annulation",
+    "ar_reponse": "AR de la réponse", "pes_acquit_date": "Date du PES Acquit", "pes_acquit_ok": "PES accepté",
+    "pes_acquit_errors": "Erreurs du PES Acquit", "pes_nomfic": "Nom du fichier PES", "pes_id_coll": "IdColl",
+    "pes_cod_col": "Code collectivité", "pes_cod_bud": "Code budget", "pes_id_post": "Poste comptable",
+    "pes_exercice": "Exercice", "pes_dte_str": "Date du fichier PES", "pes_nb_bordereaux": "Nombre de bordereaux",
+    "pes_nb_pj": "Nombre de pièces justificatives", "signature_date": "Date de signature",
+    "signature_refus": "Motif du refus de signature", "signature_refus_date": "Date du refus de signature",
+    "signature_refus_par": "Refusé par", "sae_transfer_id": "Identifiant du transfert (SAE)",
+    "sae_package_id": "Identifiant du paquet (SAE)", "sae_reply_code": "Code de réponse du SAE",
+    "sae_archived_at": "Archivé le", "sae_purged": "Purgé du SAE", "sae_bordereau": "Bordereau de transfert (SAE)",
+    "sae_ack": "Accusé de réception du SAE", "sae_reply": "Réponse du SAE",
+    "rejection_reason": "Motif du refus",
+}
+
+
+def field_label(flow: Any, name: str) -> str:
+    """A field's label: the flow's own, else the connectors' usual one, else its name."""
+    if flow is not None and flow.has_field(name):
+        return str(flow.field(name).label)
+    return PRODUCED_LABELS.get(name, name)
+
+
 def field_value(field: Any, value: Any) -> str:
     """One field's value as people read it: a choice's label, Oui/Non, a French date, a file count."""
     if value is None or value == "":

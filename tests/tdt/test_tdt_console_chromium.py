@@ -92,6 +92,8 @@ async def test_agent_sends_a_deliberation_and_downloads_its_ar(runtime_factory, 
     text = await tdt_step.inner_text()
     assert "acquitté par la préfecture (le " in text, (text, await page.locator("#erreur").all_inner_texts())
     assert await page.inner_text("#etat") == "Terminé"
+    fields = await page.locator("th[scope=row]").all_inner_texts()  # what the TdT wrote, named for people
+    assert "Identifiant de l'accusé de réception" in fields and "ar_identifier" not in fields, fields
     await screenshots(page, "deliberation-acquittee")
     ar_row = page.locator("tr", has_text="Accusé de réception de la préfecture")
     async with page.expect_download() as info:
