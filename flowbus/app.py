@@ -38,7 +38,7 @@ class Runtime:
     blobs: BlobStore
     bus: Any  # flowbus.bus.base.Bus
     clock: Clock
-    flows: dict[str, Any]  # flow id → flowbus.flows.model.Flow
+    flows: dict[str, Any]  # flow id → flowbus.flows.model.Flow, the versions in service
     instances: InstanceRegistry
     log: Any = field(default_factory=lambda: structlog.get_logger("flowbus"))
     http: aiohttp.ClientSession | None = None
@@ -46,6 +46,9 @@ class Runtime:
     state_hooks: list[StateHook] = field(default_factory=list)
     step_hooks: list[StepHook] = field(default_factory=list)
     engine: Any = None  # flowbus.flows.runner.Engine
+    flow_history: dict[tuple[str, int], Any] = field(default_factory=dict)  # (flow id, version) met by this process
+    flow_problems: list[Any] = field(default_factory=list)  # flowbus.flows.catalog.FlowProblem of the last load
+    flows_generation: int = 0  # the last flow reload this process applied
     _connectors: dict[tuple, Any] = field(default_factory=dict)
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -56,6 +59,60 @@ class Runtime:
             from flowbus.errors import NotFound
             raise NotFound(f"flow {flow_id!r} does not exist", field="flow",
                            hint=f"known flows: {', '.join(sorted(self.flows))}") from None
+
+    def flow_of(self, doc: Any) -> Any:
+        """The flow version a document runs on: the one it was started with; a draft, the version in service."""
+        version = getattr(doc, "flow_version", None)
+        if version is not None and doc.state != "draft":
+            current = self.flows.get(doc.flow_id)
+            if current is None or current.version != version:
+                kept = self.flow_history.get((doc.flow_id, version))
+                if kept is not None:
+                    return kept
+        return self.flow(doc.flow_id)
+
+    async def ensure_flow_of(self, doc: Any, tx: Tx | None = None) -> None:
+        """Make ``flow_of(doc)`` find the document's version (recorded by another process, or before a restart);
+        ``tx``: the caller's open transaction, read in (never open a second one inside it)."""
+        version = getattr(doc, "flow_version", None)
+        if version is None or (doc.flow_id, version) in self.flow_history:
+            return
+        current = self.flows.get(doc.flow_id)
+        if current is not None and current.version == version:
+            return
+        from flowbus.flows import catalog
+        if tx is not None:
+            flow = await catalog.stored(tx, doc.flow_id, version)
+        else:
+            async with self.store.transaction() as own:
+                flow = await catalog.stored(own, doc.flow_id, version)
+        if flow is not None:
+            self.flow_history[(doc.flow_id, version)] = flow
+
+    async def reload_flows(self, *, actor: str, announce: bool = True) -> Any:
+        """Read config/flows again; the valid files replace their flows, an invalid one is refused alone.
+
+        With ``announce``, the reload is numbered so every other process reloads too. Returns the
+        ``flowbus.flows.catalog.Loaded``."""
+        from flowbus.flows import catalog
+        async with self.store.transaction() as tx:
+            known = await self.instances.known_ids(tx)
+            loaded = await catalog.load(tx, self.settings.flows_dir, families=FAMILIES, instances=known or None,
+                                        at=self.clock.now())
+            if announce:
+                summary = "; ".join([f"{f} v{v} (nouvelle version)" for f, v in loaded.new_versions]
+                                    + [p.summary() for p in loaded.problems]) or "aucun changement"
+                generation = await catalog.announce(tx, actor=actor, summary=summary, at=self.clock.now())
+            else:
+                generation = await catalog.generation(tx)
+        for flow in self.flows.values():  # documents started on them finish on them
+            self.flow_history[(flow.id, flow.version)] = flow
+        self.flows = loaded.flows
+        self.flow_problems = loaded.problems
+        self.flows_generation = max(self.flows_generation, generation)
+        log.info("flows.reloaded", actor=actor, flows=len(loaded.flows), new=loaded.new_versions,
+                 refused=[p.file for p in loaded.problems], generation=generation)
+        return loaded
 
     def connector(self, instance: Any) -> Any:
         """One connector object per configured instance (keyed by its settings)."""
@@ -128,12 +185,13 @@ def make_bus(settings: Settings, store: Store) -> Any:
 
 
 def load_flows(settings: Settings, instances: InstanceRegistry) -> dict[str, Any]:
-    """Load and validate every flow under config/flows; raise InvalidFlows listing every error."""
+    """Load and validate every flow under config/flows, without the store; raise InvalidFlows listing every error
+    (``flowbus doctor`` and the commands that need no store; a running server uses ``Runtime.reload_flows``)."""
+    from flowbus.flows.catalog import flow_files
     from flowbus.flows.loader import load_flows as load
     from flowbus.flows.validate import validate_flow
 
-    paths = sorted(settings.flows_dir.glob("*.yml")) + sorted(settings.flows_dir.glob("*.yaml"))
-    flows, errors = load(paths)
+    flows, errors = load(flow_files(settings.flows_dir))
     for flow in flows.values():
         errors.extend(validate_flow(flow, families=FAMILIES, instances=instances.ids or None))
     if errors:
@@ -150,15 +208,16 @@ def yaml_instances(settings: Settings) -> list[Any]:
     return found
 
 
-async def build(settings: Settings | None = None, *, clock: Clock | None = None, migrate: bool = True) -> Runtime:
-    """Create and open every backend; the caller starts the engine/API as its role needs."""
+async def build(settings: Settings | None = None, *, clock: Clock | None = None, migrate: bool = True,
+                with_flows: bool = True) -> Runtime:
+    """Create and open every backend; the caller starts the engine/API as its role needs.
+    ``with_flows`` False: no flow in service yet (the caller calls ``reload_flows``)."""
     settings = settings or Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     instances = InstanceRegistry(yaml_instances(settings))
     from flowbus import secretbox
     box = secretbox.for_settings(settings)
     instances.box = box
-    flows = load_flows(settings, instances)
     store = make_store(settings)
     await store.open()
     if migrate:
@@ -167,7 +226,15 @@ async def build(settings: Settings | None = None, *, clock: Clock | None = None,
     bus = make_bus(settings, store)
     await bus.start()
     runtime = Runtime(settings=settings, store=store, blobs=blobs, bus=bus, clock=clock or SystemClock(),
-                      flows=flows, instances=instances, secrets=box)
+                      flows={}, instances=instances, secrets=box)
+    try:
+        if with_flows:
+            await runtime.reload_flows(actor="start", announce=False)
+    except BaseException:
+        await bus.close()
+        await blobs.close()
+        await store.close()
+        raise
     runtime.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
     from flowbus.flows.runner import Engine
     runtime.engine = Engine(runtime)
@@ -187,6 +254,22 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
+def _reload_on_sighup(runtime: Runtime) -> None:
+    """``kill -HUP`` reloads config/flows (and tells the other processes), as the console's button does."""
+    import signal
+
+    async def reload() -> None:
+        try:
+            await runtime.reload_flows(actor="signal SIGHUP")
+        except Exception:  # noqa: BLE001 - the flows in service stay; say why
+            log.error("flows.reload_failed", exc_info=True)
+
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload()))
+    except (NotImplementedError, RuntimeError, AttributeError):  # no SIGHUP here (another OS, not the main thread)
+        log.info("flows.sighup_unavailable")
+
+
 async def run_forever(runtime: Runtime, role: str) -> None:
     """Run the API and/or the workers until cancelled (SIGINT/SIGTERM)."""
     from aiohttp import web
@@ -197,6 +280,11 @@ async def run_forever(runtime: Runtime, role: str) -> None:
 
     from flowbus.heartbeat import Heartbeat
     Heartbeat(runtime, role).start()
+    from flowbus.jobs import platform_jobs
+    from flowbus.scheduler import Scheduler
+    jobs = [j for j in platform_jobs() if role in ("all", "worker") or not j.shared]  # shared work: worker processes
+    Scheduler(runtime, jobs).start()
+    _reload_on_sighup(runtime)
     runner = None
     if role in ("all", "worker"):
         await runtime.engine.start_workers()

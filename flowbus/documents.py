@@ -49,7 +49,7 @@ async def create_document(rt: Any, *, entity_id: str, flow_id: str, fields: dict
         if f.default is not None and f.name not in values and f.type not in ("file", "files"):
             values[f.name] = f.default
     now = rt.clock.now()
-    doc = Document(new_id(), entity_id, flow_id, "draft", values, 1, now, now)
+    doc = Document(new_id(), entity_id, flow_id, "draft", values, 1, now, now, flow_version=flow.version or None)
     async with rt.store.transaction() as tx:
         entity = await repo.get_entity(tx, entity_id)
         if not entity.active:

@@ -67,6 +67,7 @@ class Document:
     step: str | None = None  # the step the engine is on (None before start / after end)
     last_error: str | None = None
     files: tuple[FileRef, ...] = field(default_factory=tuple)
+    flow_version: int | None = None  # the flow version it was started with (None: a draft follows the current one)
 
     def files_of(self, field_name: str) -> list[FileRef]:
         return sorted((f for f in self.files if f.field == field_name), key=lambda f: f.index)
@@ -75,7 +76,7 @@ class Document:
         return {
             "id": self.id, "entity": self.entity_id, "flow": self.flow_id, "state": self.state,
             "step": self.step, "last_error": self.last_error, "fields": self.fields,
-            "version": self.version, "created_at": isoformat(self.created_at),
+            "version": self.version, "flow_version": self.flow_version, "created_at": isoformat(self.created_at),
             "updated_at": isoformat(self.updated_at),
             "files": [f.to_json() for f in sorted(self.files, key=lambda f: (f.field, f.index))],
         }

@@ -15,14 +15,13 @@ How it works:
   ``FLOWBUS_SMTP_*``) and marks it sent; a failure is retried by the bus, then left visible with its
   error (``flowbus doctor`` and the operations page count unsent mails).
 * ``send_digests(rt)`` gathers each person's digest notifications not sent yet into one mail; the
-  worker runs it every morning at ``DIGEST_HOUR`` (Paris time).
+  scheduler (``flowbus.jobs``) runs it once a day, at ``DIGEST_HOUR`` (Paris time), in one process.
 * Whether the person may still read the document is checked when the mail is written: a right
   revoked in between means no mail.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from dataclasses import dataclass
@@ -111,7 +110,6 @@ class NotificationService:
     def __init__(self, rt: Any) -> None:
         self.rt = rt
         self._consumer: Any = None
-        self._digest: asyncio.Task[None] | None = None
 
     step_families = tuple(STEP_EVENTS)
 
@@ -154,17 +152,12 @@ class NotificationService:
 
     # ---- sending --------------------------------------------------------------------------------
 
-    async def start(self, *, digests: bool = True) -> None:
+    async def start(self) -> None:
+        """Send the immediate notifications and the queued mails (the digests are a scheduled job: flowbus.jobs)."""
         if self._consumer is None:
             self._consumer = await self.rt.bus.consume(QUEUE, self.handle, prefetch=4)
-        if digests and self._digest is None:
-            self._digest = asyncio.create_task(self._digest_loop(), name="notifications-digest")
 
     async def stop(self) -> None:
-        if self._digest is not None:
-            self._digest.cancel()
-            await asyncio.gather(self._digest, return_exceptions=True)
-            self._digest = None
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
@@ -241,14 +234,6 @@ class NotificationService:
                 for n in notes:
                     await tx.execute("UPDATE notifications SET sent_at = $2 WHERE id = $1", n["id"], now)
             log.info("notification.digest_sent", user=row["user_id"], events=len(lines))
-
-    async def _digest_loop(self) -> None:
-        while True:
-            await asyncio.sleep(max(1.0, (next_digest(self.rt.clock.now()) - self.rt.clock.now()).total_seconds()))
-            try:
-                await self.send_digests()
-            except Exception:  # noqa: BLE001 - tomorrow's run sends what is left
-                log.error("notification.digest_failed", exc_info=True)
 
     # ---- signers' mail (outbox) ----------------------------------------------------------------
 

@@ -96,7 +96,7 @@ class FilesystemBlobStore:
             return Health(True, f"filesystem blobs under {self.root}")
         except OSError as exc:
             return Health(False, f"filesystem blobs under {self.root}: {exc}",
-                          "make FLOWBUS_DATA_DIR writable by the flowbus user, or free some disk space")
+                          "rendez FLOWBUS_DATA_DIR inscriptible par l'utilisateur de flowbus, ou libérez de la place")
 
     async def close(self) -> None:
         return None

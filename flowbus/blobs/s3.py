@@ -209,7 +209,7 @@ class S3BlobStore:
             return Health(True, f"S3 bucket {self.bucket!r}")
         except Exception as exc:  # noqa: BLE001 - reported to the operator
             return Health(False, f"S3 bucket {self.bucket!r}: {exc}",
-                          "start MinIO (docker compose up minio) or fix FLOWBUS_S3_ENDPOINT and the access keys")
+                          "démarrez le serveur S3 (docker compose up minio) ou corrigez FLOWBUS_S3_ENDPOINT et les clés d'accès")
 
     async def close(self) -> None:
         return None

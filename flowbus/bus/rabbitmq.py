@@ -56,7 +56,7 @@ DELAY_EXPIRES_MARGIN_MS = 10 * 60 * 1000  # a delay bucket lives this long after
 MAX_TTL_MS = 4_000_000_000  # x-message-ttl must fit in 32 bits (≈ 46 days here)
 REDECLARE_AFTER_S = 5 * 60  # redeclare a bucket before publishing if declared longer ago (see x-expires)
 RETRYABLE = (*CONNECTION_EXCEPTIONS, ChannelInvalidStateError, ConnectionError, asyncio.TimeoutError)
-START_HINT = "start RabbitMQ: rabbitmq-server -detached && rabbitmqctl await_startup"
+START_HINT = "démarrez RabbitMQ : rabbitmq-server -detached && rabbitmqctl await_startup"
 
 
 def safe_url(url: str) -> str:

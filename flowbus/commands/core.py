@@ -136,6 +136,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
 
 
 async def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check everything a real install needs, one line per check, in French, with the fix of each problem."""
     from flowbus.app import make_blobs, make_bus, make_store
     from flowbus.connectors.instances import InstanceRegistry
     from flowbus.errors import FlowbusError
@@ -150,15 +151,14 @@ async def cmd_doctor(args: argparse.Namespace) -> int:
             if fix:
                 print(f"     → {fix}")
 
-    flows: dict[str, Any] = {}
     try:
         from flowbus.app import yaml_instances
         instances = InstanceRegistry(yaml_instances(settings))
-        report("connectors", True, f"{len(instances.ids)} instance(s) in {settings.connectors_dir}"
-               + (f" and {settings.demo_dir} (demonstration)" if settings.demo else ""))
+        report("connecteurs", True, f"{len(instances.ids)} instance(s) dans {settings.connectors_dir}"
+               + (f" et {settings.demo_dir} (démonstration)" if settings.demo else ""))
     except FlowbusError as exc:
         instances = InstanceRegistry([])
-        report("connectors", False, str(exc), "fix the file named above")
+        report("connecteurs", False, str(exc), "corrigez le fichier nommé ci-dessus")
     try:
         from flowbus import secretbox
         keys = secretbox.read_keys(settings, create=False)
@@ -166,29 +166,24 @@ async def cmd_doctor(args: argparse.Namespace) -> int:
             secretbox.SecretBox(keys)
         where = "FLOWBUS_SECRET_KEYS" if settings.secret_keys.get_secret_value().strip() else \
             str(secretbox.key_file(settings))
-        report("secrets", True, f"{len(keys)} key(s) from {where}" if keys else
-               f"no key yet: {where} is created at the first start")
+        report("secrets", True, f"{len(keys)} clé(s) lue(s) depuis {where}" if keys else
+               f"aucune clé encore : {where} sera créé au premier démarrage")
     except (FlowbusError, OSError, ValueError) as exc:
-        report("secrets", False, str(exc), "set FLOWBUS_SECRET_KEYS or restore the key file")
+        report("secrets", False, str(exc), "renseignez FLOWBUS_SECRET_KEYS ou restaurez le fichier de clés")
     try:
         from flowbus import schemas
         where = schemas.directory(settings)
         schemas.actes()
-        report("schemas", True, f"official XSDs (SEDA, ACTES, PES) in {where}")
+        report("schémas", True, f"XSD officiels (SEDA, ACTES, PES) dans {where}")
     except FlowbusError as exc:
-        report("schemas", False, exc.message, exc.hint)
-    try:
-        from flowbus.app import load_flows
-        flows = load_flows(settings, instances)
-        report("flows", True, f"{len(flows)} flow(s) valid in {settings.flows_dir}")
-    except FlowbusError as exc:
-        report("flows", False, str(exc), "run `flowbus flows validate config/flows/*.yml` for details")
+        report("schémas", False, exc.message, exc.hint)
     store = make_store(settings)
     try:
         await store.open()
         health = await store.check()
-        report("state store", health.ok, health.detail, health.fix)
+        report("base d'état", health.ok, health.detail, health.fix)
         if health.ok:
+            flows = await _doctor_flows(store, settings, instances, report)
             from flowbus.people.health import checks as people_checks
             for name, ok, detail, fix in await people_checks(store, settings):
                 report(name, ok, detail, fix)
@@ -196,10 +191,10 @@ async def cmd_doctor(args: argparse.Namespace) -> int:
             for name, ok, detail, fix in await connector_checks(store, settings, flows, instances):
                 report(name, ok, detail, fix)
     except FlowbusError as exc:
-        report("state store", False, exc.message, exc.hint)
+        report("base d'état", False, exc.message, exc.hint)
     blobs = make_blobs(settings)
     health = await blobs.check()
-    report("blob store", health.ok, health.detail, health.fix)
+    report("fichiers", health.ok, health.detail, health.fix)
     bus = make_bus(settings, store)
     try:
         async with asyncio.timeout(15):
@@ -207,14 +202,47 @@ async def cmd_doctor(args: argparse.Namespace) -> int:
         health = await bus.check()
         report("bus", health.ok, health.detail, health.fix)
     except Exception as exc:  # noqa: BLE001 - reported in plain words
-        report("bus", False, f"{settings.bus_url.split('@')[-1]}: {exc}",
-               "start RabbitMQ (`rabbitmq-server -detached`) or set FLOWBUS_BUS_URL=embedded")
+        report("bus", False, f"{settings.bus_url.split('@')[-1]} : {exc}",
+               "démarrez RabbitMQ (`rabbitmq-server -detached`) ou choisissez FLOWBUS_BUS_URL=embedded")
     finally:
         await bus.close()
         await blobs.close()
         await store.close()
-    print("Everything is ready." if not problems else f"{problems} problem(s) found.")
+    print("Tout est prêt." if not problems else f"{problems} problème(s) trouvé(s).")
     return 0 if not problems else 1
+
+
+async def _doctor_flows(store: Any, settings: Any, instances: Any, report: Any) -> dict[str, Any]:
+    """Each flow file alone (an invalid one is refused alone; its last good version stays in service), then the
+    archiving profile of each archive step; returns the flows that would be in service."""
+    from flowbus.archive import profile_check
+    from flowbus.connectors.registry import FAMILIES
+    from flowbus.flows import catalog
+    async with store.transaction() as tx:
+        known = await instances.known_ids(tx)  # files and the console's instances
+        valid, problems = catalog.check_files(settings.flows_dir, families=FAMILIES, instances=known or None)
+        flows = {flow_id: flow for flow_id, (flow, _text) in valid.items()}
+        for problem in problems:
+            problem = await catalog.identify(tx, problem)
+            kept = await catalog.latest(tx, problem.flow_id) if problem.flow_id else None
+            if kept is not None and problem.flow_id not in flows:
+                flows[problem.flow_id] = kept
+            detail = f"{problem.file} refusé, {len(problem.errors)} erreur(s)" + (
+                f" ; la version {kept.version} reste en service" if kept else " ; ce flux n'est pas disponible")
+            first = problem.errors[0] if problem.errors else None
+            fix = (f"{first.position}: {first.message}" if first and first.position else (first.message if first
+                   else "")) + " — détail : `flowbus flows validate " + problem.file + "`"
+            report(f"flux {problem.flow_id or problem.file}", False, detail, fix)
+    if valid:
+        report("flux", True, f"{len(valid)} flux valide(s) dans {settings.flows_dir}")
+    elif not problems:
+        report("flux", False, f"aucun fichier de flux dans {settings.flows_dir}",
+               "ajoutez un fichier .yml par flux (exemples : config/flows du dépôt)")
+    for flow in sorted(flows.values(), key=lambda f: f.id):
+        for step_id, ok, detail in profile_check.check(flow, settings.config_dir):
+            report(f"profil d'archivage {flow.id}/{step_id}", ok, detail,
+                   None if ok else f"corrigez config/archive/ ou params.profile de l'étape {step_id}")
+    return flows
 
 
 async def cmd_journal_verify(args: argparse.Namespace) -> int:

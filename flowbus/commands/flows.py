@@ -1,4 +1,4 @@
-"""``flowbus flows validate PATH...`` and ``flowbus flows graph FLOW_OR_PATH``."""
+"""``flowbus flows validate PATH...``, ``flowbus flows graph FLOW_OR_PATH`` and ``flowbus flows reload``."""
 
 from __future__ import annotations
 
@@ -24,6 +24,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     graph = sub.add_parser("graph", help="print a flow as a Mermaid flowchart")
     graph.add_argument("flow", metavar="FLOW_OR_PATH", help="a flow id from the config directory, or a flow file")
     graph.set_defaults(func=cmd_graph)
+
+    reload = sub.add_parser("reload", help="read config/flows again in every running process (within 10 s), "
+                                           "without restart; exit 1 if a file is refused")
+    reload.set_defaults(func=cmd_reload)
+
+
+async def cmd_reload(args: argparse.Namespace) -> int:
+    """Record the new flow versions and number a reload: every running process follows at its next look."""
+    from flowbus.app import build
+    from flowbus.settings import Settings
+    rt = await build(Settings(), with_flows=False)
+    try:
+        loaded = await rt.reload_flows(actor="flowbus flows reload")
+    finally:
+        await rt.close()
+    for flow_id, flow in sorted(loaded.flows.items()):
+        new = " (nouvelle version)" if (flow_id, flow.version) in loaded.new_versions else ""
+        print(f"[ok] {flow_id} : version {flow.version}{new}")
+    for problem in loaded.problems:
+        print(f"[KO] {problem.summary()}")
+        for err in problem.errors:
+            print(f"     {_line(err)}")
+    print("Les processus en marche appliquent ce rechargement dans les 10 secondes.")
+    return 1 if loaded.problems else 0
 
 
 def _flow_files(paths: list[Path]) -> tuple[list[Path], list[str]]:

@@ -113,6 +113,10 @@ class InstanceRegistry:
         """The instances of this id declared in config/connectors/*.yml (and config/demo/ in demonstration)."""
         return [inst for (iid, _entity), inst in self._yaml.items() if iid == instance_id]
 
+    def declared_of_family(self, family: str) -> list[ConnectorInstance]:
+        """The instances of this connector family declared in config/connectors/*.yml."""
+        return [inst for inst in self._yaml.values() if inst.family == family]
+
     def declared_in_files(self, instance_id: str, entity_id: str | None) -> bool:
         """Whether this instance comes from config/connectors/*.yml (changed there, not through the API)."""
         return (instance_id, entity_id) in self._yaml

@@ -49,8 +49,13 @@ _S2LOW = (
 
 SPECS: dict[tuple[str, str], tuple[Setting, ...]] = {
     ("tdt-actes", "s2low"): _S2LOW + (Setting("departement", "Département (code)", help="par exemple 034"),
-                                      Setting("siren", "SIREN de la collectivité émettrice")),
-    ("tdt-helios", "s2low"): _S2LOW,
+                                      Setting("siren", "SIREN de la collectivité émettrice"),
+                                      Setting("letters_flow", "Flux des courriers de la préfecture",
+                                              help="relevés tous les quarts d'heure, par exemple courrier-prefecture "
+                                                   "(vide : pas de relève)")),
+    ("tdt-helios", "s2low"): _S2LOW + (Setting("retours_flow", "Flux des PES Retour",
+                                               help="relevés tous les quarts d'heure, par exemple pes-retour "
+                                                    "(vide : pas de relève)"),),
     ("mailsec", "smtp"): _SMTP + (Setting("public_base_url", "Adresse publique des liens", "url"),),
     ("notify", "smtp"): _SMTP,
     ("notify", "http"): (Setting("url", "Adresse à prévenir", "url", required=True),

@@ -58,9 +58,9 @@ async def record_done(engine: Any, msg: Message, doc: Document, ss: dict[str, An
     was written (the general path then records it)."""
     if outcome.files or outcome.status not in ("done", "rejected"):
         return False
-    if outcome.status == "done" and _step_hooks_want(engine.rt, doc.flow_id, step_id):
+    flow = engine.rt.flow_of(doc)
+    if outcome.status == "done" and _step_hooks_want(engine.rt, flow, step_id):
         return False  # a step hook has work to do: the general path calls it
-    flow = engine.rt.flow(doc.flow_id)
     fields = dict(doc.fields)
     fields.update(outcome.fields)
     try:
@@ -157,11 +157,11 @@ async def _write(engine: Any, doc: Document, ss: dict[str, Any], msg: Message, s
         return None if row is None else row["result"]
 
 
-def _step_hooks_want(runtime: Any, flow_id: str, step_id: str) -> bool:
+def _step_hooks_want(runtime: Any, flow: Any, step_id: str) -> bool:
     """True when a step hook cares about this step's connector family (``step_families`` of its owner)."""
     if not runtime.step_hooks:
         return False
-    family = runtime.flow(flow_id).step(step_id).family
+    family = flow.step(step_id).family
     return any(family in getattr(getattr(h, "__self__", None), "step_families", (family,)) for h in runtime.step_hooks)
 
 

@@ -98,13 +98,18 @@ def _to_data(node: yaml.Node, path: tuple, pos: Positions, errors: list[FlowDefi
 def read_yaml(path: Path) -> tuple[Any, Positions, list[FlowDefinitionError]]:
     """Parse one file into plain data and positions; syntax errors come back as FlowDefinitionErrors."""
     file = str(path)
-    pos = Positions(file)
-    errors: list[FlowDefinitionError] = []
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        return None, pos, [FlowDefinitionError(f"cannot read the flow file: {exc}",
-                                               position=SourcePosition(file, 1, 1))]
+        return None, Positions(file), [FlowDefinitionError(f"cannot read the flow file: {exc}",
+                                                           position=SourcePosition(file, 1, 1))]
+    return parse_yaml(text, file)
+
+
+def parse_yaml(text: str, file: str) -> tuple[Any, Positions, list[FlowDefinitionError]]:
+    """Parse a flow's text (read from ``file``) into plain data and positions."""
+    pos = Positions(file)
+    errors: list[FlowDefinitionError] = []
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -354,7 +359,15 @@ class _Builder:
 
 
 def _flow_from(path: Path) -> tuple[Flow | None, list[FlowDefinitionError]]:
-    data, pos, errors = read_yaml(path)
+    return _build(*read_yaml(path))
+
+
+def flow_from_text(text: str, file: str) -> tuple[Flow | None, list[FlowDefinitionError]]:
+    """The flow a text holds (as if read from ``file``) and its shape errors: a stored flow version is read so."""
+    return _build(*parse_yaml(text, file))
+
+
+def _build(data: Any, pos: Positions, errors: list[FlowDefinitionError]) -> tuple[Flow | None, list[FlowDefinitionError]]:
     if data is None:
         return None, errors
     if not isinstance(data, Mapping):
@@ -399,4 +412,4 @@ def load_flows(paths: Iterable[Path], *, keep_invalid: bool = False
     return flows, errors
 
 
-__all__ = ["load_flow", "load_flows", "parse_duration", "format_duration", "read_yaml"]
+__all__ = ["flow_from_text", "load_flow", "load_flows", "parse_yaml", "parse_duration", "format_duration", "read_yaml"]

@@ -130,6 +130,7 @@ class Flow:
     states: Mapping[str, StateDef]
     source: str  # the file it was read from
     columns: tuple[str, ...] = ()  # fields shown as columns of the document list filtered on this flow
+    version: int = 0  # the stored version of this content (flowbus.flows.catalog); 0 when not recorded
     position: SourcePosition | None = None
     where: Mapping[str, SourcePosition] = field(default_factory=dict, compare=False)
 

@@ -161,7 +161,7 @@ class Engine:
     def land(self, doc: Document, target: Any, fields: dict[str, Any]) -> tuple[Any, list[dict[str, Any]]]:
         """Where ``target`` lands once the steps whose condition is false are skipped, and the journal
         data of each step skipped on the way."""
-        flow = self.rt.flow(doc.flow_id)
+        flow = self.rt.flow_of(doc)
         skipped: list[dict[str, Any]] = []
         seen: set[str] = set()
         while target.kind == "step":
@@ -194,7 +194,7 @@ class Engine:
         if target.kind == "step":
             handing = self.rt.bus.hand_off(QUEUE, tx) if hand_off else None
             if handing is not None:  # claimed now for the message handed off: its worker reads nothing again
-                step = self.rt.flow(doc.flow_id).step(target.name)
+                step = self.rt.flow_of(doc).step(target.name)
                 msg_id = uuid4().hex
                 attempt = int(await tx.fetchval(self.ENTER_CLAIMED_SQL, doc.id, target.name, now, msg_id,
                                                 self._lease_end(step, clock_now)))
@@ -227,7 +227,10 @@ class Engine:
         if doc.state != "draft":
             raise Conflict(f"Le document est déjà {_STATE_WORDS.get(doc.state, doc.state)} : seul un brouillon peut "
                            "être envoyé.", field="state")
-        flow = self.rt.flow(doc.flow_id)
+        flow = self.rt.flow(doc.flow_id)  # a draft follows the version in service: it is pinned now
+        if doc.flow_version != flow.version:
+            await tx.execute("UPDATE documents SET flow_version = $2 WHERE id = $1", doc.id, flow.version)
+            doc = replace(doc, flow_version=flow.version)
         from flowbus.flows.fields import missing_for_start
         missing = missing_for_start(flow, doc.fields, {f.field for f in doc.files})
         if missing:
@@ -244,7 +247,8 @@ class Engine:
     async def admin_action(self, tx: Tx, doc: Document, action: str, *, actor: str, comment: str | None = None,
                            row: dict[str, Any] | None = None) -> Document:
         """retry | skip | cancel | resume — all journaled with the actor.  ``row``: as for ``start_document``."""
-        flow = self.rt.flow(doc.flow_id)
+        await self.rt.ensure_flow_of(doc, tx)
+        flow = self.rt.flow_of(doc)
         hand_off = row is not None  # as in start_document
         if row is None:
             row = await repo.document_row(tx, doc.id)
@@ -375,6 +379,7 @@ class Engine:
                 doc = None if ss is None else await repo.document_with_files(tx, doc_id)
             if not ss or doc is None:
                 return None
+            step = await self._step_of(tx, doc, step_id, step)
             instance, config_error = await self._instance(tx, step, doc)
         return Claim(doc, ss, step, instance, config_error)
 
@@ -396,13 +401,21 @@ class Engine:
             if ss["claim"] and ss["claim"] != msg.id and ss["status"] == "running" and ss["lease_until"] \
                     and parse_iso(ss["lease_until"]) > now:
                 return None  # a duplicate message while another worker runs this step
-            step = self.rt.flow(row["flow_id"]).step(step_id)
+            doc = repo.document_from_row(row, await repo.list_files(tx, doc_id))
+            step = await self._step_of(tx, doc, step_id)
             await tx.execute("UPDATE step_states SET claim = $3, lease_until = $4, status = 'running', updated_at = $5 "
                              "WHERE document_id = $1 AND step = $2", doc_id, step_id, msg.id,
                              self._lease_end(step, now), isoformat(now))
-            doc = repo.document_from_row(row, await repo.list_files(tx, doc_id))
             instance, config_error = await self._instance(tx, step, doc)
         return Claim(doc, ss, step, instance, config_error)
+
+    async def _step_of(self, tx: Tx, doc: Document, step_id: str, current: Any = None) -> Any:
+        """The step as the document's flow version declares it (the version it was started with)."""
+        flow = self.rt.flows.get(doc.flow_id)
+        if flow is not None and flow.version == doc.flow_version and current is not None:
+            return current
+        await self.rt.ensure_flow_of(doc, tx)
+        return self.rt.flow_of(doc).step(step_id)
 
     async def _instance(self, tx: Tx, step: Any, doc: Document) -> tuple[Any, FlowbusError | None]:
         """The step's connector instance for the document's collectivité, or the error that puts the
@@ -450,7 +463,7 @@ class Engine:
                 or ss["claim"] != msg.id or row["state"] not in ACTIVE:
             return  # an administrator acted meanwhile (cancel, skip): the outcome is no longer wanted
         doc = repo.document_from_row(row, [])
-        flow = self.rt.flow(doc.flow_id)
+        flow = self.rt.flow_of(doc)
         step = flow.step(step_id)
         now = self.rt.clock.now()
         if outcome is None:

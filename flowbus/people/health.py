@@ -17,24 +17,24 @@ async def checks(store: Store, settings: Any) -> list[tuple[str, bool, str, str 
                 "JOIN user_grants g ON g.user_id = u.id WHERE g.entity_id = '*' AND g.role = 'admin' "
                 "AND g.flows IS NULL AND u.active = 1 LIMIT 20")
     except Exception as exc:  # noqa: BLE001 - the store check above already says why
-        return [("people", False, f"accounts unreadable: {exc}", "run `flowbus init`")]
+        return [("personnes", False, f"comptes illisibles : {exc}", "lancez `flowbus init`")]
     sso = bool(settings.oidc_issuer or settings.cas_url)
     usable = [a["login"] for a in admins if a["has_password"] or sso]
     if usable:
-        out.append(("people", True, f"platform administrator(s) able to sign in: {', '.join(usable)}", None))
+        out.append(("personnes", True, f"administrateur(s) de la plateforme pouvant se connecter : {', '.join(usable)}", None))
     elif admins:
-        out.append(("people", False, "the platform administrator has not chosen a password yet",
-                    f"open the link `flowbus init` printed, or run `flowbus users reset-password {admins[0]['login']}`"))
+        out.append(("personnes", False, "l'administrateur de la plateforme n'a pas encore choisi son mot de passe",
+                    f"ouvrez le lien affiché par `flowbus init`, ou lancez `flowbus users reset-password {admins[0]['login']}`"))
     else:
-        out.append(("people", False, "no active platform administrator account",
-                    "run `flowbus users create LOGIN --name … --email … --platform-admin`"))
+        out.append(("personnes", False, "aucun compte actif d'administrateur de la plateforme",
+                    "lancez `flowbus users create IDENTIFIANT --name … --email … --platform-admin`"))
     if settings.smtp_host:
-        out.append(("platform e-mail", True, f"SMTP {settings.smtp_host}:{settings.smtp_port} (password resets, "
-                                             "invitations)", None))
+        out.append(("courriel de la plateforme", True, f"SMTP {settings.smtp_host}:{settings.smtp_port} (mots de passe "
+                                             "oubliés, invitations)", None))
     else:
-        out.append(("platform e-mail", False, "no SMTP server: people cannot reset a forgotten password nor be "
-                                              "invited by e-mail",
-                    "set FLOWBUS_SMTP_HOST (and FLOWBUS_SMTP_PORT, FLOWBUS_SMTP_USER, FLOWBUS_SMTP_PASSWORD, "
+        out.append(("courriel de la plateforme", False, "aucun serveur SMTP : personne ne peut retrouver un mot de passe "
+                                              "oublié ni être invité par courriel",
+                    "renseignez FLOWBUS_SMTP_HOST (et FLOWBUS_SMTP_PORT, FLOWBUS_SMTP_USER, FLOWBUS_SMTP_PASSWORD, "
                     "FLOWBUS_SMTP_FROM)"))
     if settings.oidc_issuer or settings.cas_url:
         import aiohttp
@@ -44,11 +44,11 @@ async def checks(store: Store, settings: Any) -> list[tuple[str, bool, str, str 
             if settings.oidc_issuer:
                 ok, detail = await oidc.health(http, settings)
                 out.append(("OpenID Connect", ok, detail, None if ok else
-                            "check FLOWBUS_OIDC_ISSUER (the realm's URL, without /.well-known/…) and that the "
-                            "provider answers from this server"))
+                            "vérifiez FLOWBUS_OIDC_ISSUER (l'adresse du royaume, sans /.well-known/…) et que le "
+                            "fournisseur répond depuis ce serveur"))
             if settings.cas_url:
                 ok, detail = await cas.health(http, settings.cas_url)
                 out.append(("CAS", ok, detail, None if ok else
-                            "check FLOWBUS_CAS_URL (e.g. https://cas.example.fr/cas) and that it answers from "
-                            "this server"))
+                            "vérifiez FLOWBUS_CAS_URL (par exemple https://cas.example.fr/cas) et qu'il répond depuis "
+                            "ce serveur"))
     return out

@@ -46,7 +46,7 @@ class LocalParapheurConnector(BaseConnector):
         if ctx.params.get("check_every"):
             return timedelta(seconds=float(ctx.params["check_every"]))
         try:
-            wait = ctx.runtime.flow(ctx.flow_id).step(ctx.step_id).wait
+            wait = ctx.runtime.flow_of(ctx.document).step(ctx.step_id).wait
         except Exception:  # noqa: BLE001 - a step without a flow model (ad-hoc runs)
             wait = None
         return getattr(wait, "check_every", None) or DEFAULT_CHECK

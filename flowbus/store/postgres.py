@@ -152,7 +152,7 @@ class PostgresStore:
             return Health(True, f"PostgreSQL {version} at {_safe_dsn(self.dsn)}")
         except Exception as exc:  # noqa: BLE001 - reported to the operator
             return Health(False, f"PostgreSQL at {_safe_dsn(self.dsn)}: {exc}",
-                          "start PostgreSQL or fix FLOWBUS_DATABASE_URL (postgresql://user@host:5432/db)")
+                          "démarrez PostgreSQL ou corrigez FLOWBUS_DATABASE_URL (postgresql://utilisateur@hôte:5432/base)")
 
     async def close(self) -> None:
         if self._pool is not None:

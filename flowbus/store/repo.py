@@ -177,15 +177,15 @@ def _file(row: dict[str, Any]) -> FileRef:
 def _document(row: dict[str, Any], files: list[FileRef]) -> Document:
     return Document(row["id"], row["entity_id"], row["flow_id"], row["state"], json.loads(row["fields"]),
                     int(row["version"]), parse_iso(row["created_at"]), parse_iso(row["updated_at"]),
-                    row["step"], row["last_error"], tuple(files))
+                    row["step"], row["last_error"], tuple(files), row["flow_version"])
 
 
 async def insert_document(tx: Tx, doc: Document) -> None:
     await tx.execute(
         "INSERT INTO documents (id, entity_id, flow_id, state, step, last_error, fields, search_text, version, "
-        "created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        "created_at, updated_at, flow_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         doc.id, doc.entity_id, doc.flow_id, doc.state, doc.step, doc.last_error, json.dumps(doc.fields),
-        search_text(doc.fields), doc.version, isoformat(doc.created_at), isoformat(doc.updated_at))
+        search_text(doc.fields), doc.version, isoformat(doc.created_at), isoformat(doc.updated_at), doc.flow_version)
 
 
 async def documents_by_ids(tx: Tx, document_ids: list[str]) -> dict[str, Document]:
@@ -278,7 +278,7 @@ async def update_document(tx: Tx, doc: Document, *, expected_version: int, at: d
         raise Conflict(f"document {doc.id} was modified concurrently (expected version {expected_version})",
                        expected_version=expected_version, hint="read the document again and retry")
     return Document(doc.id, doc.entity_id, doc.flow_id, doc.state, doc.fields, new_version, doc.created_at, at,
-                    doc.step, doc.last_error, doc.files)
+                    doc.step, doc.last_error, doc.files, doc.flow_version)
 
 
 async def list_files(tx: Tx, document_id: str) -> list[FileRef]:

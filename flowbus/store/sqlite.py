@@ -335,7 +335,7 @@ class SQLiteStore:
                 await tx.fetchval("SELECT 1")
             return Health(True, f"SQLite {self.path}")
         except Exception as exc:  # noqa: BLE001 - reported to the operator
-            return Health(False, f"SQLite {self.path}: {exc}", "check the data directory's permissions and free space")
+            return Health(False, f"SQLite {self.path}: {exc}", "vérifiez les droits et la place libre du répertoire de données (FLOWBUS_DATA_DIR)")
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()

@@ -131,7 +131,11 @@ async def document_page(request: web.Request) -> web.Response:
         entries = await journal.for_document(tx, doc.id)
         entity = await repo.get_entity(tx, doc.entity_id)
         mailings = await document_mailsec.mailings(tx, doc.id)
-    flow = rt.flows.get(doc.flow_id)
+    await rt.ensure_flow_of(doc)
+    try:
+        flow = rt.flow_of(doc)
+    except FlowbusError:  # a flow taken out of service, never started: shown by its id
+        flow = None
     allowed = [a for a in _actions(doc) if access.has(have, "editor" if a == "start" else "admin")]
     return await console.page(request, "admin_document.html", who=who, doc=doc, flow=flow, entity=entity,
                               entries=entries, title=document_title(doc, rt.flows),

@@ -1,4 +1,4 @@
-"""Console: the flows — their fields, steps, states and diagram (Mermaid, drawn in the page by the vendored script) — which flows each collectivité uses, and whether each step has its connector there."""
+"""Console: the flows — their fields, steps, states, diagram (Mermaid, drawn in the page by the vendored script) and versions — which flows each collectivité uses, whether each step has its connector there, and the reload of config/flows without restart."""
 
 from __future__ import annotations
 
@@ -7,16 +7,22 @@ from typing import Any
 
 from aiohttp import web
 
+from flowbus.clock import parse_iso
 from flowbus.errors import ConfigError, FlowbusError
-from flowbus.flows import associations
+from flowbus.flows import associations, catalog
 from flowbus.flows.graph import to_mermaid
+from flowbus.people import audit
 from flowbus.store import repo
-from flowbus.web import console
+from flowbus.web import console, french
 from flowbus.web.console_connectors import FAMILIES, type_label
 
 BASE = "/admin/flux"
 FIELD_TYPES = {"text": "texte", "date": "date", "number": "nombre", "boolean": "oui / non", "choice": "choix",
                "email": "adresse électronique", "file": "fichier", "files": "fichiers"}
+
+
+def _when(iso: str) -> str:
+    return french.datetime_fr(parse_iso(iso))
 
 
 def duration(d: timedelta | None) -> str:
@@ -61,8 +67,33 @@ async def list_page(request: web.Request) -> web.Response:
             can_change = True
         except web.HTTPForbidden:
             can_change = False
+    reloads: list[dict[str, Any]] = []
+    if who.is_platform_admin:
+        async with rt.store.transaction() as tx:
+            reloads = await catalog.reloads(tx, 5)
     return await console.page(request, "console_flows.html", who=who, flows=flows, entity=entity, use=use,
-                              names=names, can_change=can_change, query=request.query)
+                              names=names, can_change=can_change, query=request.query, problems=rt.flow_problems,
+                              reloads=reloads, when=_when)
+
+
+async def reload(request: web.Request) -> web.Response:
+    """Read config/flows again (platform administrators): valid files replace their flows, each invalid one is
+    refused alone; the other processes follow within a heartbeat."""
+    who = await console.signed_in(request)
+    console.require_platform_admin(request, who)
+    rt = console.runtime(request)
+    loaded = await rt.reload_flows(actor=who.actor)
+    async with rt.store.transaction() as tx:
+        await audit.record(tx, actor=who.actor, at=rt.clock.now(), kind="admin.flows.reloaded",
+                           new_versions=[f"{f} v{v}" for f, v in loaded.new_versions],
+                           refused=[p.file for p in loaded.problems])
+    news = ", ".join(f"« {rt.flows[f].label} » version {v}" for f, v in loaded.new_versions)
+    message = f"Flux rechargés : {len(loaded.flows)} en service" + (f" ; nouvelles versions : {news}" if news else
+                                                                   " ; aucune nouvelle version")
+    if loaded.problems:
+        raise console.done(BASE, message + ".", error=f"{len(loaded.problems)} fichier(s) refusé(s) : "
+                           + " ; ".join(p.summary() for p in loaded.problems) + ".")
+    raise console.done(BASE, message + ".")
 
 
 async def toggle(request: web.Request) -> web.Response:
@@ -105,12 +136,36 @@ async def flow_page(request: web.Request) -> web.Response:
                 test = inst.kind.startswith("test") or inst.kind == "instant"
                 connectors[step.id] = {"ok": not test, "test": test,
                                        "text": f"« {inst.id} » : {type_label(inst.family, inst.kind)}{origin}"}
+    async with rt.store.transaction() as tx:
+        versions = await catalog.versions(tx, flow.id, 20)
     return await console.page(request, "console_flow.html", who=who, flow=flow, mermaid=to_mermaid(flow),
                               field_types=FIELD_TYPES, families=FAMILIES, duration=duration, entity=entity,
-                              connectors=connectors, query=request.query)
+                              connectors=connectors, query=request.query, versions=versions, when=_when,
+                              problems=[p for p in rt.flow_problems if p.flow_id == flow.id])
+
+
+async def version_page(request: web.Request) -> web.Response:
+    """The YAML text of one version of a flow, as it was loaded."""
+    who = await console.signed_in(request)
+    rt = console.runtime(request)
+    flow_id = request.match_info["id"]
+    try:
+        number = int(request.match_info["version"])
+    except ValueError:
+        raise web.HTTPNotFound(text="Version inconnue.") from None
+    async with rt.store.transaction() as tx:
+        row = await catalog.version(tx, flow_id, number)
+    if row is None:
+        raise web.HTTPNotFound(text="Version inconnue.")
+    flow = rt.flows.get(flow_id)
+    return await console.page(request, "console_flow_version.html", who=who, flow_id=flow_id,
+                              label=flow.label if flow else flow_id, version=row,
+                              current=flow is not None and flow.version == number, when=_when)
 
 
 def setup(app: web.Application, runtime: Any) -> None:
     app.router.add_get(BASE, list_page)
     app.router.add_post(BASE + "/utilisation", toggle)
+    app.router.add_post(BASE + "/recharger", reload)
     app.router.add_get(BASE + "/{id}", flow_page)
+    app.router.add_get(BASE + "/{id}/versions/{version}", version_page)

@@ -1,4 +1,4 @@
-"""Console, for platform administrators: queues and dead letters (re-queue, discard), documents waiting the longest per flow, processes seen alive."""
+"""Console, for platform administrators: queues and dead letters (re-queue, discard), documents waiting the longest per flow, scheduled jobs and their last run, processes seen alive."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from flowbus import heartbeat, metrics
+from flowbus import heartbeat, jobs, metrics, scheduler
 from flowbus.clock import parse_iso
 from flowbus.errors import NotFound
 from flowbus.people import audit
@@ -63,12 +63,18 @@ async def page(request: web.Request) -> web.Response:
                     step = d.message.body.get("step")
                     label = flow.step(step).label if flow and step and flow.has_step(step) else step
                     subjects[d.message.id] = f"« {document_title(doc, rt.flows)} »" + (f", étape « {label} »" if label else "")
+        scheduled = []
+        for item in await scheduler.last_runs(tx, jobs.platform_jobs()):
+            run = item["run"]
+            scheduled.append({"label": item["job"].label, "run": run,
+                              "ago": _ago(now - parse_iso(run["started_at"])) if run else None})
         processes = []
         for r in await heartbeat.seen(tx):
             age = now - parse_iso(r["last_seen_at"])
             processes.append({"row": r, "alive": age <= heartbeat.ALIVE, "ago": _ago(age)})
     return await console.page(request, "console_operations.html", who=who, stats=stats, queues=QUEUES,
-                              letters=letters, waiting=waiting, names=names, processes=processes, subjects=subjects)
+                              letters=letters, waiting=waiting, names=names, processes=processes, subjects=subjects,
+                              scheduled=scheduled)
 
 
 async def _letter_action(request: web.Request, action: str) -> web.Response:

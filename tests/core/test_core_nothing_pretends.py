@@ -71,7 +71,7 @@ def test_doctor_lists_what_a_bare_install_lacks(tmp_path):
     out = subprocess.run([sys.executable, "-m", "flowbus", "doctor"], env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 1, out.stdout
-    assert "Everything is ready." not in out.stdout
+    assert "Tout est prêt." not in out.stdout and "problème(s) trouvé(s)." in out.stdout
     assert "[KO] connecteur tdt-actes: connecteur « tdt-actes » (télétransmission ACTES) des flux " \
            "Délibération / arrêté : configuré pour aucune collectivité" in out.stdout, out.stdout
     demo = subprocess.run([sys.executable, "-m", "flowbus", "doctor"], env={**env, "FLOWBUS_DEMO": "true"},

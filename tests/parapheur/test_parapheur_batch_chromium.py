@@ -36,7 +36,7 @@ async def test_mayor_signs_ten_folders_in_one_action_with_her_certificate(
         screenshots):
     rt = await runtime_factory("embedded", config_dir=deliberation_config(tmp_path, local_instance(seal_pki)),
                                smtp_host="127.0.0.1", smtp_port=smtp_server.port)
-    await notifications.install(rt).start(digests=False)
+    await notifications.install(rt).start()
     server = await server_factory(rt)
     c = await seed_commune(rt)
     async with rt.store.transaction() as tx:

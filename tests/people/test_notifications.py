@@ -30,7 +30,7 @@ async def test_subscribed_agent_gets_an_immediate_mail_on_error(runtime_factory,
                                                                 screenshots):
     rt = await runtime_factory("embedded", config_dir=engine_config, smtp_host="127.0.0.1",
                                smtp_port=smtp_server.port, public_url="https://flowbus.example.fr")
-    await notifications.install(rt).start(digests=False)
+    await notifications.install(rt).start()
     srv = await server_factory(rt)
     commune = await create_entity(rt, name="Commune Suivie", siren=None, parent=None, actor_name="t")
     hameau = await create_entity(rt, name="Hameau de la Commune", siren=None, parent=commune.id, actor_name="t")
@@ -78,7 +78,7 @@ async def test_digest_next_morning_with_what_the_person_may_still_read(runtime_f
     rt = await runtime_factory("embedded", config_dir=engine_config, clock=clock, smtp_host="127.0.0.1",
                                smtp_port=smtp_server.port)
     service = notifications.install(rt)
-    await service.start(digests=False)
+    await service.start()
     commune = await create_entity(rt, name="Commune du Résumé", siren=None, parent=None, actor_name="t")
     user = await people.user(rt, "lecteur.resume", name="Lecteur Résumé", email="resume@commune.fr",
                              grants=(Grant(commune.id, "reader", ("four",)),))
@@ -128,7 +128,7 @@ async def test_signers_are_told_when_a_folder_arrives_and_not_without_smtp(runti
     from flowbus.signature import parapheur
     rt = await runtime_factory("embedded", workers=False, smtp_host="127.0.0.1", smtp_port=smtp_server.port,
                                public_url="https://flowbus.example.fr")
-    await notifications.install(rt).start(digests=False)
+    await notifications.install(rt).start()
     commune = await create_entity(rt, name="Commune des Élus", siren=None, parent=None, actor_name="t")
     now = rt.clock.now()
     async with rt.store.transaction() as tx:

@@ -27,9 +27,9 @@ def test_init_and_users_commands(tmp_path, monkeypatch, capsys):
     # doctor: the administrator has no password yet, and no platform e-mail is configured
     assert main(["doctor"]) == 1
     out = capsys.readouterr().out
-    assert "[KO] people: the platform administrator has not chosen a password yet" in out
+    assert "[KO] personnes: l'administrateur de la plateforme n'a pas encore choisi son mot de passe" in out
     assert "flowbus users reset-password admin" in out
-    assert "[KO] platform e-mail: no SMTP server" in out
+    assert "[KO] courriel de la plateforme: aucun serveur SMTP" in out
 
     assert main(["users", "create", "agent.rh", "--name", "Agnès Roux", "--email", "agnes@commune.fr",
                  "--grant", "*=editor:rh-paie,rh-contrat"]) == 0

@@ -49,7 +49,7 @@ async def test_agent_sends_a_deliberation_and_downloads_its_ar(runtime_factory, 
                                                                browser, people, tmp_path, screenshots, smtp_server):
     rt = await runtime_factory("embedded", config_dir=shipped_deliberation, smtp_host="127.0.0.1",
                                smtp_port=smtp_server.port)
-    await notifications.install(rt).start(digests=False)
+    await notifications.install(rt).start()
     srv = await server_factory(rt)
     commune = await create_entity(rt, name="Commune de l'Hérault", siren=None, parent=None, actor_name="t")
     agent = await people.user(rt, "agent.actes", email="actes@herault.fr",

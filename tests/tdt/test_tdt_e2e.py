@@ -328,3 +328,47 @@ async def test_tdt_poll_command(runtime_factory, tdt_config, s2low, wait_state, 
     assert "letter_text" not in letter.fields  # a courrier simple carries only its document (ACTES 2-1)
     assert len(letter.files_of("courrier")) == 1
     assert s2low.count("mark_read") == 1
+
+
+async def test_the_server_collects_letters_and_pes_retours_on_its_own(runtime_factory, tdt_config, s2low,
+                                                                      wait_state, pdf, shared: Path):
+    """No cron: the scheduler's « tdt.inbox » job reads S²LOW for each collectivité whose S²LOW instances name a
+    flow for letters and PES_Retour, once per period whatever the number of processes."""
+    from flowbus.jobs import inboxes, platform_jobs
+    from flowbus.scheduler import Scheduler, last_runs
+    rt = await runtime_factory("embedded", config_dir=tdt_config)
+    other = await runtime_factory("embedded", config_dir=tdt_config, workers=False)  # a second process
+    ent = await create_entity(rt, name="Commune", siren=None, parent=None, actor_name="test")
+    quiet = await create_entity(rt, name="Commune sans relève", siren=None, parent=None, actor_name="test")
+    async with rt.store.transaction() as tx:
+        await rt.instances.save(tx, {"id": "s2low-actes", "family": "tdt-actes", "kind": "s2low", "entity": ent.id,
+                                     "settings": {"url": s2low.url, "departement": "034", "siren": "123456789",
+                                                  "letters_flow": "courrier"}}, at=rt.clock.now())
+        await rt.instances.save(tx, {"id": "s2low-helios", "family": "tdt-helios", "kind": "s2low",
+                                     "entity": ent.id, "settings": {"url": s2low.url, "retours_flow": "pes-retour"}},
+                                at=rt.clock.now())
+    assert await inboxes(rt) == [("s2low-actes", ent.id, "tdt-actes", "courrier"),
+                                 ("s2low-helios", ent.id, "tdt-helios", "pes-retour")]
+    acte = await _deliberation(rt, ent.id, "DEL_JOB", pdf)
+    done = await wait_state(rt, acte.id, "done", timeout=30)
+    s2low.send_letter(done.fields["tdt_transaction_id"], "LettreObservations", text="Observations sur l'acte")
+    s2low.add_pes_retour("HELIOS_SIMU_RETOUR.xml",
+                         (shared / "samples" / "pes" / "HELIOS_SIMU_RETOUR_1565181244_184723364.xml").read_bytes())
+
+    jobs = platform_jobs()
+    first, second = Scheduler(rt, jobs), Scheduler(other, jobs)
+    assert "tdt.inbox" in await first.run_due()
+    assert "tdt.inbox" not in await second.run_due(), "the period is claimed by the first process"
+    async with rt.store.transaction() as tx:
+        letters = await tx.fetch("SELECT id, state, entity_id FROM documents WHERE flow_id = 'courrier'")
+        retours = await tx.fetch("SELECT id, state FROM documents WHERE flow_id = 'pes-retour'")
+        runs = {r["job"].name: r["run"] for r in await last_runs(tx, jobs)}
+    assert [(r["state"], r["entity_id"]) for r in letters] == [("draft", ent.id)], "the agent answers it"
+    letter = await documents.get_document(rt, letters[0]["id"])
+    assert letter.fields["letter_type"] == "lettre_observations" and letter.fields["acte_document_id"] == acte.id
+    assert len(retours) == 1
+    await wait_state(rt, retours[0]["id"], "done", timeout=30)
+    assert runs["tdt.inbox"]["outcome"] == "done"
+    assert runs["tdt.inbox"]["detail"] == "1 courrier(s), 1 PES Retour, 0 relève(s) en échec"
+    assert runs["tdt.inbox"]["process"] == first.process and quiet.id not in str(await inboxes(rt))
+    assert await first.run_due() == [], "nothing more in the same period"

@@ -71,3 +71,45 @@ async def test_admin_reads_a_flow_and_stops_a_commune_using_it(runtime_factory, 
     await people.sign_in(other_page, srv.url, "admin-autre")
     resp = await other_page.goto(f"{srv.url}/admin/flux?collectivite={commune.id}")
     assert resp.status == 403
+
+
+async def test_platform_admin_reloads_the_flows_and_reads_their_versions(runtime_factory, server_factory, browser,
+                                                                         people, engine_config, screenshots):
+    rt = await runtime_factory("embedded", config_dir=engine_config, workers=False)
+    srv = await server_factory(rt)
+    ent = await create_entity(rt, name="Commune", siren=None, parent=None, actor_name="t")
+    await people.admin(rt, "camille")
+    await people.user(rt, "admin-commune", grants=(Grant(ent.id, "admin"),))
+    flows = engine_config / "flows"
+    (flows / "four.yml").write_text((flows / "four.yml").read_text().replace('label: "Quatre étapes"',
+                                                                             'label: "Quatre étapes (v2)"'))
+    (flows / "retry.yml").write_text("id: retry\nlabel: [cassé\n")
+    page = await browser.new_page()
+    await people.sign_in(page, srv.url, "camille")
+    await page.goto(f"{srv.url}/admin/flux")
+    await page.get_by_role("button", name="Recharger les flux").click()
+    status = await page.inner_text("[role=status]")
+    assert "nouvelles versions : « Quatre étapes (v2) » version 2" in status, status
+    refused = await page.inner_text("section[aria-labelledby=refuses]")
+    assert "retry.yml" in refused and "la version 1 du flux « retry » reste en service" in refused
+    assert "ligne 3 : YAML syntax error" in refused
+    assert "Quatre étapes (v2)" in await page.inner_text("table")
+    assert "flowbus flows reload" not in refused
+    await screenshots(page, "console-flows-reload")
+    await page.get_by_role("link", name="Quatre étapes (v2)").click()
+    versions = await page.inner_text("section[aria-labelledby=versions]")
+    assert "version 2" in versions and "en service" in versions and "version 1" in versions
+    await page.get_by_role("link", name="version 1", exact=True).click()
+    assert 'label: "Quatre étapes"' in await page.inner_text("pre.code")
+    await screenshots(page, "console-flow-version")
+    async with rt.store.transaction() as tx:
+        kinds = [r["kind"] for r in await tx.fetch("SELECT kind FROM journal WHERE kind = 'admin.flows.reloaded'")]
+    assert kinds == ["admin.flows.reloaded"]
+    # an entity administrator sees the flows but cannot reload them
+    other = await browser.new_page()
+    await people.sign_in(other, srv.url, "admin-commune")
+    await other.goto(f"{srv.url}/admin/flux?collectivite={ent.id}")
+    assert await other.get_by_role("button", name="Recharger les flux").count() == 0
+    csrf = await other.locator("input[name=csrf]").first.get_attribute("value")
+    resp = await other.request.post(f"{srv.url}/admin/flux/recharger", form={"csrf": csrf})
+    assert resp.status == 403

@@ -34,6 +34,9 @@ async def test_admin_requeues_a_dead_letter(backend, runtime_factory, server_fac
     [letter] = await rt.bus.dead_letters("steps")
     await rt.engine.start_workers()
     Heartbeat(rt, "worker").start()
+    from flowbus.jobs import platform_jobs
+    from flowbus.scheduler import Scheduler
+    await Scheduler(rt, platform_jobs()).run_due()  # what `flowbus serve` runs in the background
 
     await people.admin(rt, "camille")
     page = await browser.new_page()
@@ -47,6 +50,10 @@ async def test_admin_requeues_a_dead_letter(backend, runtime_factory, server_fac
     assert "en service" in await page.inner_text("section[aria-labelledby=processus]")
     waiting = await page.inner_text("section[aria-labelledby=attente]")
     assert "Quatre étapes" in waiting and "Arrêté bloqué" in waiting
+    scheduled = page.locator("section[aria-labelledby=planifiees] tr", has_text="Purge des sessions")
+    assert "fait" in await scheduled.inner_text() and "0 session(s)" in await scheduled.inner_text()
+    inbox = await page.locator("section[aria-labelledby=planifiees] tr", has_text="Relève des courriers").inner_text()
+    assert "0 courrier(s), 0 PES Retour, 0 relève(s) en échec" in inbox
     await screenshots(page, "console-operations")
     await article.get_by_role("button", name="Remettre en file").click()
     assert await page.inner_text("[role=status]") == "Message remis en file."

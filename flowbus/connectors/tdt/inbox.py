@@ -103,7 +103,7 @@ async def collect_pes_retours(rt: Any, *, instance_id: str, entity_id: str, flow
         await documents.attach_file(rt, doc.id, "pes_retour", filename=name, media_type="application/xml",
                                     chunks=_chunks(xml), actor=actor)
         await conn.record(key, name, doc.id)
-        if start and flow.start:
+        if start:  # a flow without steps ends at once: the PES_Retour is filed, done
             await documents.run_action(rt, doc.id, "start", actor=actor)
         created.append(doc.id)
 
