@@ -1,9 +1,11 @@
 """Every Prometheus metric, defined once, and where each is counted.
 
 Counted as things happen: HTTP requests (``flowbus.api.http_metrics``), documents created and bytes
-uploaded (API v1), step runs, their durations and connector errors (``flows.runner``).  Read when
-``/metrics`` is scraped (``refresh``): queue depth by status, dead letters, age of the oldest
-document waiting or in error per flow — each one index range, never a count of the documents table.
+uploaded (API v1), step runs, their durations and connector errors, documents entering each state
+(``flows.runner``, ``flows.fastrecord``).  Read when ``/metrics`` is scraped (``refresh``): queue depth by
+status, dead letters, documents in each state that is not final per flow (counted up to ``COUNT_CAP``), age
+of the oldest document waiting or in error per flow — each one index range, never a count of the documents
+table (finished documents are followed by the rate of ``flowbus_document_states_total``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ DEAD_LETTERS = Gauge("flowbus_dead_letters", "Dead letters per queue", ["queue"]
 OLDEST_DOCUMENT = Gauge("flowbus_oldest_document_age_seconds",
                         "Age since the last change of the oldest document per flow and state (waiting, error)",
                         ["flow", "state"])
+DOCUMENT_STATES = Counter("flowbus_document_states_total", "Documents entering a state (done, error, "
+                          "a refusal…), per flow", ["flow", "state"])
+DOCUMENTS = Gauge("flowbus_documents", "Documents now in each state that is not final, per flow (counted up to "
+                  "100000)", ["flow", "state"])
 WATCHED_STATES = ("waiting", "error", "running")
+COUNTED_STATES = ("draft", "running", "waiting", "error")
+COUNT_CAP = 100_000
 
 
 def queues() -> dict[str, str]:
@@ -54,3 +62,7 @@ async def refresh(rt: Any) -> None:
                                         "ORDER BY updated_at LIMIT 1", flow_id, state)
                 age = (now - parse_iso(row["updated_at"])).total_seconds() if row else 0.0
                 OLDEST_DOCUMENT.labels(flow_id, state).set(max(0.0, age))
+            for state in COUNTED_STATES:  # the same index, a bounded range each
+                count = await tx.fetchval("SELECT COUNT(*) FROM (SELECT 1 FROM documents WHERE flow_id = $1 AND "
+                                          "state = $2 LIMIT $3) AS n", flow_id, state, COUNT_CAP)
+                DOCUMENTS.labels(flow_id, state).set(count)

@@ -39,6 +39,7 @@ from flowbus.clock import isoformat
 from flowbus.connectors.base import Outcome
 from flowbus.errors import FlowbusError
 from flowbus.flows import machine
+from flowbus.metrics import DOCUMENT_STATES
 from flowbus.models import Document
 from flowbus.store import repo
 
@@ -104,6 +105,8 @@ async def record_done(engine: Any, msg: Message, doc: Document, ss: dict[str, An
         "search": repo.search_text(fields), "state": state})
     if attempt is None:
         return False
+    if landing.kind != "step":
+        DOCUMENT_STATES.labels(doc.flow_id, state).inc()
     if landing.kind == "step":
         await engine.rt.bus.publish(engine._message(doc.id, doc.flow_id, landing.name, int(attempt), seq + 1))
     return True

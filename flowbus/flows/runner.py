@@ -33,7 +33,7 @@ from flowbus.errors import (Conflict, FlowbusError, NotConfigured, NotFound, Per
 from flowbus.flows import fastrecord, machine
 from flowbus.flows.model import Target
 from flowbus.flows.retry import next_delay
-from flowbus.metrics import CONNECTOR_ERRORS, STEP_DURATION, STEP_RUNS
+from flowbus.metrics import CONNECTOR_ERRORS, DOCUMENT_STATES, STEP_DURATION, STEP_RUNS
 from flowbus.models import Document, FileRef
 from flowbus.store import repo
 from flowbus.store.base import Tx
@@ -154,6 +154,7 @@ class Engine:
             if reason:
                 data["reason"] = reason
             await self._journal(tx, doc, "state.changed", actor, data)
+            DOCUMENT_STATES.labels(doc.flow_id, doc.state).inc()
             for hook in self.rt.state_hooks:
                 await hook(tx, new, old_state or "", doc.state)
         return new

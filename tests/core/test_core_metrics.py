@@ -73,6 +73,12 @@ async def test_metrics_count_step_runs_http_requests_queues_and_oldest_error(bac
     assert delta("flowbus_http_requests_total", method="GET", route=route, status="200") == 3
     assert delta("flowbus_http_requests_total", method="GET", route=route, status="404") == 1
     assert ("flowbus_oldest_document_age_seconds", (("flow", "broken"), ("state", "error"))) in after
+    assert delta("flowbus_document_states_total", flow="four", state="done") == 1
+    assert delta("flowbus_document_states_total", flow="broken", state="error") == 1
+    assert _get(after, "flowbus_documents", flow="broken", state="error") == 1
+    assert ("flowbus_documents", (("flow", "four"), ("state", "running"))) in after
+    assert _get(after, "flowbus_documents", flow="four", state="running") == 0
+    assert ("flowbus_documents", (("flow", "four"), ("state", "done"))) not in after, "finished: not counted"
     rt.clock = _Later(rt.clock, 3600)  # an hour later, the same document in error is an hour old
     async with srv.client() as api:
         aged = await _scrape(api)
