@@ -1,5 +1,5 @@
-"""``flowbus secrets rotate``: every secret stored by the API (connector settings, webhook secrets) sealed
-again with a new key (key file) or with the first of FLOWBUS_SECRET_KEYS."""
+"""``flowbus secrets rotate``: every secret stored by the API (connector settings, webhook secrets, signers'
+PKCS#12) sealed again with a new key (key file) or with the first of FLOWBUS_SECRET_KEYS."""
 
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ async def cmd_rotate(args: argparse.Namespace) -> int:
         async with store.transaction() as tx:
             connectors = await registry.rotate_secrets(tx)
             hooks = await webhooks.rotate_secrets(tx, box)
+            from flowbus.signature import parapheur
+            signers = await parapheur.rotate_signer_keys(tx, box)
     finally:
         await store.close()
     if new_key:
@@ -44,7 +46,7 @@ async def cmd_rotate(args: argparse.Namespace) -> int:
     else:
         print("Secrets chiffrés avec la première clé de FLOWBUS_SECRET_KEYS : retirez les autres clés de la "
               "variable, puis redémarrez flowbus.")
-    print(f"{connectors} connecteur(s) et {hooks} webhook(s) rechiffrés.")
+    print(f"{connectors} connecteur(s), {hooks} webhook(s) et {signers} certificat(s) de signataire rechiffrés.")
     return 0
 
 

@@ -503,20 +503,32 @@ class SignerKey:
 
 
 async def set_signer_key(tx: Tx, signer_id: str, p12: bytes, *, subject: str, not_after: datetime,
-                         now: datetime) -> None:
+                         now: datetime, box: Any = None) -> None:
+    """Store the signer's PKCS#12 (locked by their code), sealed by ``box`` (flowbus.secretbox) as well."""
     import base64
+    stored = base64.b64encode(p12).decode()
     await tx.execute("DELETE FROM parapheur_signer_keys WHERE signer_id = $1", signer_id)
     await tx.execute("INSERT INTO parapheur_signer_keys (signer_id, p12, subject, not_after, created_at) "
-                     "VALUES ($1, $2, $3, $4, $5)", signer_id, base64.b64encode(p12).decode(), subject,
+                     "VALUES ($1, $2, $3, $4, $5)", signer_id, box.seal(stored) if box else stored, subject,
                      isoformat(not_after), isoformat(now))
 
 
-async def signer_key(tx: Tx, signer_id: str) -> SignerKey | None:
+async def signer_key(tx: Tx, signer_id: str, box: Any = None) -> SignerKey | None:
     import base64
     row = await tx.fetchrow("SELECT * FROM parapheur_signer_keys WHERE signer_id = $1", signer_id)
     if row is None:
         return None
-    return SignerKey(row["signer_id"], base64.b64decode(row["p12"]), row["subject"], parse_iso(row["not_after"]))
+    stored = box.open(row["p12"]) if box else row["p12"]
+    return SignerKey(row["signer_id"], base64.b64decode(stored), row["subject"], parse_iso(row["not_after"]))
+
+
+async def rotate_signer_keys(tx: Tx, box: Any) -> int:
+    """Seal every stored signer PKCS#12 again with the box's first key (``flowbus secrets rotate``)."""
+    rows = await tx.fetch("SELECT signer_id, p12 FROM parapheur_signer_keys")
+    for row in rows:
+        await tx.execute("UPDATE parapheur_signer_keys SET p12 = $2 WHERE signer_id = $1", row["signer_id"],
+                         box.rotate(row["p12"]))
+    return len(rows)
 
 
 async def remove_signer_key(tx: Tx, signer_id: str) -> bool:

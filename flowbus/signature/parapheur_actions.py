@@ -95,7 +95,7 @@ async def signing_means(rt: Any, signer: parapheur.Signer | None) -> parapheur.S
     if signer is None:
         return None
     async with rt.store.transaction() as tx:
-        return await parapheur.signer_key(tx, signer.id)
+        return await parapheur.signer_key(tx, signer.id, rt.secrets)
 
 
 def open_personal_key(personal: parapheur.SignerKey, code: str | None, now: Any) -> SigningKey:

@@ -81,7 +81,7 @@ async def inbox(request: web.Request) -> web.Response:
     async with rt.store.transaction() as tx:
         items = await parapheur.inbox(tx, signer, rt.clock.now())
         external = await parapheur.external_pending(tx, signer, rt.clock.now())
-        key = await parapheur.signer_key(tx, signer.id)
+        key = await parapheur.signer_key(tx, signer.id, rt.secrets)
     return render("signer_inbox.html", signer=signer, csrf=csrf, items=items, external=external, key=key,
                   message=request.query.get("message"), link=request.query.get("lien"),
                   error=request.query.get("erreur"))
@@ -98,7 +98,7 @@ async def task_page(request: web.Request) -> web.Response:
                           csrf=csrf, message="Ce dossier n'est pas dans votre parapheur.")
         tasks = await parapheur.tasks_of(tx, item.folder.id)
         decisions = await parapheur.decisions_of(tx, item.folder.id)
-        key = await parapheur.signer_key(tx, signer.id)
+        key = await parapheur.signer_key(tx, signer.id, rt.secrets)
     return render("signer_task.html", signer=signer, csrf=csrf, item=item, tasks=tasks, decisions=decisions, key=key,
                   labels=STATUS_LABELS, folder_labels=FOLDER_LABELS, error=request.query.get("error"),
                   document_url=f"/parapheur/taches/{item.task.id}/document")

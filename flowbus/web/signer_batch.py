@@ -66,7 +66,7 @@ async def certificate_page(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     signer, csrf = await _session(request)
     async with rt.store.transaction() as tx:
-        key = await parapheur.signer_key(tx, signer.id)
+        key = await parapheur.signer_key(tx, signer.id, rt.secrets)
     return render("signer_certificate.html", signer=signer, csrf=csrf, key=key, error=request.query.get("erreur"),
                   message=request.query.get("message"))
 
@@ -92,7 +92,8 @@ async def certificate_save(request: web.Request) -> web.Response:
     subject = key.certificate.subject.rfc4514_string()
     async with rt.store.transaction() as tx:
         await parapheur.set_signer_key(tx, signer.id, data, subject=subject,
-                                       not_after=key.certificate.not_valid_after_utc, now=rt.clock.now())
+                                       not_after=key.certificate.not_valid_after_utc, now=rt.clock.now(),
+                                       box=rt.secrets)
     raise web.HTTPSeeOther(f"/parapheur/certificat?message={quote(f'Certificat enregistré : {subject}.')}")
 
 

@@ -47,11 +47,24 @@ async def test_no_secret_in_clear_in_the_database(backend, runtime, server_facto
     assert inst.settings["password"] == PASSWORD and inst.settings["login"] == "commune"
 
 
+async def _signer_p12(rt) -> str:
+    async with rt.store.transaction() as tx:
+        return await tx.fetchval("SELECT p12 FROM parapheur_signer_keys WHERE signer_id = 'signer-1'")
+
+
 async def test_rotate_seals_again_with_a_new_key_and_drops_the_old(runtime_factory, settings_factory):
+    import base64
+
+    from flowbus.signature import parapheur
     rt = await runtime_factory("embedded", workers=False)
+    p12 = b"\x30\x82 a signer's PKCS#12, locked by their code"
     async with rt.store.transaction() as tx:
         await rt.instances.save(tx, {"id": "mailsec", "family": "mailsec", "kind": "smtp", "entity": None,
                                      "settings": {"host": "smtp.example.fr", "password": PASSWORD}}, at=rt.clock.now())
+        await parapheur.set_signer_key(tx, "signer-1", p12, subject="CN=Élue", not_after=rt.clock.now(),
+                                       now=rt.clock.now(), box=rt.secrets)
+    sealed = await _signer_p12(rt)
+    assert sealed.startswith(secretbox.PREFIX) and base64.b64encode(p12).decode() not in sealed
     key_file = secretbox.key_file(rt.settings)
     old_key = key_file.read_text().strip()
     before = await _raw(rt)
@@ -60,7 +73,7 @@ async def test_rotate_seals_again_with_a_new_key_and_drops_the_old(runtime_facto
     out = subprocess.run([sys.executable, "-m", "flowbus", "secrets", "rotate"], env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "1 connecteur(s) et 0 webhook(s) rechiffrés." in out.stdout
+    assert "1 connecteur(s), 0 webhook(s) et 1 certificat(s) de signataire rechiffrés." in out.stdout
     new_key = key_file.read_text().strip()
     assert new_key != old_key and "\n" not in new_key, "only the new key is left"
     rt2 = await build(rt.settings)
@@ -70,6 +83,9 @@ async def test_rotate_seals_again_with_a_new_key_and_drops_the_old(runtime_facto
         async with rt2.store.transaction() as tx:
             inst = await rt2.instances.resolve(tx, "mailsec", "nowhere-entity-is-fine-for-platform")
         assert inst.settings["password"] == PASSWORD
+        assert await _signer_p12(rt2) != sealed
+        async with rt2.store.transaction() as tx:
+            assert (await parapheur.signer_key(tx, "signer-1", rt2.secrets)).p12 == p12
         with pytest.raises(ConfigError, match="ne se déchiffre avec aucune des clés"):
             secretbox.SecretBox([old_key.encode()]).open(after.split('"password": "')[1].split('"')[0])
     finally:
