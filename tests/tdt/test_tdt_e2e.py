@@ -38,6 +38,7 @@ fields:
   - {name: ar_identifier, type: text, label: "Identifiant de l'acte"}
   - {name: aractes, type: file, label: "Accusé de réception"}
   - {name: bordereau_acquittement, type: file, label: "Bordereau d'acquittement"}
+  - {name: acte_tamponne, type: file, label: "Acte tamponné"}
 steps:
   - id: tdt
     label: "Télétransmission à la préfecture"
@@ -179,7 +180,10 @@ async def test_deliberation_to_ar_visible_through_the_api(backend, runtime_facto
         r = await admin.get(f"/api/v1/documents/{doc.id}")
         body = await r.json()
         assert body["fields"]["ar_identifier"] == "034-123456789-20260102-DEL_2026_001-DE"
-        assert {f["field"] for f in body["files"]} >= {"acte", "aractes", "bordereau_acquittement"}
+        assert {f["field"] for f in body["files"]} >= {"acte", "aractes", "bordereau_acquittement", "acte_tamponne"}
+        r = await admin.get(f"/api/v1/documents/{doc.id}/files/acte_tamponne")
+        stamped = await r.read()
+        assert stamped.startswith(b"%PDF") and b"034-123456789-20260102-DEL_2026_001-DE" in stamped
         r = await admin.get(f"/api/v1/documents/{doc.id}/files/aractes")
         assert parse_message(await r.read()).event == "ar"
     assert s2low.count("post_acte", "DEL_2026_001") == 1
@@ -372,3 +376,61 @@ async def test_the_server_collects_letters_and_pes_retours_on_its_own(runtime_fa
     assert runs["tdt.inbox"]["detail"] == "1 courrier(s), 1 PES Retour, 0 relève(s) en échec"
     assert runs["tdt.inbox"]["process"] == first.process and quiet.id not in str(await inboxes(rt))
     assert await first.run_due() == [], "nothing more in the same period"
+
+
+@pytest.mark.parametrize("outcome, state, archive_status", [
+    ("archived", "done", "Archivé par le SAE"),  # 4 → 19 → 12 → 13, all before our first poll
+    ("archive_error", "done", "Erreur lors de l'envoi au SAE"),  # 4 → 19 → 20
+    ("destroyed", "error", None),  # 4 → 16: nothing left to fetch
+])
+async def test_an_act_archived_by_s2low_before_the_poll(backend, runtime_factory, tdt_config, s2low, wait_state,
+                                                        pdf, outcome, state, archive_status):
+    rt = await runtime_factory(backend, config_dir=tdt_config)
+    ent = await create_entity(rt, name="Commune", siren=None, parent=None, actor_name="test")
+    number = {"archived": "DEL_ARCH", "archive_error": "DEL_ARCH_KO", "destroyed": "DEL_DETRUIT"}[outcome]
+    s2low.script_acte(number, outcome)
+    doc = await _deliberation(rt, ent.id, number, pdf)
+    final = await wait_state(rt, doc.id, state, timeout=30)
+    if state == "error":
+        assert "détruite sur S²LOW (statut 16)" in final.last_error
+        return
+    assert final.fields["tdt_status"] == "acquitte_archive_s2low"
+    assert final.fields["tdt_archive_status"] == archive_status
+    assert final.fields["ar_identifier"] == f"034-123456789-20260102-{number}-DE"  # computed at posting
+    files = {f.field for f in final.files}
+    assert {"bordereau_acquittement", "acte_tamponne"} <= files and "aractes" not in files
+    assert s2low.count("download_tampon", number) == 1
+    async with rt.store.transaction() as tx:
+        entries = await tx.fetch("SELECT data FROM journal WHERE document_id = $1 AND kind = 'step.done'", doc.id)
+    assert any("ARActe n'est plus fourni" in e["data"] for e in entries)
+
+
+@pytest.mark.parametrize("outcome, state, archive_status", [
+    ("archived", "done", "Accepté par le SAE"),  # 4 → 9 → 10 before our poll: the acquit is still read
+    ("sae_refused", "done", "Refusé par le SAE"),
+    ("cancelled", "refuse", None),
+    ("destroyed", "error", None),
+])
+async def test_a_pes_past_its_acquit_before_the_poll(backend, runtime_factory, tdt_config, s2low, wait_state,
+                                                     make_pes, outcome, state, archive_status):
+    rt = await runtime_factory(backend, config_dir=tdt_config)
+    ent = await create_entity(rt, name="Commune", siren=None, parent=None, actor_name="test")
+    nom_fic = f"PES_{outcome.upper()}"
+    s2low.script_pes(nom_fic, outcome)
+    doc = await documents.create_document(rt, entity_id=ent.id, flow_id="pes", fields={"title": "Mandats"},
+                                          actor="test")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield make_pes(nom_fic)
+
+    await documents.attach_file(rt, doc.id, "pes", filename="pes.xml", media_type="application/xml",
+                                chunks=chunks(), actor="test")
+    await documents.run_action(rt, doc.id, "start", actor="test")
+    final = await wait_state(rt, doc.id, state, timeout=30)
+    if outcome == "destroyed":
+        assert "détruit sur S²LOW (statut 22)" in final.last_error
+    elif outcome == "cancelled":
+        assert final.fields["tdt_status"] == "annule"
+    else:
+        assert final.fields["pes_acquit_ok"] is True and final.fields["tdt_archive_status"] == archive_status
+        assert parse_pes_acquit(await rt.blobs.read(final.files_of("pes_acquit")[0].blob_key)).nom_fic == nom_fic

@@ -84,10 +84,12 @@ async def test_deliberation_to_ar(fake_runtime, sim, clock, pdf):
     assert out.fields == {"ar_date": "2026-01-05", "ar_identifier": "034-123456789-20260102-DEL_2026_001-DE",
                           "unique_id": "034-123456789-20260102-DEL_2026_001-DE", "tdt_transaction_id": tid,
                           "tdt_status": "acquitte"}
-    ar_file, bordereau = out.files
+    ar_file, bordereau, stamped = out.files
     assert (ar_file.field, ar_file.filename) == ("aractes", "034-123456789-20260102-DEL_2026_001-DE-1-2.xml")
     assert parse_message(await rt.blobs.read(ar_file.blob.key)).event == "ar"
     assert bordereau.field == "bordereau_acquittement" and bordereau.media_type == "application/pdf"
+    assert stamped.field == "acte_tamponne" and stamped.media_type == "application/pdf"
+    assert b"034-123456789-20260102-DEL_2026_001-DE" in await rt.blobs.read(stamped.blob.key)
     assert sim.count("post_acte", "DEL_2026_001") == 1
 
 

@@ -36,10 +36,19 @@ log = structlog.get_logger(__name__)
 ACTES_STATUS = {-1: "Erreur", 0: "Annulé", 1: "Posté", 2: "En attente de transmission", 3: "Transmis",
                 4: "Acquittement reçu", 5: "Validé", 6: "Refusé", 7: "Document reçu", 8: "Acquittement envoyé",
                 9: "Document envoyé", 10: "Refus d'envoi", 11: "Acquittement de document reçu",
-                17: "En attente d'être postée", 21: "Document reçu (pas d'AR)"}
+                12: "Envoyé au SAE", 13: "Archivé par le SAE", 14: "Erreur lors de l'archivage", 16: "Détruite",
+                17: "En attente d'être postée", 18: "En attente d'être signée", 19: "En attente de transmission au SAE",
+                20: "Erreur lors de l'envoi au SAE", 21: "Document reçu (pas d'AR)",
+                22: "Erreur SAE : documents indisponibles"}
+# an acknowledged act that S²LOW has since moved to its own archiving (tdt.md §3.5): the AR was received
+ACTES_ARCHIVING = frozenset({12, 13, 14, 19, 20, 22})
 HELIOS_STATUS = {-1: "Erreur", 0: "Annulé", 1: "Posté", 2: "En attente de transmission", 3: "Transmis",
                  4: "Acquitté", 5: "Validé", 6: "Refusé", 7: "En traitement", 8: "Information disponible",
-                 24: "Transmis sans acquittement"}
+                 9: "Envoyé au SAE", 10: "Accepté par le SAE", 11: "Refusé par le SAE", 13: "En attente d'être signé",
+                 14: "En attente d'être posté", 19: "En attente de transmission au SAE",
+                 20: "Erreur lors de l'envoi au SAE", 22: "Détruit", 24: "Transmis sans acquittement"}
+# a PES whose acquit came, then moved to S²LOW's archiving: the acquit is still read from the transaction
+HELIOS_ARCHIVING = frozenset({9, 10, 11, 19, 20})
 DUPLICATE_NUMBER = re.compile(r"num[ée]ro.*(d[ée]j[àa]|existe)|d[ée]j[àa].*num[ée]ro|unique", re.I)
 
 

@@ -36,9 +36,16 @@ from flowbus.connectors.tdt import actes as A
 from flowbus.connectors.tdt import actes_messages as M
 from flowbus.connectors.tdt.classification import Classification, build_classification, sample_classification
 from flowbus.connectors.tdt.helios import build_pes_acquit, pes_errors
+from flowbus.connectors.tdt.s2low import HELIOS_STATUS as HELIOS_LABELS
 from flowbus.errors import ValidationError
 
 LETTER_STATUS = {2: 21, 3: 7, 4: 7, 5: 21}  # type of a préfecture letter → its status on arrival
+# what S²LOW does with an acknowledged act after the AR, per scripted outcome (each step after delays["archive"])
+AFTER_AR = {"ar": (), "archived": (19, 12, 13), "archive_error": (19, 20), "destroyed": (16,)}
+ACKNOWLEDGED = frozenset({4, 5, 12, 13, 14, 19, 20, 22})  # states in which the bordereau and files are served
+# PES: what follows the acquit, per scripted outcome (each step after delays["archive"])
+PES_AFTER_ACQUIT = {"ok": (), "archived": (9, 10), "sae_refused": (9, 11), "destroyed": (22,)}
+PES_WITH_ACQUIT = frozenset({4, 8, 9, 10, 11, 19, 20})
 
 
 @dataclass
@@ -94,7 +101,8 @@ class S2lowSimulator:
                  siren: str = "123456789", departement: str = "034", ssl_context: Any = None) -> None:
         self.clock = clock or SystemClock()
         self.delays = {"validate": timedelta(0), "transmit": timedelta(0), "ar": timedelta(0),
-                       "pes_transmit": timedelta(0), "pes_acquit": timedelta(0), **(delays or {})}
+                       "pes_transmit": timedelta(0), "pes_acquit": timedelta(0), "archive": timedelta(0),
+                       **(delays or {})}
         self.fail: dict[str, int | list[int]] = dict(fail or {})
         self.outcome = outcome
         self.anomaly = anomaly
@@ -114,6 +122,7 @@ class S2lowSimulator:
         self.pes: dict[int, PesTransaction] = {}
         self.pes_retours: dict[int, tuple[str, bytes, bool]] = {}  # id → (name, xml, read)
         self.scripts: dict[str, tuple[str, str | None]] = {}
+        self.pes_scripts: dict[str, str] = {}
         self._serials: Counter[str] = Counter()
         self._next = 0
         self._runner: web.AppRunner | None = None
@@ -123,8 +132,14 @@ class S2lowSimulator:
     # ---- scripting and counters --------------------------------------------------------------
 
     def script_acte(self, number: str, outcome: str, reason: str | None = None) -> None:
-        """Outcome for one act: ``ar``, ``anomaly`` or ``refused`` (with the préfecture's reason)."""
+        """Outcome for one act: ``ar``, ``anomaly`` or ``refused`` (with the préfecture's reason), or an AR followed
+        by S²LOW's own archiving: ``archived`` (19, 12, 13), ``archive_error`` (19, 20), ``destroyed`` (16)."""
         self.scripts[number] = (outcome, reason)
+
+    def script_pes(self, nom_fic: str, outcome: str) -> None:
+        """Outcome for one PES: ``ok``, ``nack``, ``errors``, ``cancelled`` (0), or the acquit followed by S²LOW's
+        archiving: ``archived`` (9, 10), ``sae_refused`` (9, 11), ``destroyed`` (22)."""
+        self.pes_scripts[nom_fic] = outcome
 
     def count(self, endpoint: str, key: str | None = None) -> int:
         if key is None:
@@ -319,13 +334,17 @@ class S2lowSimulator:
         doc_name = t.archive.members[2]
         annex_names = list(t.archive.members[3:])
         posted_with = self.classification.date
-        if outcome == "ar":
+        if outcome in AFTER_AR:
             def ar() -> bytes:  # written when the préfecture answers: it names its classification of that day
                 return M.build_ar_acte(t.acte, id_acte=t.archive.id_acte, date_reception=final_at.date(),
                                        classification_date=posted_with,
                                        classification_en_cours=self.classification.date,
                                        document_name=doc_name, annex_names=annex_names)
             t.timeline.append((final_at, 4, ar))  # type: ignore[arg-type]
+            at = final_at
+            for later in AFTER_AR[outcome]:  # S²LOW's archiving: those statuses carry no flux_retour
+                at = at + d["archive"] + timedelta(microseconds=1)
+                t.timeline.append((at, later, b""))
         elif outcome == "anomaly":
             nature, detail = (self.anomaly[0], reason) if reason else self.anomaly
             xml = M.build_anomalie_acte(t.acte, on=final_at.date(), nature=nature, detail=detail,
@@ -423,7 +442,7 @@ class S2lowSimulator:
     async def h_bordereau(self, request: web.Request) -> web.Response:
         t = self._get(request.query.get("trans_id"))
         self._count("bordereau", t.number if t else None)
-        if t is None or t.status_at(self._now())[0] != 4 or t.archive is None:
+        if t is None or t.status_at(self._now())[0] not in ACKNOWLEDGED or t.archive is None:
             return self._ko("Bordereau indisponible")
         text = f"Bordereau d'acquittement {t.archive.id_acte}"
         return web.Response(body=_tiny_pdf(text), content_type="application/pdf")
@@ -431,7 +450,7 @@ class S2lowSimulator:
     async def h_files(self, request: web.Request) -> web.Response:
         t = self._get(request.query.get("transaction"))
         self._count("files_list", t.number if t else None)
-        if t is None or t.archive is None or t.status_at(self._now())[0] in (1, 2, 3):
+        if t is None or t.archive is None or t.status_at(self._now())[0] in (1, 2, 3, 16):
             return self._ko("Fichiers indisponibles")
         names = t.archive.members[1:]
         out = [{"id": f"{t.id}:{i}", "name": n, "posted_filename": n, "mimetype": A.sniff_media_type(
@@ -451,6 +470,12 @@ class S2lowSimulator:
         if t is None or t.archive is None or not idx.isdigit() or int(idx) + 1 >= len(t.archive.members):
             return self._ko("Fichier inconnu")
         name = t.archive.members[int(idx) + 1]
+        self._count("download_tampon" if request.query.get("tampon") == "true" else "download_file", t.number)
+        if request.query.get("tampon") == "true" and name.lower().endswith(".pdf") and int(idx) >= 1:
+            # the act as S²LOW stamps it: « Reçu en préfecture le … », its identifier and the display date
+            when = request.query.get("date_affichage")
+            text = f"Reçu en préfecture : {t.archive.id_acte}" + (f" — affiché le {when}" if when else "")
+            return web.Response(body=_tiny_pdf(text), content_type="application/pdf")
         return web.Response(body=t.archive.files[name], content_type="application/octet-stream")
 
     async def h_get_document(self, request: web.Request) -> web.Response:
@@ -554,8 +579,6 @@ class S2lowSimulator:
         sha1 = hashlib.sha1(content).hexdigest()
         if any(p.sha1 == sha1 for p in self.pes.values()):
             return self._xml("import", id="", resultat="KO", message="Doublon : ce fichier a déjà été transmis")
-        if index and any(p.nom_fic == nom_fic for p in self.pes.values()):
-            return self._xml("import", id="", resultat="KO", message=f"Le NomFic {nom_fic} a déjà été utilisé")
         now = self._now()
         p = PesTransaction(self._id(), nom_fic, upload.filename, sha1, content)
         p.timeline = [(now, 1, "Posté")]
@@ -566,9 +589,12 @@ class S2lowSimulator:
             p.timeline += [(now + d["validate"], 2, "En attente de transmission"),
                            (now + d["pes_transmit"], 3, "Transmis")]
             done = now + d["pes_transmit"] + d["pes_acquit"]
-            if self.pes_outcome == "nack":
+            outcome = self.pes_scripts.get(nom_fic, self.pes_outcome)
+            if outcome == "cancelled":
+                p.timeline.append((done, 0, "Annulé"))
+            elif outcome == "nack":
                 p.timeline.append((done, 6, "Refusé par Hélios"))
-            elif self.pes_outcome == "errors":
+            elif outcome == "errors":
                 pj = index.pjs[0].id_unique if index.pjs else "TI00000001"
                 p.acquit = build_pes_acquit(index, errors=[(4, "ERREUR_DOUBLON_PJ", f"1984 - L'identifiant unique "
                                                             f"de la PJ {pj} a déjà été intégré dans HELIOS")])
@@ -576,6 +602,10 @@ class S2lowSimulator:
             else:
                 p.acquit = build_pes_acquit(index)
                 p.timeline.append((done, 4, "Acquitté"))
+                at = done
+                for later in PES_AFTER_ACQUIT.get(outcome, ()):
+                    at = at + d["archive"] + timedelta(microseconds=1)
+                    p.timeline.append((at, later, HELIOS_LABELS.get(later, "")))
         self.pes[p.id] = p
         return self._xml("import", id=p.id, resultat="OK", message="Le fichier PES a été importé")
 
@@ -597,7 +627,7 @@ class S2lowSimulator:
     async def h_pes_acquit(self, request: web.Request) -> web.Response:
         p = self._pes(request.query.get("id"))
         self._count("pes_acquit", p.nom_fic if p else None)
-        if p is None or p.acquit is None or p.status_at(self._now())[0] not in (4, 8):
+        if p is None or p.acquit is None or p.status_at(self._now())[0] not in PES_WITH_ACQUIT:
             raise web.HTTPFound("/modules/helios/index.php?error=acquit")
         return web.Response(body=p.acquit, content_type="text/xml", charset="ISO-8859-1")
 

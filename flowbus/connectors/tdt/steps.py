@@ -31,7 +31,8 @@ from flowbus.connectors.tdt import actes as A
 from flowbus.connectors.tdt.actes_messages import LETTER_LABELS, parse_message
 from flowbus.connectors.tdt.classification import Classification, ClassificationCache, parse_ttl
 from flowbus.connectors.tdt.helios import check_pes_aller, parse_pes_acquit, parse_pes_retour
-from flowbus.connectors.tdt.s2low import DUPLICATE_NUMBER, S2lowClient, S2lowKO, ssl_context
+from flowbus.connectors.tdt.s2low import (ACTES_ARCHIVING, DUPLICATE_NUMBER, HELIOS_ARCHIVING, S2lowClient, S2lowKO,
+                                         ssl_context)
 from flowbus.errors import PermanentError, TransientError, ValidationError
 
 SECRETS = frozenset({"password", "client_cert_password", "client_cert_p12_base64"})
@@ -264,18 +265,28 @@ class TdtActesConnector(_S2lowBase):
             await self._note_classification(ctx, msg.classification_date)
             files = [await ctx.new_file(ctx.params.get("ar_field", "aractes"), f"{msg.id_acte}-1-2.xml",
                                         "application/xml", st.payload)]
-            try:
-                pdf = await client.get_bordereau(str(tid))
-                if pdf.startswith(b"%PDF"):
-                    files.append(await ctx.new_file(ctx.params.get("bordereau_field", "bordereau_acquittement"),
-                                                    f"bordereau-{msg.id_acte}.pdf", "application/pdf", pdf))
-            except PermanentError as exc:
-                ctx.log.warning("tdt.actes.bordereau_missing", error=str(exc))
+            files += await self._receipts(ctx, client, str(tid), msg.id_acte)
             return Outcome.done(fields={"ar_date": msg.date.isoformat() if msg.date else None,
                                         "ar_identifier": msg.id_acte, "unique_id": msg.id_acte,
                                         "tdt_transaction_id": str(tid), "tdt_status": "acquitte"},
                                 files=files, data={**ctx.data, "id_acte": msg.id_acte},
                                 message=f"Acquittement de la préfecture reçu : {msg.id_acte} le {msg.date}")
+        if st.status in ACTES_ARCHIVING:
+            # acknowledged, then moved by S²LOW to its archiving before this poll: the status no longer carries
+            # the ARActe (tdt.md §3.5); the bordereau and the stamped act are still read from the transaction
+            id_acte = ctx.data.get("id_acte")
+            files = await self._receipts(ctx, client, str(tid), id_acte or str(tid))
+            problem = st.status in (14, 20, 22)
+            return Outcome.done(fields={"ar_identifier": id_acte, "unique_id": id_acte,
+                                        "tdt_transaction_id": str(tid), "tdt_status": "acquitte_archive_s2low",
+                                        "tdt_archive_status": st.label},
+                                files=files, data={**ctx.data, "status": st.status},
+                                message=f"Acte acquitté par la préfecture puis passé par S²LOW à l'état « {st.label} » "
+                                        "avant la relève : l'ARActe n'est plus fourni par S²LOW"
+                                        + (" ; l'archivage de S²LOW a échoué, à suivre avec le SAE" if problem else ""))
+        if st.status == 16:
+            raise PermanentError(f"la transaction {tid} a été détruite sur S²LOW (statut 16) : ni AR ni fichiers à "
+                                 "récupérer", hint="vérifiez l'acte sur S²LOW, puis passez l'étape ou renvoyez-le")
         if st.status == -1:
             reason = st.message or "erreur signalée par S²LOW"
             if "classification" in reason.lower():
@@ -290,6 +301,30 @@ class TdtActesConnector(_S2lowBase):
         if st.status == 0:
             return Outcome.rejected("transmission annulée", fields={"tdt_status": "annule"}, data=dict(ctx.data))
         raise PermanentError(f"statut S²LOW inattendu pour la transaction {tid} : {st.status} ({st.label})")
+
+    async def _receipts(self, ctx: StepContext, client: S2lowClient, tid: str, id_acte: str) -> list[Any]:
+        """The bordereau d'acquittement and the act stamped by S²LOW (« acte tamponné »), each when S²LOW has it:
+        a missing one is logged, never a failure of the step."""
+        files = []
+        try:
+            pdf = await client.get_bordereau(tid)
+            if pdf.startswith(b"%PDF"):
+                files.append(await ctx.new_file(ctx.params.get("bordereau_field", "bordereau_acquittement"),
+                                                f"bordereau-{id_acte}.pdf", "application/pdf", pdf))
+        except PermanentError as exc:
+            ctx.log.warning("tdt.actes.bordereau_missing", error=str(exc))
+        try:
+            listed = await client.list_files(tid)
+            act = listed[1] if len(listed) > 1 else None  # [0] the message, [1] the act, [2…] the annexes
+            if act is not None:
+                stamped = await client.download_file(str(act["id"]), tampon=True)
+                if stamped.startswith(b"%PDF"):
+                    name = str(act.get("posted_filename") or act.get("name") or "acte.pdf")
+                    files.append(await ctx.new_file(ctx.params.get("tampon_field", "acte_tamponne"),
+                                                    f"tampon-{name}", "application/pdf", stamped))
+        except (PermanentError, KeyError, TypeError) as exc:
+            ctx.log.warning("tdt.actes.tampon_missing", error=str(exc))
+        return files
 
     async def _note_classification(self, ctx: StepContext, en_cours: date | None) -> None:
         """A newer ``ClassificationDateVersionEnCours`` makes the cached classification stale: drop it and ask
@@ -457,7 +492,7 @@ class TdtHeliosConnector(_S2lowBase):
         st = await client.get_pes_status(str(tid))
         if st.status in (1, 2, 3, 7, 13, 14):
             return Outcome.waiting(self.check_in(ctx), data=dict(ctx.data))
-        if st.status in (4, 5, 8):
+        if st.status in (4, 5, 8) or st.status in HELIOS_ARCHIVING:  # archived since: the acquit is still there
             raw = await client.get_pes_acquit(str(tid))
             acquit = parse_pes_acquit(raw)
             f = await ctx.new_file(ctx.params.get("acquit_field", "pes_acquit"),
@@ -465,6 +500,8 @@ class TdtHeliosConnector(_S2lowBase):
             fields = {"tdt_transaction_id": str(tid), "pes_acquit_ok": acquit.ok,
                       "pes_acquit_date": self.runtime.clock.now().date().isoformat(),
                       "pes_acquit_errors": acquit.errors, "tdt_status": "acquitte" if acquit.ok else "acquit_ko"}
+            if st.status in HELIOS_ARCHIVING:
+                fields["tdt_archive_status"] = st.label
             if acquit.ok:
                 return Outcome.done(fields=fields, files=[f], data=dict(ctx.data),
                                     message=f"PES_Acquit reçu pour {acquit.nom_fic}")
@@ -474,6 +511,12 @@ class TdtHeliosConnector(_S2lowBase):
             reason = st.message or ("refusé par Hélios" if st.status == 6 else "erreur S²LOW")
             return Outcome.rejected(reason, fields={"tdt_status": "refuse" if st.status == 6 else "erreur",
                                                     "tdt_error": reason}, data=dict(ctx.data))
+        if st.status == 0:
+            return Outcome.rejected("transmission du PES annulée sur S²LOW", fields={"tdt_status": "annule"},
+                                    data=dict(ctx.data))
+        if st.status == 22:
+            raise PermanentError(f"le PES {tid} a été détruit sur S²LOW (statut 22) : pas d'acquit à récupérer",
+                                 hint="vérifiez le fichier sur S²LOW, puis passez l'étape ou renvoyez-le")
         if st.status == 24:
             return Outcome.done(fields={"tdt_status": "transmis_sans_acquit", "pes_acquit_ok": None},
                                 data=dict(ctx.data), message="PES transmis, Hélios n'enverra pas d'acquit")
