@@ -1,4 +1,4 @@
-"""The platform's scheduled jobs (run by ``flowbus.scheduler`` inside the server): following flow reloads, the préfecture letters and PES_Retour relève, the notification digests, and purges of what has expired."""
+"""The platform's scheduled jobs (run by ``flowbus.scheduler`` inside the server): following flow reloads, resending overdue step messages, the préfecture letters and PES_Retour relève, the notification digests, and purges of what has expired."""
 
 from __future__ import annotations
 
@@ -63,6 +63,11 @@ async def poll_tdt_inboxes(rt: Any) -> dict[str, int]:
     return counts
 
 
+async def resend_overdue(rt: Any) -> int:
+    """Steps whose check or retry message is overdue get it again (a message the broker kept or lost)."""
+    return await rt.engine.resend_overdue()
+
+
 async def send_digests(rt: Any) -> int:
     from flowbus import notifications
     return await notifications.install(rt).send_digests()
@@ -88,6 +93,8 @@ def platform_jobs() -> list[Job]:
     from flowbus.notifications import DIGEST_HOUR
     return [
         Job("flows.follow", every(10), follow_flow_reloads, "Suivi des rechargements de flux", shared=False),
+        Job("engine.overdue", every(60), resend_overdue, "Relance des vérifications en retard (message perdu)",
+            describe=lambda n: f"{n} message(s) renvoyé(s)"),
         Job("tdt.inbox", every(INBOX_EVERY), poll_tdt_inboxes,
             "Relève des courriers de la préfecture et des PES Retour (S²LOW)",
             describe=lambda c: f"{c['letters']} courrier(s), {c['pes_retours']} PES Retour, "
@@ -100,4 +107,5 @@ def platform_jobs() -> list[Job]:
     ]
 
 
-__all__ = ["follow_flow_reloads", "inboxes", "platform_jobs", "poll_tdt_inboxes", "purge", "send_digests"]
+__all__ = ["follow_flow_reloads", "inboxes", "platform_jobs", "poll_tdt_inboxes", "purge", "resend_overdue",
+           "send_digests"]

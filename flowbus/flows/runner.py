@@ -53,6 +53,8 @@ _CLAIM = ("UPDATE step_states SET claim = $3, lease_until = $4, status = 'runnin
           "AND state IN ('running', 'waiting')) RETURNING attempt, data, started_at")
 
 
+OVERDUE_GRACE = timedelta(minutes=2)  # a delayed message this late is taken for lost and sent again
+
 _STATE_WORDS = {"draft": "un brouillon", "running": "en cours", "waiting": "en attente", "error": "en erreur",
                 "done": "terminé", "cancelled": "annulé", "rejected": "refusé"}
 
@@ -109,9 +111,11 @@ class Engine:
     # ---- helpers -----------------------------------------------------------------------------
 
     def _message(self, doc_id: str, flow_id: str, step: str, attempt: int, seq: int, op: str = "start", *,
-                 msg_id: str | None = None, local: Any = None) -> Message:
+                 msg_id: str | None = None, local: Any = None, due: str | None = None) -> Message:
         body = {"document": doc_id, "flow": flow_id, "step": step, "attempt": attempt, "seq": seq, "op": op,
                 "sent": time.time()}
+        if due is not None:  # a delayed check: the due date it answers (stale once the sweep sent another)
+            body["due"] = due
         key = f"{doc_id}:{step}:{attempt}:{op}"
         if msg_id is None:
             return Message(queue=QUEUE, body=body, key=key)
@@ -435,6 +439,38 @@ class Engine:
         except FlowbusError as exc:
             return None, exc
 
+    async def resend_overdue(self, *, grace: timedelta = OVERDUE_GRACE, limit: int = 500) -> int:
+        """Send again the delayed message of every step whose check or retry is overdue by ``grace``: a broker
+        may keep a message past its delay (RabbitMQ quorum queues: rabbitmq-server#10718) or a process may die
+        between its commit and its publish. One index range; returns how many were sent again."""
+        now = self.rt.clock.now()
+        rows = await self._overdue(now - grace, limit)
+        sent = 0
+        for r in rows:
+            async with self.rt.store.transaction() as tx:
+                ss = await tx.fetchrow("SELECT s.status, s.attempt, s.due_at, d.flow_id, d.step, d.step_seq, d.state "
+                                       "FROM step_states s JOIN documents d ON d.id = s.document_id "
+                                       "WHERE s.document_id = $1 AND s.step = $2", r["document_id"], r["step"])
+                if ss is None or ss["due_at"] != r["due_at"] or ss["status"] not in ("waiting", "pending") \
+                        or ss["step"] != r["step"] or ss["state"] not in ACTIVE:
+                    continue  # it moved meanwhile: its message came
+                due = isoformat(now + max(grace, timedelta(minutes=1)))  # the resent message's own due date
+                await tx.execute("UPDATE step_states SET due_at = $3 WHERE document_id = $1 AND step = $2",
+                                 r["document_id"], r["step"], due)
+                op = "check" if ss["status"] == "waiting" else "start"
+                await self._publish(tx, self._message(r["document_id"], ss["flow_id"], r["step"], int(ss["attempt"]),
+                                                      int(ss["step_seq"]), op, due=due if op == "check" else None))
+            log.warning("engine.message_resent", document_id=r["document_id"], step=r["step"], op=op,
+                        due_at=r["due_at"], overdue_s=round((now - parse_iso(r["due_at"])).total_seconds()))
+            sent += 1
+        return sent
+
+    async def _overdue(self, before: datetime, limit: int) -> list[dict[str, Any]]:
+        async with self.rt.store.transaction() as tx:
+            return await tx.fetch("SELECT document_id, step, due_at FROM step_states WHERE status IN ('waiting', "
+                                  "'pending') AND due_at IS NOT NULL AND due_at < $1 ORDER BY due_at LIMIT $2",
+                                  isoformat(before), limit)
+
     async def _recover_lost(self, tx: Tx, row: dict[str, Any], doc_id: str, seq: int) -> None:
         """A message for a step the document already left: make sure the current step has its message.
 
@@ -453,13 +489,15 @@ class Engine:
                       outcome: Outcome | None, error: FlowbusError | None) -> None:
         row = await tx.fetchrow(
             "SELECT d.*, s.attempt AS ss_attempt, s.status AS ss_status, s.claim AS ss_claim, s.data AS ss_data, "
-            "s.checks AS ss_checks, s.started_at AS ss_started_at FROM documents d LEFT JOIN step_states s "
+            "s.checks AS ss_checks, s.started_at AS ss_started_at, s.due_at AS ss_due_at FROM documents d "
+            "LEFT JOIN step_states s "
             "ON s.document_id = d.id AND s.step = $2 WHERE d.id = $1", doc_id, step_id)
         if row is None:
             raise NotFound(f"document {doc_id!r} does not exist", field="id")
         ss = None if row["ss_attempt"] is None else {
             "attempt": row["ss_attempt"], "status": row["ss_status"], "claim": row["ss_claim"],
-            "data": row["ss_data"], "checks": row["ss_checks"], "started_at": row["ss_started_at"]}
+            "data": row["ss_data"], "checks": row["ss_checks"], "started_at": row["ss_started_at"],
+            "due_at": row["ss_due_at"]}
         if row["step"] != step_id or int(row["step_seq"]) != seq or ss is None or int(ss["attempt"]) != attempt \
                 or ss["claim"] != msg.id or row["state"] not in ACTIVE:
             return  # an administrator acted meanwhile (cancel, skip): the outcome is no longer wanted
@@ -500,13 +538,19 @@ class Engine:
                                           actor=ENGINE, reason=reason)
                 return
             checks = int(ss["checks"]) + (1 if op == "check" else 0)
+            delay = outcome.check_in or (step.wait.check_every if step.wait else timedelta(minutes=5))
+            # a check message the overdue sweep replaced (it carries an older due date) runs, but does not start
+            # a second chain of checks
+            current = op != "check" or msg.body.get("due") in (None, ss.get("due_at"))
+            due = isoformat(now + delay) if current else ss.get("due_at")
             await tx.execute("UPDATE step_states SET status = 'waiting', data = $3, checks = $4, claim = NULL, "
-                             "updated_at = $5 WHERE document_id = $1 AND step = $2", doc.id, step_id, data, checks,
-                             isoformat(now))
+                             "updated_at = $5, due_at = $6 WHERE document_id = $1 AND step = $2", doc.id, step_id,
+                             data, checks, isoformat(now), due)
             if op == "start" or outcome.message:
                 await self._journal(tx, doc, "step.waiting", ENGINE, {"step": step_id, "message": outcome.message})
-            delay = outcome.check_in or (step.wait.check_every if step.wait else timedelta(minutes=5))
-            await self._publish(tx, self._message(doc.id, doc.flow_id, step_id, int(ss["attempt"]), seq, "check"), delay)
+            if current:
+                await self._publish(tx, self._message(doc.id, doc.flow_id, step_id, int(ss["attempt"]), seq, "check",
+                                                      due=due), delay)
             if doc.state != "waiting" or outcome.fields:
                 await self._set_state(tx, replace(doc, state="waiting", fields=fields), row, actor=ENGINE)
             return
@@ -533,15 +577,17 @@ class Engine:
         if retryable:
             retry_in = getattr(error, "retry_in", None)
             delay = timedelta(seconds=retry_in) if retry_in is not None else next_delay(step.retry, failures)
+            due = isoformat(now + delay)
             if op == "check":
                 await tx.execute("UPDATE step_states SET status = 'waiting', claim = NULL, checks = $3, last_error = $4,"
-                                 " updated_at = $5 WHERE document_id = $1 AND step = $2", doc.id, step.id,
-                                 failures, message, isoformat(now))
-                await self._publish(tx, self._message(doc.id, doc.flow_id, step.id, attempt, seq, "check"), delay)
+                                 " updated_at = $5, due_at = $6 WHERE document_id = $1 AND step = $2", doc.id, step.id,
+                                 failures, message, isoformat(now), due)
+                await self._publish(tx, self._message(doc.id, doc.flow_id, step.id, attempt, seq, "check", due=due),
+                                    delay)
             else:
                 await tx.execute("UPDATE step_states SET status = 'pending', claim = NULL, attempt = $3, "
-                                 "last_error = $4, updated_at = $5 WHERE document_id = $1 AND step = $2",
-                                 doc.id, step.id, attempt + 1, message, isoformat(now))
+                                 "last_error = $4, updated_at = $5, due_at = $6 WHERE document_id = $1 AND step = $2",
+                                 doc.id, step.id, attempt + 1, message, isoformat(now), due)
                 await self._publish(tx, self._message(doc.id, doc.flow_id, step.id, attempt + 1, seq), delay)
             return
         await tx.execute("UPDATE step_states SET status = 'error', claim = NULL, last_error = $3, updated_at = $4 "
