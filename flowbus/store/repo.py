@@ -10,6 +10,7 @@ from typing import Any
 from flowbus.clock import isoformat, parse_iso
 from flowbus.errors import Conflict, NotFound
 from flowbus.models import ApiKey, Document, Entity, FileRef
+from flowbus.store import textsearch
 from flowbus.store.base import Tx, Where
 
 # ---- entities --------------------------------------------------------------------------------
@@ -166,7 +167,8 @@ async def revoke_api_key(tx: Tx, key_id: str, at: datetime) -> None:
 
 
 def search_text(fields: dict[str, Any]) -> str:
-    return " ".join(str(v) for v in fields.values() if isinstance(v, (str, int, float))).lower()
+    """The document's words as its text index holds them (flowbus.store.textsearch)."""
+    return textsearch.folded(fields.values())
 
 
 def _file(row: dict[str, Any]) -> FileRef:
@@ -311,7 +313,8 @@ async def search_documents(tx: Tx, *, entity_ids: list[str] | None, flow: str | 
     """Keyset pagination on (created_at, id); ``scope`` (flowbus.people.access.Scope) limits to what a caller may read."""
     if entity_ids is not None and not entity_ids:
         return []
-    w = _document_filters(scope=scope, entity_ids=entity_ids, flow=flow, state=state, since=since, until=until, q=q)
+    w = _document_filters(scope=scope, entity_ids=entity_ids, flow=flow, state=state, since=since, until=until, q=q,
+                          dialect=tx.dialect)
     if after:
         op = "<" if newest_first else ">"
         w.add(f"(created_at {op} {{0}} OR (created_at = {{0}} AND id {op} {{1}}))", after[0], after[1])
@@ -324,7 +327,7 @@ async def search_documents(tx: Tx, *, entity_ids: list[str] | None, flow: str | 
 
 def _document_filters(*, scope: Any, entity_ids: list[str] | None, flow: str | None,
                       state: str | tuple[str, ...] | None,
-                      since: datetime | None, until: datetime | None, q: str | None) -> Where:
+                      since: datetime | None, until: datetime | None, q: str | None, dialect: str) -> Where:
     w = Where()
     if scope is not None:
         cond = scope.sql(w.arg)
@@ -342,8 +345,9 @@ def _document_filters(*, scope: Any, entity_ids: list[str] | None, flow: str | N
         w.add("created_at >= {}", isoformat(since))
     if until:
         w.add("created_at < {}", isoformat(until))
-    if q:
-        w.add("search_text LIKE {}", "%" + q.lower() + "%")
+    text = textsearch.condition(dialect, "documents", q, w.arg)
+    if text is not None:
+        w.clauses.append(text)
     return w
 
 
@@ -356,7 +360,8 @@ async def count_documents_by_state(tx: Tx, states: Iterable[str] | dict[str, tup
     groups = dict(states) if isinstance(states, dict) else {s: (s,) for s in states}
     if entity_ids is not None and not entity_ids:
         return dict.fromkeys(groups, 0)
-    w = _document_filters(scope=scope, entity_ids=entity_ids, flow=flow, state=None, since=since, until=until, q=None)
+    w = _document_filters(scope=scope, entity_ids=entity_ids, flow=flow, state=None, since=since, until=until, q=None,
+                          dialect=tx.dialect)
     limit = w.arg(cap + 1)
     parts = []
     for name, stored in groups.items():

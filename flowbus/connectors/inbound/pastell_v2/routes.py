@@ -28,7 +28,7 @@ from flowbus.people.access import Principal
 from flowbus.connectors.inbound.pastell_v2 import mapping
 from flowbus.errors import Conflict, FlowbusError, Forbidden, NotFound, Unauthorized, ValidationError
 from flowbus.models import Document
-from flowbus.store import repo
+from flowbus.store import repo, textsearch
 
 log = structlog.get_logger(__name__)
 CHUNK = 256 * 1024
@@ -293,9 +293,9 @@ async def list_documents(request: web.Request) -> web.Response:
     if flows:
         args.append(flows[0])
         sql += f" AND flow_id = ${len(args)}"
-    if q.get("search"):
-        args.append(f"%{q['search'].lower()}%")
-        sql += f" AND search_text LIKE ${len(args)}"
+    text = textsearch.condition(rt.store.dialect, "documents", q.get("search"), arg)
+    if text is not None:
+        sql += f" AND {text}"
     sql += " ORDER BY updated_at DESC, id"
     wanted = q.get("lastetat")
     if not wanted:
