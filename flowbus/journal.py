@@ -294,6 +294,79 @@ async def verify(tx: Tx, entity_id: str | None = None) -> list[ChainBreak]:
     return breaks
 
 
+async def document_rows(tx: Tx, document_id: str) -> list[dict[str, Any]]:
+    """A document's journal rows (index ``journal_document``), by entity and sequence."""
+    return await tx.fetch("SELECT * FROM journal WHERE document_id = $1 ORDER BY entity_id, seq", document_id)
+
+
 async def for_document(tx: Tx, document_id: str) -> list[JournalEntry]:
-    rows = await tx.fetch("SELECT * FROM journal WHERE document_id = $1 ORDER BY entity_id, seq", document_id)
-    return [row_to_entry(r) for r in rows]
+    return [row_to_entry(r) for r in await document_rows(tx, document_id)]
+
+
+_NEIGHBOURS_CHUNK = 400
+
+
+async def verify_entries(tx: Tx, rows: list[dict[str, Any]]) -> list[ChainBreak]:
+    """Check some entries where they sit in their chain, reading only them and their neighbours.
+
+    For each entry: its content gives its hash; it follows its predecessor (the genesis for #1),
+    whose own hash is recomputed too; its successor follows it, or, being the last, it is the
+    recorded chain head.  Reads two entries per entry at most (by primary key) and the head: the
+    cost does not grow with the entity's chain.  What this cannot see — a rewrite carried on
+    consistently from an entry to the head — only the whole-chain check (``verify``) can.
+    """
+    by_entity: dict[str, dict[int, dict[str, Any]]] = {}
+    for row in rows:
+        by_entity.setdefault(row["entity_id"], {})[int(row["seq"])] = row
+    breaks: list[ChainBreak] = []
+    for entity_id in sorted(by_entity):
+        own = by_entity[entity_id]
+        head = await tx.fetchrow("SELECT seq, hash FROM journal_heads WHERE entity_id = $1", entity_id)
+        head_seq = int(head["seq"]) if head is not None else None
+        wanted = sorted({n for s in own for n in (s - 1, s + 1)} - set(own) - {0})
+        if head_seq is not None:
+            wanted = [n for n in wanted if n <= head_seq]
+        known = dict(own)
+        for i in range(0, len(wanted), _NEIGHBOURS_CHUNK):
+            chunk = wanted[i:i + _NEIGHBOURS_CHUNK]
+            marks = ", ".join(f"${j + 2}" for j in range(len(chunk)))
+            for r in await tx.fetch(f"SELECT * FROM journal WHERE entity_id = $1 AND seq IN ({marks})",
+                                    entity_id, *chunk):
+                known[int(r["seq"])] = r
+        found: dict[tuple[int, str], None] = {}
+
+        def broken(seq: int, problem: str) -> None:
+            found.setdefault((seq, problem))
+
+        def intact(row: dict[str, Any]) -> bool:
+            ok = entry_hash(entity_id, int(row["seq"]), row["at"], row["actor"], row["kind"], row["document_id"],
+                            row["data"], row["prev_hash"]) == row["hash"]
+            if not ok:
+                broken(int(row["seq"]), "content modified: its hash no longer matches")
+            return ok
+
+        for seq in sorted(own):
+            row = own[seq]
+            intact(row)
+            if seq == 1:
+                if row["prev_hash"] != GENESIS:
+                    broken(seq, "does not start from the genesis")
+            elif (before := known.get(seq - 1)) is None:
+                broken(seq - 1, "missing (deleted)")
+            elif intact(before) and row["prev_hash"] != before["hash"]:
+                broken(seq, "does not follow the previous entry (inserted, or the previous entry was modified "
+                            "or deleted)")
+            if head_seq is None:
+                broken(seq, "no recorded chain head for this entity")
+            elif seq > head_seq:
+                broken(seq, "after the recorded chain head (inserted)")
+            elif seq == head_seq:
+                if head["hash"] != row["hash"]:
+                    broken(seq, "last entry differs from the recorded chain head")
+            elif (after := known.get(seq + 1)) is None:
+                broken(seq + 1, "missing (deleted)")
+            elif after["prev_hash"] != row["hash"]:
+                broken(seq + 1, "does not follow the previous entry (inserted, or the previous entry was modified "
+                                "or deleted)")
+        breaks.extend(ChainBreak(entity_id, seq, problem) for seq, problem in sorted(found))
+    return breaks

@@ -26,6 +26,7 @@ from typing import Any
 import structlog
 from lxml import etree
 
+from flowbus.store import textsearch
 from flowbus.store.base import Where
 from flowbus.clock import isoformat
 from flowbus.errors import BackendError, ConfigError, NotFound
@@ -204,7 +205,7 @@ class ArchiveStore:
             backend = "blobs"
             ref = await self.runtime.blobs.put(_file_chunks(package))
             location, sha256, size = ref.key, ref.sha256, ref.size
-        search = " ".join([title, description, *keywords, transfer_id]).lower()
+        search = textsearch.folded([title, description, *keywords, transfer_id])
         async with self.runtime.store.transaction() as tx:
             await tx.execute(
                 f"INSERT INTO archive_packages ({_COLUMNS}, manifest, search_text) VALUES "
@@ -257,8 +258,9 @@ class ArchiveStore:
             w.add("LOWER(keywords) LIKE {}", "%" + keyword.lower() + "%")
         if title:
             w.add("LOWER(title) LIKE {}", "%" + title.lower() + "%")
-        if text:
-            w.add("search_text LIKE {}", "%" + text.lower() + "%")
+        text_cond = textsearch.condition(self.runtime.store.dialect, "archive_packages", text, w.arg)
+        if text_cond is not None:
+            w.clauses.append(text_cond)
         clause, args = w.sql, w.args
         async with self.runtime.store.transaction() as tx:
             total = await tx.fetchval(f"SELECT COUNT(*) FROM archive_packages {clause}", *args)

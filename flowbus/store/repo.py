@@ -10,6 +10,7 @@ from typing import Any
 from flowbus.clock import isoformat, parse_iso
 from flowbus.errors import Conflict, NotFound
 from flowbus.models import ApiKey, Document, Entity, FileRef
+from flowbus.store import textsearch
 from flowbus.store.base import Tx, Where
 
 # ---- entities --------------------------------------------------------------------------------
@@ -166,7 +167,8 @@ async def revoke_api_key(tx: Tx, key_id: str, at: datetime) -> None:
 
 
 def search_text(fields: dict[str, Any]) -> str:
-    return " ".join(str(v) for v in fields.values() if isinstance(v, (str, int, float))).lower()
+    """The document's words as its text index holds them (flowbus.store.textsearch)."""
+    return textsearch.folded(fields.values())
 
 
 def _file(row: dict[str, Any]) -> FileRef:
@@ -308,13 +310,16 @@ async def search_documents(tx: Tx, *, entity_ids: list[str] | None, flow: str | 
                            since: datetime | None, until: datetime | None, q: str | None,
                            limit: int, after: tuple[str, str] | None, scope: Any = None,
                            newest_first: bool = False) -> list[Document]:
-    """Keyset pagination on (created_at, id); ``scope`` (flowbus.people.access.Scope) limits to what a caller may read."""
+    """Keyset pagination on (created_at, id); ``scope`` (flowbus.people.access.Scope) limits to what a caller may read.
+
+    Each combination of filters reads one index of migration 074 in the order shown (checked by
+    tests/core/test_document_list_plans.py); a text query reads its matches from the text index."""
     if entity_ids is not None and not entity_ids:
         return []
-    w = _document_filters(scope=scope, entity_ids=entity_ids, flow=flow, state=state, since=since, until=until, q=q)
-    if after:
-        op = "<" if newest_first else ">"
-        w.add(f"(created_at {op} {{0}} OR (created_at = {{0}} AND id {op} {{1}}))", after[0], after[1])
+    w = _document_filters(scope=scope, entity_ids=entity_ids, flow=flow, state=state, since=since, until=until, q=q,
+                          dialect=tx.dialect)
+    if after:  # one index range: a row comparison, never an OR that the planners cannot bound
+        w.add(f"(created_at, id) {'<' if newest_first else '>'} ({{}}, {{}})", after[0], after[1])
     order = "created_at DESC, id DESC" if newest_first else "created_at, id"
     sql = f"SELECT * FROM documents {w.sql} ORDER BY {order} LIMIT {w.arg(limit)}"
     args = w.args
@@ -324,7 +329,7 @@ async def search_documents(tx: Tx, *, entity_ids: list[str] | None, flow: str | 
 
 def _document_filters(*, scope: Any, entity_ids: list[str] | None, flow: str | None,
                       state: str | tuple[str, ...] | None,
-                      since: datetime | None, until: datetime | None, q: str | None) -> Where:
+                      since: datetime | None, until: datetime | None, q: str | None, dialect: str) -> Where:
     w = Where()
     if scope is not None:
         cond = scope.sql(w.arg)
@@ -342,8 +347,9 @@ def _document_filters(*, scope: Any, entity_ids: list[str] | None, flow: str | N
         w.add("created_at >= {}", isoformat(since))
     if until:
         w.add("created_at < {}", isoformat(until))
-    if q:
-        w.add("search_text LIKE {}", "%" + q.lower() + "%")
+    text = textsearch.condition(dialect, "documents", q, w.arg)
+    if text is not None:
+        w.clauses.append(text)
     return w
 
 
@@ -351,18 +357,25 @@ async def count_documents_by_state(tx: Tx, states: Iterable[str] | dict[str, tup
                                    entity_ids: list[str] | None, flow: str | None, since: datetime | None,
                                    until: datetime | None, cap: int) -> dict[str, int]:
     """How many documents in each state, each count stopping at ``cap + 1`` (shown as « plus de cap »):
-    one bounded index range per state (index documents_state_entity), never a count of the whole table.
+    one bounded index range per state (documents_state_entity, documents_state_created), never a count of the
+    whole table.
     ``states`` may map a name to several stored states (every refusal state the flows name)."""
     groups = dict(states) if isinstance(states, dict) else {s: (s,) for s in states}
     if entity_ids is not None and not entity_ids:
         return dict.fromkeys(groups, 0)
-    w = _document_filters(scope=scope, entity_ids=entity_ids, flow=flow, state=None, since=since, until=until, q=None)
+    w = _document_filters(scope=scope, entity_ids=entity_ids, flow=flow, state=None, since=since, until=until, q=None,
+                          dialect=tx.dialect)
     limit = w.arg(cap + 1)
+    # One state within one entity or all: its newest cap + 1, read in the order of its index.  Without the
+    # order PostgreSQL may prefer a scan of the table that it expects to stop early — which it does not
+    # when the state's documents are the newest (running, error), at the end of the table.
+    single_range = (entity_ids is None or len(entity_ids) == 1) and (scope is None or scope.everything)
     parts = []
     for name, stored in groups.items():
         label = w.arg(name)
         where = " AND ".join([*w.clauses, f"state IN ({', '.join(w.arg(s) for s in stored)})"])
+        order = " ORDER BY created_at DESC" if single_range and len(stored) == 1 else ""
         parts.append(f"SELECT CAST({label} AS TEXT) AS state, (SELECT COUNT(*) FROM (SELECT 1 FROM documents "
-                     f"WHERE {where} LIMIT {limit}) AS capped) AS n")
+                     f"WHERE {where}{order} LIMIT {limit}) AS capped) AS n")
     rows = await tx.fetch(" UNION ALL ".join(parts), *w.args)
     return {r["state"]: int(r["n"]) for r in rows}

@@ -1,4 +1,4 @@
-"""SQLite state store (embedded default): WAL, serialized transactions with group commit, background checkpoints."""
+"""SQLite state store (embedded default): WAL, serialized transactions with group commit, background checkpoints, WAL kept under a size limit."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import functools
 import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -21,6 +22,11 @@ from flowbus.store.base import MIGRATIONS_TABLE, AfterCommit, migrations_for, sp
 
 log = structlog.get_logger(__name__)
 CHECKPOINT_EVERY = 0.5  # seconds between two background WAL checkpoints
+# Past this size the WAL is checkpointed and truncated (writers held for that moment), and SQLite cuts it
+# back to this size whenever it rewinds it (journal_size_limit).
+WAL_LIMIT = 64 * 1024 * 1024
+TRUNCATE_BUSY_MS = 200  # how long a truncating checkpoint waits for another connection's readers
+TRUNCATE_BACKOFF = 5.0  # seconds before trying again when a reader kept it from truncating
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
 
@@ -89,6 +95,39 @@ def _checkpoint(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
+def _truncate(conn: sqlite3.Connection) -> bool:
+    """Copy every frame into the database file and cut the WAL to zero bytes, with this process's writers
+    held; False when a reader of another connection still needs the WAL after ``TRUNCATE_BUSY_MS``.
+
+    Not a bare TRUNCATE with a busy timeout: SQLite's busy handler sleeps for growing intervals while
+    retrying the lock of the reader slot it first found in use, and a connection reading back to back
+    takes that slot again within microseconds — it waits in vain.  A PASSIVE checkpoint, retried every
+    few milliseconds, reads the readers' marks afresh each time: once every reader has started a
+    transaction since the writers stopped, it copies everything; readers that start then read the
+    database file only, so the TRUNCATE that follows has nobody to wait for."""
+    deadline = time.monotonic() + TRUNCATE_BUSY_MS / 1000
+    conn.execute("PRAGMA busy_timeout=20")
+    try:
+        while True:
+            _busy, log_frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if log_frames == copied:
+                busy, _log, _copied = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if busy == 0:
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.002)
+    finally:
+        conn.execute("PRAGMA busy_timeout=30000")
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def _fetch(conn: sqlite3.Connection, sql: str, args: tuple, limit: int | None = None) -> list[dict[str, Any]]:
     cur = conn.execute(sql, args)
     names = [d[0] for d in cur.description or ()]
@@ -111,6 +150,8 @@ class SQLiteStore:
         self._ckpt_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-checkpoint")
         self._ckpt_conn: sqlite3.Connection | None = None
         self._checkpointer: asyncio.Task[None] | None = None
+        self._wal = self.path.with_name(self.path.name + "-wal")
+        self._wal_over = asyncio.Event()  # set by a commit that left the WAL past WAL_LIMIT
         self.hints: dict[str, Any] = {}  # see Tx.hints
 
     async def _run(self, fn: Any, *args: Any) -> Any:
@@ -129,6 +170,7 @@ class SQLiteStore:
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA temp_store=MEMORY")  # savepoint journals (group commit) in memory
             conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run in the background (_checkpoints)
+            conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")  # a rewound WAL is cut back to the limit
             conn.execute("PRAGMA busy_timeout=0")  # lock waits happen off the event loop, in _begin()
             return conn
 
@@ -164,14 +206,39 @@ class SQLiteStore:
         on the event loop's thread.  PASSIVE never waits on readers or the writer; the WAL is
         rewound by the next write once every frame has been copied.  Durability is unchanged
         (``synchronous=NORMAL``: a commit is in the WAL; the checkpoint syncs the database file).
+
+        Under continuous writes a PASSIVE checkpoint never catches up with the last commit, so the WAL is
+        never rewound and grows without bound: once it is past ``WAL_LIMIT`` (a commit says so at once),
+        the checkpointer takes the store's lock — no transaction of this process open — and runs a
+        TRUNCATE checkpoint, which copies the few frames left and cuts the WAL to zero bytes.  A reader
+        of another connection holding an old snapshot (a backup) keeps it from truncating: tried again
+        ``TRUNCATE_BACKOFF`` seconds later, never waiting on it more than ``TRUNCATE_BUSY_MS``.
         """
         loop = asyncio.get_running_loop()
+        retry_at = 0.0
         while True:
-            await asyncio.sleep(CHECKPOINT_EVERY)
             try:
-                await loop.run_in_executor(self._ckpt_executor, _checkpoint, conn)
+                await asyncio.wait_for(self._wal_over.wait(), CHECKPOINT_EVERY)
+            except asyncio.TimeoutError:
+                pass
+            self._wal_over.clear()
+            try:
+                if _size(self._wal) <= WAL_LIMIT or loop.time() < retry_at:
+                    await loop.run_in_executor(self._ckpt_executor, _checkpoint, conn)
+                else:  # past the limit: straight to the truncation, before more is written
+                    if not await self._truncate_wal(conn):
+                        retry_at = loop.time() + TRUNCATE_BACKOFF
+                        log.warning("sqlite.wal_not_truncated", path=str(self.path), wal_bytes=_size(self._wal),
+                                    limit=WAL_LIMIT, hint="another connection holds a long read (a backup?)")
             except sqlite3.Error as exc:  # e.g. disk full: logged, tried again later; commits go on in the WAL
                 log.warning("sqlite.checkpoint_failed", path=str(self.path), error=str(exc))
+
+    async def _truncate_wal(self, conn: sqlite3.Connection) -> bool:
+        """TRUNCATE checkpoint with this process's writers held (the open group committed first)."""
+        async with self._lock:
+            if self._group is not None:
+                self._commit_group()
+            return await asyncio.get_running_loop().run_in_executor(self._ckpt_executor, _truncate, conn)
 
     async def migrate(self) -> list[str]:
         await self.open()
@@ -295,6 +362,8 @@ class SQLiteStore:
         group, self._group = self._group or [], None
         try:
             _execute(self._conn, "COMMIT", ())
+            if self._checkpointer is not None and _size(self._wal) > WAL_LIMIT:
+                self._wal_over.set()  # the checkpointer truncates it now, not at its next round
         except BaseException as exc:
             try:
                 _execute(self._conn, "ROLLBACK", ())

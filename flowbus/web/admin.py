@@ -128,7 +128,9 @@ async def document_page(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     who, doc, have = await document_for(request, "reader")
     async with rt.store.transaction() as tx:
-        entries = await journal.for_document(tx, doc.id)
+        rows = await journal.document_rows(tx, doc.id)
+        chain_breaks = await journal.verify_entries(tx, rows)  # these entries only: never the whole chain
+        entries = [journal.row_to_entry(r) for r in rows]
         entity = await repo.get_entity(tx, doc.entity_id)
         mailings = await document_mailsec.mailings(tx, doc.id)
     await rt.ensure_flow_of(doc)
@@ -138,7 +140,7 @@ async def document_page(request: web.Request) -> web.Response:
         flow = None
     allowed = [a for a in _actions(doc) if access.has(have, "editor" if a == "start" else "admin")]
     return await console.page(request, "admin_document.html", who=who, doc=doc, flow=flow, entity=entity,
-                              entries=entries, title=document_title(doc, rt.flows),
+                              entries=entries, chain_breaks=chain_breaks, title=document_title(doc, rt.flows),
                               state_label=flow.state_label(doc.state) if flow else doc.state,
                               actions=allowed, action_labels=ACTION_LABELS, quote=quote, event_label=journal_labels.label,
                               editable=doc.state in documents.EDITABLE_STATES and access.has(have, "editor"),

@@ -28,7 +28,7 @@ from flowbus.people.access import Principal
 from flowbus.connectors.inbound.pastell_v2 import mapping
 from flowbus.errors import Conflict, FlowbusError, Forbidden, NotFound, Unauthorized, ValidationError
 from flowbus.models import Document
-from flowbus.store import repo
+from flowbus.store import repo, textsearch
 
 log = structlog.get_logger(__name__)
 CHUNK = 256 * 1024
@@ -267,6 +267,31 @@ async def get_flux(request: web.Request) -> web.Response:
     return _json(out)
 
 
+def documents_query(dialect: str, entity_id: str, *, scope: Any, flow: str | None, search: str | None,
+                    limit: int | None, offset: int) -> tuple[str, list[Any]]:
+    """The statement of Pastell's document list: an entity's documents by last change, newest first
+    (index documents_entity_updated, or documents_entity_flow_updated for one flux), ``offset`` as
+    Pastell pages; ``limit`` None: every one (the ``lastetat`` filter is applied afterwards)."""
+    sql, args = "SELECT * FROM documents WHERE entity_id = $1", [entity_id]
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    allowed = scope.sql(arg)
+    if allowed is not None:
+        sql += f" AND {allowed}"
+    if flow:
+        sql += f" AND flow_id = {arg(flow)}"
+    text = textsearch.condition(dialect, "documents", search, arg)
+    if text is not None:
+        sql += f" AND {text}"
+    sql += " ORDER BY updated_at DESC, id DESC"  # one direction: the index is read backwards
+    if limit is not None:
+        sql += f" LIMIT {arg(limit)} OFFSET {arg(offset)}"
+    return sql, args
+
+
 async def list_documents(request: web.Request) -> web.Response:
     id_e = request.match_info["id_e"]
     await _check_right(request, id_e, None)
@@ -281,26 +306,9 @@ async def list_documents(request: web.Request) -> web.Response:
     flows: list[str] | None = None
     if q.get("type"):
         flows = [mapping.resolve_any(q["type"], rt.flows).flow.id]
-    sql, args = "SELECT * FROM documents WHERE entity_id = $1", [id_e]
-
-    def arg(value: Any) -> str:
-        args.append(value)
-        return f"${len(args)}"
-
-    allowed = scope.sql(arg)
-    if allowed is not None:
-        sql += f" AND {allowed}"
-    if flows:
-        args.append(flows[0])
-        sql += f" AND flow_id = ${len(args)}"
-    if q.get("search"):
-        args.append(f"%{q['search'].lower()}%")
-        sql += f" AND search_text LIKE ${len(args)}"
-    sql += " ORDER BY updated_at DESC, id"
     wanted = q.get("lastetat")
-    if not wanted:
-        args.extend([limit, offset])
-        sql += f" LIMIT ${len(args) - 1} OFFSET ${len(args)}"
+    sql, args = documents_query(rt.store.dialect, id_e, scope=scope, flow=flows[0] if flows else None,
+                                search=q.get("search"), limit=None if wanted else limit, offset=offset)
     async with rt.store.transaction() as tx:
         rows = await tx.fetch(sql, *args)
         entity = await repo.get_entity(tx, id_e)
