@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     cas_url: str = ""  # e.g. https://cas.example.fr/cas
     cas_label: str = "Se connecter avec CAS"
 
+    # outbound requests (flowbus.outbound): public addresses only, plus these hosts, networks and domains,
+    # comma-separated (``127.0.0.1,10.0.0.0/8,s2low.example,*.interne.example``)
+    outbound_allow: str = ""
+
     @property
     def sqlite_path(self) -> Path:
         return self.data_dir / "flowbus.sqlite3"
@@ -95,6 +99,13 @@ class Settings(BaseSettings):
             raise ValueError(f"FLOWBUS_DATABASE_URL « {scheme}:… » n'est pas prise en charge : laissez-la vide "
                              "(SQLite sous FLOWBUS_DATA_DIR), ou donnez sqlite:///chemin ou postgresql://…")
         return value
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _outbound(cls, value: str) -> str:
+        from flowbus.outbound import OutboundPolicy
+        OutboundPolicy.parse(value)  # a wrong entry is an error at start, named in French
+        return value.strip()
 
     @field_validator("bus_url")
     @classmethod
