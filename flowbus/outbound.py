@@ -33,7 +33,7 @@ import structlog
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
-from flowbus.errors import ConfigError, PermanentError
+from flowbus.errors import ConfigError, PermanentError, ValidationError
 
 log = structlog.get_logger(__name__)
 
@@ -48,8 +48,9 @@ NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _HOST = re.compile(r"^(\*\.)?[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$")
 
 
-class OutboundRefused(PermanentError):
-    """The address a URL or host leads to is not allowed by the outbound policy (never retried)."""
+class OutboundRefused(PermanentError, ValidationError):
+    """The address a URL or host leads to is not allowed by the outbound policy: a wrong value when it is
+    configured (422), a permanent connector error when it is called (never retried)."""
 
     status = 422
     title = "Adresse de destination refusée"

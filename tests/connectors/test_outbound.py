@@ -262,3 +262,28 @@ async def test_timestamp_authority_goes_through_the_policy(tmp_path):
             await asyncio.to_thread(sign_cades, b"contenu", pki.seal, tsa_url=url)
         assert await asyncio.to_thread(sign_cades, b"contenu", pki.seal, tsa_url=url,
                                        outbound=OutboundPolicy.parse(LOOPBACK))
+
+
+async def test_console_connector_form_names_the_refusal(runtime_factory, server_factory, people):
+    import re
+
+    import aiohttp
+    rt = await runtime_factory("embedded", workers=False, outbound_allow="")
+    srv = await server_factory(rt)
+    await people.admin(rt)
+    entity = await create_entity(rt, name="Commune A", siren=None, parent=None, actor_name="t")
+    async with aiohttp.ClientSession(base_url=srv.url, cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async def csrf(path: str) -> str:
+            async with http.get(path) as resp:
+                return re.search(r'name="csrf" value="([^"]+)"', await resp.text()).group(1)
+        async with http.post("/connexion", data={"login": "plateforme", "password": people.password,
+                                                 "csrf": await csrf("/connexion")}, allow_redirects=False) as resp:
+            assert resp.status == 302
+        form = {"collectivite": entity.id, "family": "ged", "kind": "webdav", "id": "ged",
+                "url": "http://169.254.169.254/latest/", "csrf": await csrf(f"/admin/connecteurs?collectivite={entity.id}")}
+        async with http.post("/admin/connecteurs/enregistrer", data=form, allow_redirects=False) as resp:
+            text = await resp.text()
+            assert resp.status == 422
+            assert "Adresse refusée par la politique de sortie : 169.254.169.254 est une adresse lien-local" in text
+    async with rt.store.transaction() as tx:
+        assert await tx.fetchval("SELECT COUNT(*) FROM connector_instances") == 0
