@@ -77,6 +77,14 @@ class Settings(BaseSettings):
     # comma-separated (``127.0.0.1,10.0.0.0/8,s2low.example,*.interne.example``)
     outbound_allow: str = ""
 
+    # failed authentications (flowbus.people.limits), shared by every process through the store: an address
+    # (an IPv6 /64) is refused (429) after auth_address_max failures in the window, an identity (login, key id)
+    # after auth_identity_max, each for auth_block_seconds
+    auth_address_max: int = Field(default=8, ge=1)
+    auth_identity_max: int = Field(default=30, ge=1)
+    auth_window_seconds: int = Field(default=900, ge=1)
+    auth_block_seconds: int = Field(default=900, ge=1)
+
     @property
     def sqlite_path(self) -> Path:
         return self.data_dir / "flowbus.sqlite3"
