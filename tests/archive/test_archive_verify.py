@@ -17,8 +17,8 @@ from flowbus.archive import seda
 from flowbus.archive.package import build_package
 from flowbus.archive.seal import InternalTimestamper, Sealer, check_timestamp
 from flowbus.archive.verify import verify_package
-from flowbus.signature.cades import sign_cades
 from flowbus.outbound import LOOPBACK, OutboundPolicy
+from flowbus.signature.cades import sign_cades
 
 LOOPBACK_POLICY = OutboundPolicy.parse(LOOPBACK)  # the simulators listen on loopback: allowed, as an operator would
 

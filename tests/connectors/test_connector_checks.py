@@ -7,7 +7,6 @@ import base64
 import socket
 from types import SimpleNamespace
 
-import aiohttp
 import pytest
 
 from flowbus.archive.asalae_sim import AsalaeSimulator

@@ -21,7 +21,7 @@ from flowbus.connectors.base import ConnectorInstance, StepContext
 from flowbus.connectors.registry import connector_class
 from flowbus.errors import PermanentError, TransientError
 from flowbus.models import Document, FileRef
-from flowbus.outbound import LOOPBACK, OutboundPolicy, client_session
+from flowbus.outbound import LOOPBACK, OutboundPolicy
 from tests.support.pdfs import pdf
 
 LOOPBACK_POLICY = OutboundPolicy.parse(LOOPBACK)  # the simulators listen on loopback: allowed, as an operator would

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
-import aiohttp
 import pytest
 import structlog
 
@@ -15,10 +14,10 @@ from flowbus.connectors.base import ConnectorInstance, StepContext
 from flowbus.connectors.registry import connector_class
 from flowbus.errors import ConfigError, PermanentError, TransientError
 from flowbus.models import Document, FileRef
+from flowbus.outbound import LOOPBACK, OutboundPolicy, client_session
 from flowbus.signature.iparapheur_sim import IParapheurSimulator
 from flowbus.signature.pades import verify_pdf
 from flowbus.signature.sim_signing import simple_pdf
-from flowbus.outbound import LOOPBACK, OutboundPolicy, client_session
 
 LOOPBACK_POLICY = OutboundPolicy.parse(LOOPBACK)  # the simulators listen on loopback: allowed, as an operator would
 

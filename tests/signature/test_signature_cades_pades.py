@@ -16,11 +16,11 @@ from pyhanko.sign.validation import validate_pdf_signature
 from pyhanko_certvalidator import ValidationContext
 
 from flowbus.errors import PermanentError
+from flowbus.outbound import LOOPBACK, OutboundPolicy
 from flowbus.signature.cades import sign_cades
 from flowbus.signature.pades import VisibleSignature, make_test_pdf, sign_pdf
 from flowbus.signature.tsa_sim import TsaSimulator
 from flowbus.signature.verify import verify
-from flowbus.outbound import LOOPBACK, OutboundPolicy
 
 LOOPBACK_POLICY = OutboundPolicy.parse(LOOPBACK)  # the simulators listen on loopback: allowed, as an operator would
 

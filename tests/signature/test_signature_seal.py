@@ -16,9 +16,9 @@ from flowbus.connectors.base import ConnectorInstance, StepContext
 from flowbus.connectors.registry import connector_class
 from flowbus.errors import PermanentError
 from flowbus.models import Document, FileRef
+from flowbus.outbound import LOOPBACK, OutboundPolicy
 from flowbus.signature.pades import make_test_pdf
 from flowbus.signature.steps import SealConnector
-from flowbus.outbound import LOOPBACK, OutboundPolicy, client_session
 from flowbus.signature.verify import verify
 
 LOOPBACK_POLICY = OutboundPolicy.parse(LOOPBACK)  # the simulators listen on loopback: allowed, as an operator would

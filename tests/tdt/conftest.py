@@ -16,9 +16,9 @@ from lxml import etree
 
 from flowbus.blobs.memory import MemoryBlobStore
 from flowbus.clock import ManualClock
-from flowbus.outbound import LOOPBACK, OutboundPolicy, client_session
 from flowbus.connectors.tdt.helios import encode_pj
 from flowbus.connectors.tdt.s2low_sim import S2lowSimulator, _tiny_pdf
+from flowbus.outbound import LOOPBACK, OutboundPolicy, client_session
 
 LOOPBACK_POLICY = OutboundPolicy.parse(LOOPBACK)  # the simulators listen on loopback: allowed, as an operator would
 
