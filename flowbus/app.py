@@ -20,6 +20,7 @@ from flowbus.clock import Clock, SystemClock
 from flowbus.connectors.instances import InstanceRegistry, load_yaml_instances
 from flowbus.connectors.registry import FAMILIES, check_allowed, connector_class
 from flowbus.errors import InvalidFlows
+from flowbus.outbound import STRICT, OutboundPolicy, client_session
 from flowbus.settings import Settings
 from flowbus.store.base import Store, Tx
 
@@ -43,6 +44,7 @@ class Runtime:
     log: Any = field(default_factory=lambda: structlog.get_logger("flowbus"))
     http: aiohttp.ClientSession | None = None
     secrets: Any = None  # flowbus.secretbox.SecretBox: secrets at rest
+    outbound: OutboundPolicy = STRICT  # where connectors, webhooks, TSA and sign-in providers may connect
     state_hooks: list[StateHook] = field(default_factory=list)
     step_hooks: list[StepHook] = field(default_factory=list)
     engine: Any = None  # flowbus.flows.runner.Engine
@@ -218,6 +220,8 @@ async def build(settings: Settings | None = None, *, clock: Clock | None = None,
     from flowbus import secretbox
     box = secretbox.for_settings(settings)
     instances.box = box
+    policy = OutboundPolicy.from_settings(settings)
+    instances.outbound = policy
     store = make_store(settings)
     await store.open()
     if migrate:
@@ -226,7 +230,7 @@ async def build(settings: Settings | None = None, *, clock: Clock | None = None,
     bus = make_bus(settings, store)
     await bus.start()
     runtime = Runtime(settings=settings, store=store, blobs=blobs, bus=bus, clock=clock or SystemClock(),
-                      flows={}, instances=instances, secrets=box)
+                      flows={}, instances=instances, secrets=box, outbound=policy)
     try:
         if with_flows:
             await runtime.reload_flows(actor="start", announce=False)
@@ -235,7 +239,8 @@ async def build(settings: Settings | None = None, *, clock: Clock | None = None,
         await blobs.close()
         await store.close()
         raise
-    runtime.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
+    # every HTTP client of the runtime (i-Parapheur, As@lae, notify, OIDC, CAS, checks) connects through the policy
+    runtime.http = client_session(policy, timeout=aiohttp.ClientTimeout(total=120))
     from flowbus.flows.runner import Engine
     runtime.engine = Engine(runtime)
     # every process announces its documents' state changes to the entity's webhooks

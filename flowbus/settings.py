@@ -73,6 +73,18 @@ class Settings(BaseSettings):
     cas_url: str = ""  # e.g. https://cas.example.fr/cas
     cas_label: str = "Se connecter avec CAS"
 
+    # outbound requests (flowbus.outbound): public addresses only, plus these hosts, networks and domains,
+    # comma-separated (``127.0.0.1,10.0.0.0/8,s2low.example,*.interne.example``)
+    outbound_allow: str = ""
+
+    # failed authentications (flowbus.people.limits), shared by every process through the store: an address
+    # (an IPv6 /64) is refused (429) after auth_address_max failures in the window, an identity (login, key id)
+    # after auth_identity_max, each for auth_block_seconds
+    auth_address_max: int = Field(default=8, ge=1)
+    auth_identity_max: int = Field(default=30, ge=1)
+    auth_window_seconds: int = Field(default=900, ge=1)
+    auth_block_seconds: int = Field(default=900, ge=1)
+
     @property
     def sqlite_path(self) -> Path:
         return self.data_dir / "flowbus.sqlite3"
@@ -95,6 +107,13 @@ class Settings(BaseSettings):
             raise ValueError(f"FLOWBUS_DATABASE_URL « {scheme}:… » n'est pas prise en charge : laissez-la vide "
                              "(SQLite sous FLOWBUS_DATA_DIR), ou donnez sqlite:///chemin ou postgresql://…")
         return value
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _outbound(cls, value: str) -> str:
+        from flowbus.outbound import OutboundPolicy
+        OutboundPolicy.parse(value)  # a wrong entry is an error at start, named in French
+        return value.strip()
 
     @field_validator("bus_url")
     @classmethod

@@ -181,9 +181,12 @@ async def settings_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Ca
     from flowbus.settings import Settings
 
     async def make(kind: str = "embedded", **overrides: Any) -> Settings:
-        # demo: the tests run the test connectors of config/demo/ (a real install refuses them)
+        # demo: the tests run the test connectors of config/demo/ (a real install refuses them);
+        # the outbound policy stays on, with loopback (where every simulator listens) allowed as an operator would
+        from flowbus.outbound import LOOPBACK
         values: dict[str, Any] = {"data_dir": tmp_path / "var", "config_dir": ROOT / "config",
-                                  "log_format": "console", "port": free_port(), "demo": True}
+                                  "log_format": "console", "port": free_port(), "demo": True,
+                                  "outbound_allow": LOOPBACK}
         if kind == "scaleout":
             dsn = request.getfixturevalue("pg_database")
             amqp = request.getfixturevalue("amqp_url")

@@ -4,7 +4,9 @@ API keys hold roles per entity — ``{"<entity id>|*": "reader|editor|admin"}``,
 ``{"<entity id>": {"role": "editor", "flows": ["rh-contrat"]}}`` to restrict a key to some flows —
 and become a ``Principal`` like a person does, so both are checked by the same code.  A call
 without ``Authorization`` but with the web session cookie acts as that person; a state-changing
-call made that way must carry the session's CSRF token in ``X-CSRF-Token``.
+call made that way must carry the session's CSRF token in ``X-CSRF-Token``.  A wrong key counts
+against its source address and the key id it names (flowbus.people.limits): past the limit it is
+answered 429 with ``Retry-After``; a right key is never slowed down.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from aiohttp import web
 
 from flowbus.errors import Forbidden, Unauthorized, ValidationError
 from flowbus.models import ApiKey
-from flowbus.people import access, audit, sessions
+from flowbus.people import access, audit, limits, sessions
 from flowbus.people.access import Principal, grants_from_roles
 from flowbus.people.accounts import principal as user_principal
 from flowbus.store import repo
@@ -74,6 +76,28 @@ async def authenticate_key(rt: Any, secret: str) -> ApiKey:
     return key
 
 
+def key_identity(secret: str) -> str | None:
+    """The key id a presented secret names (``fbk_<id>_…``), counted as the identity tried; None otherwise."""
+    parts = secret.split("_", 2)
+    return parts[1][:32] if len(parts) == 3 and parts[0] == "fbk" and parts[1] else None
+
+
+async def authenticate_key_limited(rt: Any, secret: str, address: str, *, door: str = "api") -> ApiKey:
+    """``authenticate_key``, a failure counted (and journaled) against ``address`` and the key id tried.
+
+    Raises:
+        Unauthorized: wrong or revoked key.
+        TooManyAttempts: wrong key, and the address (or key id) is past its limit.
+    """
+    try:
+        return await authenticate_key(rt, secret)
+    except Unauthorized as exc:
+        wait = await limits.failed(rt, door, address, key_identity(secret), reason=exc.message)
+        if wait:
+            raise limits.TooManyAttempts(wait, field="Authorization") from None
+        raise
+
+
 async def authenticate(rt: Any, secret: str) -> Principal:
     """The principal of an API key secret."""
     return key_principal(await authenticate_key(rt, secret))
@@ -117,7 +141,8 @@ async def request_principal(request: web.Request) -> Principal:
                 raise Forbidden("a call made with a web session must carry its CSRF token in X-CSRF-Token",
                                 field="X-CSRF-Token")
             return who
-    return await authenticate(rt, bearer(request))
+    key = await authenticate_key_limited(rt, bearer(request), limits.source_address(request))
+    return key_principal(key)
 
 
 def principal(request: web.Request) -> Principal:

@@ -14,12 +14,13 @@ log = structlog.get_logger(__name__)
 PROBLEM = "application/problem+json"
 _HTTP_TITLES = {400: "Requête invalide", 401: "Authentification requise", 403: "Accès refusé",
                 404: "Ressource introuvable", 405: "Méthode non autorisée", 409: "Conflit",
-                413: "Fichier trop volumineux", 415: "Type de contenu non pris en charge",
+                413: "Fichier trop volumineux", 429: "Trop de tentatives", 415: "Type de contenu non pris en charge",
                 422: "Donnée invalide", 500: "Erreur interne", 503: "Service indisponible"}
 
 
 def problem_response(status: int, title: str, detail: str, *, slug: str = "about:blank", field: str | None = None,
-                     hint: str | None = None, instance: str | None = None, **extra: Any) -> web.Response:
+                     hint: str | None = None, instance: str | None = None, retry_after: int | None = None,
+                     **extra: Any) -> web.Response:
     body: dict[str, Any] = {"type": slug if slug == "about:blank" else f"https://flowbus.fr/problems/{slug}",
                             "title": title, "status": status, "detail": detail}
     if field:
@@ -29,7 +30,9 @@ def problem_response(status: int, title: str, detail: str, *, slug: str = "about
     if instance:
         body["instance"] = instance
     body.update(extra)
-    headers = {"WWW-Authenticate": 'Bearer realm="flowbus"'} if status == 401 else None
+    headers = {"WWW-Authenticate": 'Bearer realm="flowbus"'} if status == 401 else {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     return web.Response(status=status, text=json.dumps(body, ensure_ascii=False), content_type=PROBLEM,
                         headers=headers)
 
@@ -39,7 +42,8 @@ def from_error(exc: FlowbusError, request: web.Request) -> web.Response:
     if getattr(exc, "expected_version", None) is not None:
         extra["expected_version"] = exc.expected_version  # type: ignore[attr-defined]
     return problem_response(exc.status, exc.title, exc.message, slug=exc.type_slug, field=exc.field,
-                            hint=exc.hint, instance=request.path, **extra)
+                            hint=exc.hint, instance=request.path, retry_after=getattr(exc, "retry_after", None),
+                            **extra)
 
 
 @web.middleware

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from pyhanko.sign.validation.generic_cms import validate_sig_integrity
 
 from flowbus.errors import PermanentError, TransientError
+from flowbus.outbound import STRICT, OutboundPolicy
 from flowbus.signature.cades import run_sync, sign_cades
 from flowbus.signature.keys import SigningKey, check_validity
 
@@ -103,14 +104,17 @@ class InternalTimestamper:
 class HttpTimestamper:
     """RFC 3161 over HTTP (pyHanko's client) against a configured timestamp authority."""
 
-    def __init__(self, url: str, *, timeout: int = 30) -> None:
+    def __init__(self, url: str, *, timeout: int = 30, outbound: OutboundPolicy = STRICT) -> None:
         self.url = url
         self.timeout = timeout
+        self.outbound = outbound
 
     async def timestamp(self, data: bytes) -> bytes:
-        from pyhanko.sign.timestamps import HTTPTimeStamper
         from pyhanko.sign.timestamps.common_utils import TimestampRequestError
-        stamper = HTTPTimeStamper(self.url, timeout=self.timeout)
+
+        from flowbus.signature.cades import timestamper
+        stamper = timestamper(self.url, self.outbound)
+        stamper.timeout = self.timeout
         digest = hashlib.sha256(data).digest()
         try:
             token = await asyncio.to_thread(run_sync, stamper.async_timestamp(digest, "sha256"))

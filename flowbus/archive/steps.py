@@ -81,7 +81,7 @@ class _SaeConnector(BaseConnector):
                                     prefix="seal", now=now)
         stamper: Timestamper
         if settings.get("tsa_url"):
-            stamper = HttpTimestamper(settings["tsa_url"])
+            stamper = HttpTimestamper(settings["tsa_url"], outbound=self.runtime.outbound)
         else:
             tsa_data = self._p12("tsa", required=False)
             tsa_key: SigningKey = seal_key if tsa_data is None else key_for_settings(

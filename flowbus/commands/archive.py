@@ -79,7 +79,10 @@ async def cmd_build(args: argparse.Namespace) -> int:
     try:
         key = seal.key_for_settings(args.seal_p12.read_bytes(), password, prefix="seal")
         if args.tsa_url:
-            stamper: seal.Timestamper = seal.HttpTimestamper(args.tsa_url)
+            from flowbus.outbound import OutboundPolicy
+            from flowbus.settings import Settings
+            stamper: seal.Timestamper = seal.HttpTimestamper(args.tsa_url,
+                                                             outbound=OutboundPolicy.from_settings(Settings()))
         else:
             tsa_key = seal.key_for_settings(args.tsa_p12.read_bytes(), password, prefix="tsa") \
                 if args.tsa_p12 else key

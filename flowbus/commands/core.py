@@ -19,7 +19,13 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["port"] = args.port
     if getattr(args, "demo", False):
         overrides["demo"] = True
-    return Settings(**overrides)
+    settings = Settings(**overrides)
+    if settings.demo:
+        # the demonstration's simulators listen on loopback: allowed explicitly, through the operator's setting
+        from flowbus.outbound import LOOPBACK
+        allow = ",".join(part for part in (settings.outbound_allow, LOOPBACK) if part)
+        settings = settings.model_copy(update={"outbound_allow": allow})
+    return settings
 
 
 async def _ensure_admin_key(rt: Any) -> str | None:

@@ -31,6 +31,13 @@ STATUS_FR = {"trusted": "de confiance", "untrusted": "non reconnue", "expired": 
 EXIT_CODES = {"TOTAL-PASSED": 0, "TOTAL-FAILED": 1, "INDETERMINATE": 2}  # by ETSI main indication
 
 
+def _outbound():
+    """The server's outbound policy (FLOWBUS_OUTBOUND_ALLOW) for the TSA named on the command line."""
+    from flowbus.outbound import OutboundPolicy
+    from flowbus.settings import Settings
+    return OutboundPolicy.from_settings(Settings())
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     sign = subparsers.add_parser("sign", help="sign a file (XAdES PES, PAdES, CAdES detached)",
                                  description="Sign IN into OUT with the key of a PKCS#12 file.")
@@ -91,10 +98,11 @@ def cmd_sign(args: argparse.Namespace) -> int:
             signed = sign_pes(data, key, role=args.role)
         elif args.format == "pades":
             from flowbus.signature.pades import VisibleSignature, sign_pdf
-            signed = sign_pdf(data, key, tsa_url=args.tsa_url, visible=VisibleSignature() if args.visible else None)
+            signed = sign_pdf(data, key, tsa_url=args.tsa_url, visible=VisibleSignature() if args.visible else None,
+                              outbound=_outbound())
         else:
             from flowbus.signature.cades import sign_cades
-            signed = sign_cades(data, key, tsa_url=args.tsa_url)
+            signed = sign_cades(data, key, tsa_url=args.tsa_url, outbound=_outbound())
     except FlowbusError as exc:
         if exc.field == "pkcs12_password" and not args.password_env:
             exc.hint = "pass --password-env VAR with the password in $VAR"

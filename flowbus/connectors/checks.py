@@ -19,6 +19,7 @@ import aiosmtplib
 import structlog
 
 from flowbus.errors import FlowbusError, PermanentError
+from flowbus.outbound import OutboundPolicy, OutboundRefused, endpoint_host, open_socket
 
 log = structlog.get_logger(__name__)
 TIMEOUT = 15.0
@@ -42,14 +43,19 @@ def _unreachable(what: str, exc: BaseException) -> CheckResult:
     return _fail(f"{what} injoignable : {exc}".rstrip(" :"), "vérifiez l'adresse et le port")
 
 
-async def _smtp(s: dict[str, Any]) -> CheckResult:
+async def _smtp(s: dict[str, Any], outbound: OutboundPolicy) -> CheckResult:
     use_tls = str(s.get("use_tls", "")).lower() in ("1", "true", "on", "oui")
     starttls = s.get("starttls")
     port = int(s.get("port") or (465 if use_tls else 25))
-    client = aiosmtplib.SMTP(hostname=str(s.get("host", "")), port=port, use_tls=use_tls,
+    host = str(s.get("host", ""))
+    where = f"Le serveur SMTP {s.get('host')}:{port}"
+    try:
+        sock = await open_socket(outbound, host, port, timeout=TIMEOUT)
+    except (OSError, asyncio.TimeoutError) as exc:
+        return _unreachable(where, exc)
+    client = aiosmtplib.SMTP(hostname=host, sock=sock, use_tls=use_tls,
                              start_tls=None if starttls in (None, "", "auto") else str(starttls).lower() == "true",
                              timeout=TIMEOUT)
-    where = f"Le serveur SMTP {s.get('host')}:{port}"
     try:
         await client.connect()
         await client.ehlo()
@@ -224,7 +230,7 @@ async def test_instance(rt: Any, instance: Any) -> CheckResult:
             return CheckResult(None, "Connecteur de test : aucun système extérieur n'a été contacté.",
                                "remplacez-le par un connecteur réel pour une installation en service")
         if kind == "smtp":
-            return await _smtp(s)
+            return await _smtp(s, rt.outbound)
         if kind == "s2low":
             return await _s2low(s, http)
         if kind == "iparapheur":
@@ -232,6 +238,7 @@ async def test_instance(rt: Any, instance: Any) -> CheckResult:
         if kind == "webdav":
             return await _webdav(s, http)
         if family == "ged" and kind == "s3":
+            await rt.outbound.check_host(endpoint_host(str(s.get("endpoint", ""))), field="endpoint")
             return await _s3(s)
         if kind == "filesystem":
             return _directory(s)
@@ -252,4 +259,6 @@ async def test_instance(rt: Any, instance: Any) -> CheckResult:
             return await _http(s, http)
     except (ssl.SSLError, KeyError) as exc:
         return _fail(f"Réglage manquant ou invalide : {exc}")
+    except OutboundRefused as exc:
+        return _fail(exc.message, exc.hint or "")
     return CheckResult(None, f"Aucun test n'existe pour les connecteurs « {kind} ».")

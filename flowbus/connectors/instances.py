@@ -31,6 +31,7 @@ from flowbus.clock import isoformat
 from flowbus.connectors.base import ConnectorInstance
 from flowbus.connectors.registry import CONNECTOR_CLASSES, check_allowed, connector_class
 from flowbus.errors import ConfigError, NotConfigured, NotFound, ValidationError
+from flowbus.outbound import STRICT, OutboundPolicy, endpoint_host
 from flowbus.people import audit
 from flowbus.store import repo
 from flowbus.store.base import Tx
@@ -81,6 +82,23 @@ def make_instance(data: dict[str, Any], where: str) -> ConnectorInstance:
                              secret_keys_for(family, kind, settings))
 
 
+NOT_OUTBOUND = frozenset({"public_base_url"})  # URLs flowbus gives out (links in mails), never calls
+
+
+async def check_outbound(policy: OutboundPolicy, settings: dict[str, Any]) -> None:
+    """Every address the settings make flowbus connect to (``url``/``*_url``, ``host``/``*_host``, an S3
+    ``endpoint``) is allowed by the outbound policy; else OutboundRefused naming the setting."""
+    for key, value in settings.items():
+        if not isinstance(value, str) or not value.strip() or key in NOT_OUTBOUND:
+            continue
+        if key == "url" or key.endswith("_url"):
+            await policy.check_url(value, field=key)
+        elif key == "host" or key.endswith("_host"):
+            await policy.check_host(value, field=key)
+        elif key == "endpoint":
+            await policy.check_host(endpoint_host(value), field=key)
+
+
 def load_yaml_instances(directory: Path) -> list[ConnectorInstance]:
     out: list[ConnectorInstance] = []
     if not directory.is_dir():
@@ -101,6 +119,7 @@ class InstanceRegistry:
     def __init__(self, yaml_instances: Iterable[ConnectorInstance]) -> None:
         self._yaml: dict[tuple[str, str | None], ConnectorInstance] = {}
         self.box: Any = None  # flowbus.secretbox.SecretBox, set by the runtime: API-managed secrets at rest
+        self.outbound: OutboundPolicy = STRICT  # set by the runtime: where saved settings may point
         self._cache: dict[tuple[str, str], tuple[float, ConnectorInstance]] = {}
         for inst in yaml_instances:
             self._yaml[(inst.id, inst.entity_id)] = inst
@@ -174,6 +193,7 @@ class InstanceRegistry:
             check_allowed(inst, demo=demo)
         except ConfigError as exc:
             raise ValidationError(exc.message, field=exc.field or "kind", hint=exc.hint) from exc
+        await check_outbound(self.outbound, inst.settings)
         entity = inst.entity_id or ""
         if entity:
             await repo.get_entity(tx, entity)

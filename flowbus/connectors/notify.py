@@ -56,7 +56,7 @@ class NotifyEmailConnector(BaseConnector):
         super().__init__(instance, runtime)
         from flowbus.connectors.mailsec.send import SmtpConfig, SmtpPool
         try:
-            self._pool = SmtpPool(SmtpConfig.from_settings(instance.settings))
+            self._pool = SmtpPool(SmtpConfig.from_settings(instance.settings), outbound=runtime.outbound)
         except ConfigError as exc:
             raise ConfigError(f"notify instance {instance.id!r}: {exc.message}", field=exc.field) from exc
 

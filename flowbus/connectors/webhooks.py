@@ -42,6 +42,7 @@ from flowbus.bus.base import Message, Retry
 from flowbus.clock import isoformat, parse_iso
 from flowbus.errors import NotFound, ValidationError
 from flowbus.models import Document
+from flowbus.outbound import STRICT, OutboundRefused, client_session
 from flowbus.store import repo
 from flowbus.store.base import Tx
 
@@ -130,6 +131,7 @@ class WebhookService:
                      flows: list[str] | None = None, states: list[str] | None = None,
                      description: str = "") -> tuple[dict[str, Any], str]:
         """Register a webhook; return it and its secret (shown once)."""
+        await getattr(self.rt, "outbound", STRICT).check_url(url)  # first: it names the rule, in French
         check_url(url, allow_http=self.policy.allow_http)
         flows = _json_list(flows, "flows")
         states = _json_list(states, "states")
@@ -289,7 +291,7 @@ class WebhookService:
         if self.rt.http is not None and not self.rt.http.closed:
             return self.rt.http
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
+            self._session = client_session(getattr(self.rt, "outbound", STRICT))
         return self._session
 
     async def _claim(self, webhook_id: str, document_id: str, token: str) -> float | None:
@@ -383,6 +385,9 @@ class WebhookService:
                 await resp.read()
             if not 200 <= status < 300:
                 error = f"HTTP {status}"
+        except OutboundRefused as exc:  # the address it leads to now (or after a redirect) is not allowed
+            error = str(exc)[:500]
+            log.warning("webhook.refused", webhook=hook["id"], error=error)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
         duration = int((time.monotonic() - started) * 1000)

@@ -37,10 +37,9 @@ async def checks(store: Store, settings: Any) -> list[tuple[str, bool, str, str 
                     "renseignez FLOWBUS_SMTP_HOST (et FLOWBUS_SMTP_PORT, FLOWBUS_SMTP_USER, FLOWBUS_SMTP_PASSWORD, "
                     "FLOWBUS_SMTP_FROM)"))
     if settings.oidc_issuer or settings.cas_url:
-        import aiohttp
-
+        from flowbus.outbound import OutboundPolicy, client_session
         from flowbus.people import cas, oidc
-        async with aiohttp.ClientSession() as http:
+        async with client_session(OutboundPolicy.from_settings(settings)) as http:
             if settings.oidc_issuer:
                 ok, detail = await oidc.health(http, settings)
                 out.append(("OpenID Connect", ok, detail, None if ok else

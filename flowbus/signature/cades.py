@@ -27,6 +27,7 @@ from pyhanko.sign.validation.generic_cms import validate_sig_integrity
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from flowbus.errors import PermanentError, TransientError
+from flowbus.outbound import STRICT, OutboundPolicy
 from flowbus.signature.base import Verification, pick_leaf, subject_cn
 from flowbus.signature.etsi import SubIndication
 from flowbus.signature.keys import SigningKey, check_validity
@@ -87,14 +88,39 @@ def pyhanko_signer(key: SigningKey) -> signers.SimpleSigner:
                       cert_registry=SimpleCertificateStore.from_certs(chain))
 
 
-def timestamper(tsa_url: str | None):
+@lru_cache(maxsize=1)
+def _policy_stamper_class() -> type:
+    from contextlib import asynccontextmanager
+
+    from pyhanko.sign.timestamps import HTTPTimeStamper
+
+    from flowbus.outbound import client_session
+
+    class PolicyTimeStamper(HTTPTimeStamper):
+        """pyHanko's RFC 3161 client, on a session of the outbound policy (one per request: each signature
+        runs its own event loop)."""
+
+        def __init__(self, url: str, policy: OutboundPolicy, **kwargs: Any) -> None:
+            super().__init__(url, **kwargs)
+            self.policy = policy
+
+        @asynccontextmanager
+        async def _acquire_session(self):  # type: ignore[override]
+            async with client_session(self.policy) as session:
+                yield session
+
+    return PolicyTimeStamper
+
+
+def timestamper(tsa_url: str | None, outbound: OutboundPolicy = STRICT):
+    """pyHanko's timestamp client for ``tsa_url``, connecting only where ``outbound`` allows (None: no TSA)."""
     if not tsa_url:
         return None
-    from pyhanko.sign.timestamps import HTTPTimeStamper
-    return HTTPTimeStamper(tsa_url, timeout=30)
+    return _policy_stamper_class()(tsa_url, outbound, timeout=30)
 
 
-def sign_cades(data: bytes, key: SigningKey, *, now: datetime | None = None, tsa_url: str | None = None) -> bytes:
+def sign_cades(data: bytes, key: SigningKey, *, now: datetime | None = None, tsa_url: str | None = None,
+               outbound: OutboundPolicy = STRICT) -> bytes:
     """Detached CAdES signature of ``data`` (DER bytes of a CMS ContentInfo, for a ``.p7s`` file).
 
     Signed attributes: content-type, signing-time, message-digest (SHA-256),
@@ -131,7 +157,7 @@ def sign_cades(data: bytes, key: SigningKey, *, now: datetime | None = None, tsa
         "signature": signature,
     }
     if tsa_url:
-        token = _timestamp_token(tsa_url, signature)
+        token = _timestamp_token(tsa_url, signature, outbound)
         signer_info["unsigned_attrs"] = cms.CMSAttributes([cms.CMSAttribute(
             {"type": "signature_time_stamp_token", "values": [token]})])
     signed_data = cms.SignedData({
@@ -160,13 +186,13 @@ def _signer_parts(key: SigningKey) -> tuple[asn1_x509.Certificate, list[asn1_x50
     return cert, [cert, *chain], attribute.dump()
 
 
-def _timestamp_token(tsa_url: str, signature: bytes) -> cms.ContentInfo:
+def _timestamp_token(tsa_url: str, signature: bytes, outbound: OutboundPolicy = STRICT) -> cms.ContentInfo:
     """RFC 3161 token over the signature value (CAdES signature-time-stamp)."""
     from pyhanko.sign.timestamps.common_utils import TimestampRequestError
     h = hashes.Hash(hashes.SHA256())
     h.update(signature)
     try:
-        return run_sync(timestamper(tsa_url).async_timestamp(h.finalize(), "sha256"))
+        return run_sync(timestamper(tsa_url, outbound).async_timestamp(h.finalize(), "sha256"))
     except (OSError, TimestampRequestError) as exc:
         raise TransientError(f"the timestamp authority {tsa_url} did not answer: {exc}", field="tsa_url") from exc
 

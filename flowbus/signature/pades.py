@@ -27,6 +27,7 @@ from pyhanko_certvalidator import ValidationContext
 
 from flowbus.errors import PermanentError, TransientError
 from flowbus.signature.base import Verification, subject_cn
+from flowbus.outbound import STRICT, OutboundPolicy
 from flowbus.signature.cades import pyhanko_signer, run_sync, timestamper
 from flowbus.signature.etsi import SubIndication
 from flowbus.signature.keys import SigningKey, check_validity
@@ -70,7 +71,8 @@ def _open(data: bytes, field_name: str = "document") -> PdfFileReader:
 
 def sign_pdf(data: bytes, key: SigningKey, *, now: datetime | None = None, tsa_url: str | None = None,
              visible: VisibleSignature | None = None, reason: str | None = None,
-             location: str | None = None, field_name: str | None = None) -> bytes:
+             location: str | None = None, field_name: str | None = None,
+             outbound: OutboundPolicy = STRICT) -> bytes:
     """Sign ``data`` as PAdES B-B (B-T with ``tsa_url``), as an incremental update.
 
     Raises:
@@ -105,7 +107,7 @@ def sign_pdf(data: bytes, key: SigningKey, *, now: datetime | None = None, tsa_u
             writer = IncrementalPdfFileWriter(BytesIO(data), strict=False)
         except (PdfError, ValueError, KeyError) as exc:
             raise PermanentError(f"the PDF cannot be updated: {exc}", field="document") from None
-        pdf_signer = _ClockedPdfSigner(meta, signer=pyhanko_signer(key), timestamper=timestamper(tsa_url),
+        pdf_signer = _ClockedPdfSigner(meta, signer=pyhanko_signer(key), timestamper=timestamper(tsa_url, outbound),
                                        stamp_style=stamp, new_field_spec=field_spec, now=now)
         out = BytesIO()
         run_sync(pdf_signer.async_sign_pdf(writer, output=out, bytes_reserved=reserved,

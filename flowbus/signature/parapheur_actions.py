@@ -24,6 +24,7 @@ from flowbus import journal
 from flowbus.blobs.base import put_bytes
 from flowbus.clock import isoformat
 from flowbus.errors import ConfigError, Conflict, Forbidden, PermanentError, ValidationError
+from flowbus.outbound import STRICT, OutboundPolicy
 from flowbus.signature import parapheur
 from flowbus.signature.keys import SigningKey, load_pkcs12
 
@@ -72,16 +73,16 @@ def seal_key(settings: dict[str, Any] | Any, now: Any = None) -> SigningKey:
 
 
 def seal_document(data: bytes, filename: str, media_type: str, key: SigningKey, *, reason: str,
-                  tsa_url: str | None = None) -> tuple[bytes, bytes | None]:
+                  tsa_url: str | None = None, outbound: OutboundPolicy = STRICT) -> tuple[bytes, bytes | None]:
     """(new version of the document, detached signature or None).  CPU-bound: run it in a thread."""
     if media_type == "application/pdf" or data.startswith(b"%PDF-"):
         from flowbus.signature.pades import sign_pdf
-        return sign_pdf(data, key, reason=reason, tsa_url=tsa_url), None
+        return sign_pdf(data, key, reason=reason, tsa_url=tsa_url, outbound=outbound), None
     if data.lstrip().startswith(b"<") and b"PES_Aller" in data[:2000]:
         from flowbus.signature.xades import sign_pes
         return sign_pes(data, key), None
     from flowbus.signature.cades import sign_cades
-    return data, sign_cades(data, key, tsa_url=tsa_url)
+    return data, sign_cades(data, key, tsa_url=tsa_url, outbound=outbound)
 
 
 async def _settings_of(rt: Any, folder: parapheur.Folder) -> dict[str, Any]:
@@ -149,7 +150,7 @@ async def decide(rt: Any, task_id: str, decision: str, actor: Actor, *, comment:
         current = await rt.blobs.read(folder.current_blob)
         reason = f"Approuvé par {actor.name}" + (" (signataire extérieur)" if task.kind == "external" else "")
         signed, sig = await asyncio.to_thread(seal_document, current, folder.filename, folder.media_type, key,
-                                              reason=reason, tsa_url=settings.get("tsa_url"))
+                                              reason=reason, tsa_url=settings.get("tsa_url"), outbound=rt.outbound)
         new_blob = await put_bytes(rt.blobs, signed)
         if sig is not None:
             detached = await put_bytes(rt.blobs, sig)
@@ -237,7 +238,7 @@ async def send_link(rt: Any, folder: parapheur.Folder, task: parapheur.Task, tok
             f"Le document « {folder.title} » attend votre signature.\n"
             f"Pour le lire puis le signer ou le refuser, ouvrez ce lien personnel :\n\n{external_url(rt, token)}\n\n"
             "Ce lien ne sert qu'une fois ; ne le transmettez pas.\n")
-    pool = SmtpPool(config)
+    pool = SmtpPool(config, outbound=rt.outbound)
     try:
         delivery = await pool.send(OutgoingMail(task.external_email, f"Document à signer : {folder.title}", text))
     except FlowbusError as exc:

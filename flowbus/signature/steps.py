@@ -104,11 +104,13 @@ class SealConnector(BaseConnector):
             from flowbus.signature.pades import VisibleSignature, sign_pdf
             visible = VisibleSignature() if settings.get("visible") else None
             signed = await asyncio.to_thread(sign_pdf, data, key, now=now, tsa_url=settings.get("tsa_url"),
-                                             visible=visible, location=settings.get("city"))
+                                             visible=visible, location=settings.get("city"),
+                                             outbound=self.runtime.outbound)
             name, media_type = ref.filename, "application/pdf"
         else:
             from flowbus.signature.cades import sign_cades
-            signed = await asyncio.to_thread(sign_cades, data, key, now=now, tsa_url=settings.get("tsa_url"))
+            signed = await asyncio.to_thread(sign_cades, data, key, now=now, tsa_url=settings.get("tsa_url"),
+                                             outbound=self.runtime.outbound)
             name, media_type = f"{ref.filename}.p7s", "application/pkcs7-signature"
         new = await ctx.new_file(output_field, name, media_type, signed)
         signed_at = isoformat(now) if now is not None else isoformat(datetime.now().astimezone())

@@ -24,6 +24,7 @@ from flowbus.clock import isoformat
 from flowbus.connectors.mailsec import store, tokens
 from flowbus.connectors.mailsec.templates import datetime_fr
 from flowbus.errors import PayloadTooLarge
+from flowbus.people import limits
 from flowbus.web import render
 
 log = structlog.get_logger(__name__)
@@ -66,16 +67,33 @@ class _Access:
         return f"/mail/{self.token}"
 
 
+def _throttled(rt: Any, wait: int) -> web.Response:
+    """429 for an address past its limit (flowbus.people.limits), with Retry-After."""
+    from datetime import timedelta
+    resp = _page("mailsec_locked.html", status=429, from_address=True,
+                 until=_paris(rt.clock.now() + timedelta(seconds=wait)))
+    resp.headers["Retry-After"] = str(wait)
+    return resp
+
+
+async def _unknown_link(request: web.Request) -> web.Response:
+    """An unknown or malformed link: counted against the address (tokens are not guessable, so a right one
+    is never slowed down); past the limit, 429 instead of the 404."""
+    rt = request.app[RUNTIME]
+    wait = await limits.failed(rt, "mailsec-token", limits.source_address(request), None, reason="lien inconnu")
+    return _throttled(rt, wait) if wait else not_found()
+
+
 async def _resolve(request: web.Request) -> _Access | web.Response:
     rt = request.app[RUNTIME]
     token = request.match_info.get("token", "")
     if not tokens.looks_like_token(token):
-        return not_found()
+        return await _unknown_link(request)
     async with rt.store.transaction() as tx:
         recipient = await store.recipient_by_token_hash(tx, tokens.hash_token(token))
         mailing = await store.get_mailing(tx, recipient.mailing_id) if recipient else None
     if recipient is None or mailing is None:
-        return not_found()
+        return await _unknown_link(request)
     now = rt.clock.now()
     if now >= recipient.expires_at:
         return _page("mailsec_expired.html", status=410, expired_at=_paris(recipient.expires_at))
@@ -175,6 +193,10 @@ async def password(request: web.Request) -> web.Response:
     now = rt.clock.now()
     if LOCKOUT.is_locked(r.locked_until, now):
         return _locked(access)
+    address = limits.source_address(request)
+    wait = await limits.retry_after(rt, "mailsec-password", address, r.id)
+    if wait:
+        return _throttled(rt, wait)
     form = await request.post()
     given = str(form.get("mot_de_passe", ""))[:200]
     ok = bool(given) and await asyncio.to_thread(tokens.verify_password, given, r.password_hash)
@@ -188,6 +210,10 @@ async def password(request: web.Request) -> web.Response:
                                      at=now, document_id=r.document_id,
                                      data={"recipient": r.address, "recipient_id": r.id, "until": isoformat(until)})
         log.info("mailsec.password_failed", document_id=r.document_id, recipient_id=r.id, locked=until is not None)
+        wait = await limits.failed(rt, "mailsec-password", address, r.id, reason="mot de passe du lien incorrect",
+                                   document_id=r.document_id)
+        if wait and until is None:
+            return _throttled(rt, wait)
         if until is not None:
             access.recipient = await _reload(rt, r.id)
             return _locked(access)

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from flowbus.api import RUNTIME
 from flowbus.errors import FlowbusError, NotFound, Unauthorized
+from flowbus.people import limits
 from flowbus.signature import parapheur
 from flowbus.signature.parapheur_actions import Actor, decide, external_url, regenerate_link
 from flowbus.web import render
@@ -48,15 +49,28 @@ async def login_form(request: web.Request) -> web.Response:
     return render("signer_login.html", error=None)
 
 
+def _too_many(wait: int) -> web.Response:
+    resp = render("signer_login.html", status=429, error=limits.TooManyAttempts(wait).message)
+    resp.headers["Retry-After"] = str(wait)
+    return resp
+
+
 async def login(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     form = await request.post()
+    login_name = str(form.get("login", "")).strip()
+    address = limits.source_address(request)
+    wait = await limits.retry_after(rt, "parapheur", address, login_name)
+    if wait:
+        return _too_many(wait)
     try:
         async with rt.store.transaction() as tx:
-            signer = await parapheur.authenticate(tx, str(form.get("login", "")).strip(),
-                                                  str(form.get("password", "")))
+            signer = await parapheur.authenticate(tx, login_name, str(form.get("password", "")))
             token, _csrf = await parapheur.open_session(tx, signer, rt.clock.now())
     except Unauthorized:
+        wait = await limits.failed(rt, "parapheur", address, login_name, reason="mot de passe incorrect")
+        if wait:
+            return _too_many(wait)
         return render("signer_login.html", status=401, error="Identifiant ou mot de passe incorrect.")
     resp = web.HTTPFound("/parapheur/")
     resp.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/parapheur",

@@ -10,14 +10,13 @@ from aiohttp import web
 
 from flowbus.api import RUNTIME
 from flowbus.errors import BackendError, ValidationError
-from flowbus.people import accounts, links, mail, passwords, sessions, throttle
+from flowbus.people import accounts, limits, links, mail, passwords, sessions, throttle
 from flowbus.people.accounts import User
 from flowbus.web import french, render
 from flowbus.web.session import (clear_session_cookie, client_ip, csrf_token, current, safe_next,
                                  set_session_cookie, signed_in)
 
 log = structlog.get_logger(__name__)
-LIMITER = web.AppKey("signin_limiter", throttle.AddressLimiter)
 WRONG = "Identifiant ou mot de passe incorrect."
 
 
@@ -26,6 +25,11 @@ def _page(request: web.Request, template: str, *, status: int = 200, **ctx: Any)
     return render(template, status=status, csrf=csrf_token(request), oidc=bool(rt.settings.oidc_issuer),
                   oidc_label=rt.settings.oidc_label, cas=bool(rt.settings.cas_url), cas_label=rt.settings.cas_label,
                   **ctx)
+
+
+def too_many(resp: web.Response, wait: int) -> web.Response:
+    resp.headers["Retry-After"] = str(wait)
+    return resp
 
 
 async def start_session(request: web.Request, user: User, *, method: str, to: str) -> web.HTTPFound:
@@ -53,14 +57,14 @@ async def sign_in(request: web.Request) -> web.Response:
     form = await request.post()
     login, password = str(form.get("login", "")).strip().lower(), str(form.get("password", ""))
     suivant = str(form.get("suivant", ""))
-    limiter = request.app[LIMITER]
-    ip = client_ip(request)
-    wait = limiter.retry_after(ip)
+    ip = limits.source_address(request)
+    wait = await limits.retry_after(rt, "signin", ip, login)
     if wait:
         log.warning("people.sign_in_throttled", ip=ip)
-        return _page(request, "signin.html", status=429, login=login, suivant=suivant,
-                     error=f"Trop de tentatives depuis votre adresse : réessayez dans {wait // 60 + 1} minute(s).")
+        return too_many(_page(request, "signin.html", status=429, login=login, suivant=suivant,
+                              error=limits.TooManyAttempts(wait).message), wait)
     now = rt.clock.now()
+    error = None
     async with rt.store.transaction() as tx:
         user = await accounts.by_login(tx, login) if login else None
         if user is not None and throttle.is_locked(user, now):
@@ -70,13 +74,18 @@ async def sign_in(request: web.Request) -> web.Response:
         stored = await accounts.password_hash(tx, user.id) if user else None
         ok = passwords.verify(stored, password)
         if not ok:
-            limiter.failed(ip)
             locked = await throttle.wrong_password(tx, user, now) if user is not None else False
             log.warning("people.sign_in_failed", login=login, ip=ip, locked=locked)
             error = WRONG if not locked else (f"Compte verrouillé après {throttle.MAX_FAILURES} tentatives "
                                               "infructueuses : réessayez dans 15 minutes ou demandez un nouveau "
                                               "mot de passe.")
-            return _page(request, "signin.html", status=401, login=login, suivant=suivant, error=error)
+    if error is not None:  # counted once the account's own count is written (never inside that transaction)
+        wait = await limits.failed(rt, "signin", ip, login, reason="mot de passe incorrect")
+        if wait:
+            return too_many(_page(request, "signin.html", status=429, login=login, suivant=suivant,
+                                  error=limits.TooManyAttempts(wait).message), wait)
+        return _page(request, "signin.html", status=401, login=login, suivant=suivant, error=error)
+    async with rt.store.transaction() as tx:
         assert user is not None and stored is not None
         if not user.active:
             return _page(request, "signin.html", status=401, login=login, suivant=suivant,
@@ -111,12 +120,13 @@ async def forgot(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     if not mail.configured(rt.settings):
         return _page(request, "password_forgot.html", status=503, sent=False, mail_ok=False, error=None)
-    limiter = request.app[LIMITER]
-    ip = client_ip(request)
-    if limiter.retry_after(ip):
-        return _page(request, "password_forgot.html", status=429, sent=False, mail_ok=True,
-                     error="Trop de demandes depuis votre adresse : réessayez plus tard.")
-    limiter.failed(ip)  # each request counts, so the form cannot be used to flood mailboxes
+    ip = limits.source_address(request)
+    wait = await limits.retry_after(rt, "forgot", ip)
+    if wait:
+        return too_many(_page(request, "password_forgot.html", status=429, sent=False, mail_ok=True,
+                              error="Trop de demandes depuis votre adresse : réessayez plus tard."), wait)
+    # each request counts (not journaled: it is no failure), so the form cannot be used to flood mailboxes
+    await limits.failed(rt, "forgot", ip, journal=False)
     value = str((await request.post()).get("login", "")).strip()
     now = rt.clock.now()
     if value:
@@ -212,7 +222,6 @@ async def root(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application, runtime: Any) -> None:
-    app[LIMITER] = throttle.AddressLimiter()
     r = app.router
     r.add_get("/", root)
     r.add_get("/connexion", sign_in_form)

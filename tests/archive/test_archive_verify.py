@@ -17,7 +17,10 @@ from flowbus.archive import seda
 from flowbus.archive.package import build_package
 from flowbus.archive.seal import InternalTimestamper, Sealer, check_timestamp
 from flowbus.archive.verify import verify_package
+from flowbus.outbound import LOOPBACK, OutboundPolicy
 from flowbus.signature.cades import sign_cades
+
+LOOPBACK_POLICY = OutboundPolicy.parse(LOOPBACK)  # the simulators listen on loopback: allowed, as an operator would
 
 REPO = Path(__file__).resolve().parents[2]
 XSD = REPO / ".." / "shared" / "schemas" / "seda"
@@ -198,7 +201,7 @@ async def test_http_timestamp_authority(tmp_path, pki, make_source):
     from flowbus.signature.tsa_sim import TsaSimulator
     with TsaSimulator(pki.tsa) as url:
         result = await build_package(tmp_path / "p.zip", _transfer(), [make_source(PDF, "a.pdf")],
-                                     sealer=Sealer(pki.seal, HttpTimestamper(url)), xsd_dir=XSD)
+                                     sealer=Sealer(pki.seal, HttpTimestamper(url, outbound=LOOPBACK_POLICY)), xsd_dir=XSD)
     assert verify_package(result.path, trusted=pki.trusted) == []
 
 
@@ -207,6 +210,6 @@ async def test_unreachable_tsa_is_transient_and_leaves_no_file(tmp_path, pki, ma
     from flowbus.errors import TransientError
     with pytest.raises(TransientError) as err:
         await build_package(tmp_path / "p.zip", _transfer(), [make_source(PDF, "a.pdf")],
-                            sealer=Sealer(pki.seal, HttpTimestamper("http://127.0.0.1:9/", timeout=2)), xsd_dir=XSD)
+                            sealer=Sealer(pki.seal, HttpTimestamper("http://127.0.0.1:9/", timeout=2, outbound=LOOPBACK_POLICY)), xsd_dir=XSD)
     assert err.value.field == "tsa_url"
     assert not (tmp_path / "p.zip").exists()

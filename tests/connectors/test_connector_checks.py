@@ -7,15 +7,17 @@ import base64
 import socket
 from types import SimpleNamespace
 
-import aiohttp
 import pytest
 
 from flowbus.archive.asalae_sim import AsalaeSimulator
 from flowbus.blobs.memory import MemoryBlobStore
 from flowbus.connectors.base import ConnectorInstance
 from flowbus.connectors.checks import test_instance as check_instance
+from flowbus.outbound import LOOPBACK, OutboundPolicy, client_session
 from flowbus.signature.iparapheur_sim import IParapheurSimulator
 from flowbus.signature.pki import make_test_pki
+
+LOOPBACK_POLICY = OutboundPolicy.parse(LOOPBACK)  # the simulators listen on loopback: allowed, as an operator would
 
 
 def _free_port() -> int:
@@ -26,8 +28,8 @@ def _free_port() -> int:
 
 @pytest.fixture
 async def rt(tmp_path):
-    async with aiohttp.ClientSession() as http:
-        yield SimpleNamespace(http=http, blobs=MemoryBlobStore())
+    async with client_session(LOOPBACK_POLICY) as http:
+        yield SimpleNamespace(http=http, blobs=MemoryBlobStore(), outbound=LOOPBACK_POLICY)
 
 
 def inst(family, kind, **settings):

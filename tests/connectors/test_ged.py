@@ -21,7 +21,10 @@ from flowbus.connectors.base import ConnectorInstance, StepContext
 from flowbus.connectors.registry import connector_class
 from flowbus.errors import PermanentError, TransientError
 from flowbus.models import Document, FileRef
+from flowbus.outbound import LOOPBACK, OutboundPolicy
 from tests.support.pdfs import pdf
+
+LOOPBACK_POLICY = OutboundPolicy.parse(LOOPBACK)  # the simulators listen on loopback: allowed, as an operator would
 
 ACTE = pdf("acte " * 200)
 
@@ -31,6 +34,7 @@ NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 @dataclass
 class _Runtime:
     blobs: FilesystemBlobStore
+    outbound: OutboundPolicy = LOOPBACK_POLICY
 
 
 async def _document(blobs: FilesystemBlobStore) -> Document:

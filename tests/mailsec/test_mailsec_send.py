@@ -15,6 +15,9 @@ from flowbus.connectors.mailsec.send import OutgoingMail, SmtpConfig, SmtpPool, 
 from flowbus.connectors.mailsec.smtp_sim import SmtpSimulator
 from flowbus.connectors.mailsec.templates import MessageTemplates
 from flowbus.errors import ConfigError, PermanentError, TransientError
+from flowbus.outbound import LOOPBACK, OutboundPolicy
+
+LOOPBACK_POLICY = OutboundPolicy.parse(LOOPBACK)  # the simulators listen on loopback: allowed, as an operator would
 
 
 def test_tokens_are_random_long_and_hashed():
@@ -108,7 +111,7 @@ async def test_send_headers_french_subject_and_per_recipient_refusal():
         config = SmtpConfig.from_settings({"host": "127.0.0.1", "port": sim.port, "starttls": False,
                                            "from_address": "paie@mairie.example.fr", "from_name": "Mairie d'Été",
                                            "max_connections": 2, "bounce_address": "rebonds@mairie.example.fr"})
-        pool = SmtpPool(config)
+        pool = SmtpPool(config, outbound=LOOPBACK_POLICY)
         mails = [OutgoingMail(f"agent{i}@example.fr", "Votre bulletin de paie — février", f"lien {i} é",
                               f"<p>lien {i}</p>", recipient_id=f"r{i}") for i in range(20)]
         mails += [OutgoingMail("inconnu@example.fr", "s", "t", recipient_id="rx"),
@@ -141,7 +144,7 @@ async def test_send_headers_french_subject_and_per_recipient_refusal():
 async def test_connections_are_reused():
     with SmtpSimulator() as sim:
         pool = SmtpPool(SmtpConfig.from_settings({"host": "127.0.0.1", "port": sim.port, "starttls": False,
-                                                  "from_address": "a@b.fr", "max_connections": 1}))
+                                                  "from_address": "a@b.fr", "max_connections": 1}), outbound=LOOPBACK_POLICY)
         for i in range(5):
             assert (await pool.send(OutgoingMail(f"x{i}@b.fr", "s", "t"))).ok
         assert len(pool._idle) == 1
@@ -159,10 +162,10 @@ async def test_auth_and_starttls(tmp_path: Path):
     with SmtpSimulator(credentials=("paie", "s3cret"), tls_context=tls, require_starttls=True) as sim:
         base = {"host": "127.0.0.1", "port": sim.port, "from_address": "a@b.fr", "starttls": True,
                 "ca_file": str(cert), "username": "paie"}
-        pool = SmtpPool(SmtpConfig.from_settings({**base, "password": "s3cret"}))
+        pool = SmtpPool(SmtpConfig.from_settings({**base, "password": "s3cret"}), outbound=LOOPBACK_POLICY)
         assert (await pool.send(OutgoingMail("x@b.fr", "s", "t"))).ok
         await pool.close()
-        bad = SmtpPool(SmtpConfig.from_settings({**base, "password": "wrong"}))
+        bad = SmtpPool(SmtpConfig.from_settings({**base, "password": "wrong"}), outbound=LOOPBACK_POLICY)
         with pytest.raises(ConfigError) as err:
             await bad.send(OutgoingMail("x@b.fr", "s", "t"))
         assert err.value.field == "username" and "wrong" not in str(err.value)
@@ -175,7 +178,7 @@ async def test_unreachable_server_is_transient():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     pool = SmtpPool(SmtpConfig.from_settings({"host": "127.0.0.1", "port": port, "from_address": "a@b.fr",
-                                              "timeout": 2}))
+                                              "timeout": 2}), outbound=LOOPBACK_POLICY)
     with pytest.raises(TransientError):
         await pool.send(OutgoingMail("x@b.fr", "s", "t"))
     results = await pool.send_many([OutgoingMail("x@b.fr", "s", "t")])

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
-import aiohttp
 import pytest
 import structlog
 
@@ -15,9 +14,12 @@ from flowbus.connectors.base import ConnectorInstance, StepContext
 from flowbus.connectors.registry import connector_class
 from flowbus.errors import ConfigError, PermanentError, TransientError
 from flowbus.models import Document, FileRef
+from flowbus.outbound import LOOPBACK, OutboundPolicy, client_session
 from flowbus.signature.iparapheur_sim import IParapheurSimulator
 from flowbus.signature.pades import verify_pdf
 from flowbus.signature.sim_signing import simple_pdf
+
+LOOPBACK_POLICY = OutboundPolicy.parse(LOOPBACK)  # the simulators listen on loopback: allowed, as an operator would
 
 PDF = simple_pdf(["Délibération n° 2026-014", "Objet : subvention au club de voile"])
 ANNEX = simple_pdf(["Annexe : budget prévisionnel"])
@@ -31,8 +33,8 @@ async def sim():
 
 @pytest.fixture
 async def runtime():
-    async with aiohttp.ClientSession() as http:
-        yield SimpleNamespace(blobs=MemoryBlobStore(), http=http)
+    async with client_session(LOOPBACK_POLICY) as http:
+        yield SimpleNamespace(blobs=MemoryBlobStore(), http=http, outbound=LOOPBACK_POLICY)
 
 
 def instance(sim, **overrides) -> ConnectorInstance:

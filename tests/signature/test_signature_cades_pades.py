@@ -16,10 +16,13 @@ from pyhanko.sign.validation import validate_pdf_signature
 from pyhanko_certvalidator import ValidationContext
 
 from flowbus.errors import PermanentError
+from flowbus.outbound import LOOPBACK, OutboundPolicy
 from flowbus.signature.cades import sign_cades
 from flowbus.signature.pades import VisibleSignature, make_test_pdf, sign_pdf
 from flowbus.signature.tsa_sim import TsaSimulator
 from flowbus.signature.verify import verify
+
+LOOPBACK_POLICY = OutboundPolicy.parse(LOOPBACK)  # the simulators listen on loopback: allowed, as an operator would
 
 
 def openssl_cms_verify(tmp_path, signature: bytes, content: bytes, ca) -> subprocess.CompletedProcess:
@@ -66,7 +69,7 @@ def test_cades_signing_certificate_v2_and_signing_time(pki):
 
 def test_cades_timestamped_and_bad_inputs(pki):
     with TsaSimulator(pki.tsa) as url:
-        p7s = sign_cades(b"contenu", pki.seal, tsa_url=url)
+        p7s = sign_cades(b"contenu", pki.seal, tsa_url=url, outbound=LOOPBACK_POLICY)
     from asn1crypto import cms
     unsigned = cms.ContentInfo.load(p7s)["content"]["signer_infos"][0]["unsigned_attrs"]
     assert [a["type"].native for a in unsigned] == ["signature_time_stamp_token"]
@@ -108,7 +111,7 @@ def test_pades_round_trip_visible_block_and_tamper(pki, pdf5):
 
 def test_pades_b_t_with_a_timestamp_authority(pki, pdf5):
     with TsaSimulator(pki.tsa) as url:
-        signed = sign_pdf(pdf5, pki.seal, tsa_url=url)
+        signed = sign_pdf(pdf5, pki.seal, tsa_url=url, outbound=LOOPBACK_POLICY)
     reader = PdfFileReader(BytesIO(signed))
     status = validate_pdf_signature(reader.embedded_signatures[0], signer_validation_context=ValidationContext(
         trust_roots=[asn1_x509.Certificate.load(pki.ca.certificate.public_bytes(serialization.Encoding.DER))]))

@@ -16,14 +16,17 @@ from flowbus.connectors.base import ConnectorInstance, StepContext
 from flowbus.connectors.registry import connector_class
 from flowbus.errors import PermanentError
 from flowbus.models import Document, FileRef
+from flowbus.outbound import LOOPBACK, OutboundPolicy
 from flowbus.signature.pades import make_test_pdf
 from flowbus.signature.steps import SealConnector
 from flowbus.signature.verify import verify
 
+LOOPBACK_POLICY = OutboundPolicy.parse(LOOPBACK)  # the simulators listen on loopback: allowed, as an operator would
+
 
 @pytest.fixture
 def runtime():
-    return SimpleNamespace(blobs=MemoryBlobStore(), clock=ManualClock(datetime.now(UTC)))
+    return SimpleNamespace(blobs=MemoryBlobStore(), clock=ManualClock(datetime.now(UTC)), outbound=LOOPBACK_POLICY)
 
 
 async def context(runtime, inst: ConnectorInstance, filename: str, media_type: str, content: bytes,

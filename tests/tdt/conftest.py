@@ -18,6 +18,9 @@ from flowbus.blobs.memory import MemoryBlobStore
 from flowbus.clock import ManualClock
 from flowbus.connectors.tdt.helios import encode_pj
 from flowbus.connectors.tdt.s2low_sim import S2lowSimulator, _tiny_pdf
+from flowbus.outbound import LOOPBACK, OutboundPolicy, client_session
+
+LOOPBACK_POLICY = OutboundPolicy.parse(LOOPBACK)  # the simulators listen on loopback: allowed, as an operator would
 
 SHARED = (Path(__file__).resolve().parents[2] / ".." / "shared").resolve()
 ACTES_XSD = SHARED / "schemas" / "actes" / "actesv1_1.xsd"
@@ -65,6 +68,7 @@ def make_pes() -> Any:
 class FakeRuntime:
     def __init__(self, store: Any, blobs: MemoryBlobStore, clock: ManualClock, http: aiohttp.ClientSession) -> None:
         self.store, self.blobs, self.clock, self.http = store, blobs, clock, http
+        self.outbound = LOOPBACK_POLICY
         self.flows: dict[str, Any] = {}
 
 
@@ -79,7 +83,7 @@ async def fake_runtime(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Fake
     store = SQLiteStore(tmp_path / "state.db")
     await store.open()
     await store.migrate()
-    async with aiohttp.ClientSession() as http:
+    async with client_session(LOOPBACK_POLICY) as http:
         yield FakeRuntime(store, MemoryBlobStore(), clock, http)
     await store.close()
 

@@ -319,6 +319,7 @@ async def test_tdt_poll_command(runtime_factory, tdt_config, s2low, wait_state, 
     data_dir = rt.settings.data_dir
     await rt.close()
     env = {**os.environ, "FLOWBUS_DATA_DIR": str(data_dir), "FLOWBUS_CONFIG_DIR": str(tdt_config), "FLOWBUS_DEMO": "true",
+           "FLOWBUS_OUTBOUND_ALLOW": "127.0.0.0/8,::1",
            "FLOWBUS_LOG_LEVEL": "warning"}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "flowbus", "tdt", "poll", "--entity", ent.id, "--letters-flow", "courrier",

@@ -16,6 +16,9 @@ from flowbus.connectors.tdt.helios import parse_pes_acquit, parse_pes_retour
 from flowbus.connectors.tdt.s2low import S2lowClient, S2lowKO, ssl_context
 from flowbus.connectors.tdt.s2low_sim import S2lowSimulator
 from flowbus.errors import PermanentError, TransientError
+from flowbus.outbound import LOOPBACK, OutboundPolicy
+
+LOOPBACK_POLICY = OutboundPolicy.parse(LOOPBACK)  # the simulators listen on loopback: allowed, as an operator would
 
 
 def _acte(pdf: bytes, numero: str = "DEL_2026_001", **kw) -> Acte:
@@ -25,7 +28,7 @@ def _acte(pdf: bytes, numero: str = "DEL_2026_001", **kw) -> Acte:
 
 
 async def test_act_status_progression_to_ar(sim, clock, pdf):
-    async with S2lowClient(sim.url) as client:
+    async with S2lowClient(sim.url, outbound=LOOPBACK_POLICY) as client:
         assert await client.test_connexion()
         classification = parse_classification(await client.get_classification())
         assert classification.date == date(2019, 4, 18) and classification.has_matiere((7, 1))
@@ -51,7 +54,7 @@ async def test_act_status_progression_to_ar(sim, clock, pdf):
 
 
 async def test_simulator_refuses_what_s2low_refuses(sim, pdf):
-    async with S2lowClient(sim.url) as client:
+    async with S2lowClient(sim.url, outbound=LOOPBACK_POLICY) as client:
         await client.post_acte(_acte(pdf))
         with pytest.raises(S2lowKO, match="déjà utilisé"):
             await client.post_acte(_acte(pdf))
@@ -68,7 +71,7 @@ async def test_simulator_refuses_what_s2low_refuses(sim, pdf):
 async def test_anomaly_and_refusal_carry_the_reason(sim, clock, pdf):
     sim.script_acte("DEL_ANO", "anomaly")
     sim.script_acte("DEL_REF", "refused", "Acte non transmissible : signature absente")
-    async with S2lowClient(sim.url) as client:
+    async with S2lowClient(sim.url, outbound=LOOPBACK_POLICY) as client:
         ano = await client.post_acte(_acte(pdf, "DEL_ANO"))
         ref = await client.post_acte(_acte(pdf, "DEL_REF"))
         clock.advance(hours=3)
@@ -82,7 +85,7 @@ async def test_anomaly_and_refusal_carry_the_reason(sim, clock, pdf):
 
 async def test_http_errors_are_typed(sim, pdf):
     sim.fail = {"post_acte": [500, 502], "get_status": 404}
-    async with S2lowClient(sim.url) as client:
+    async with S2lowClient(sim.url, outbound=LOOPBACK_POLICY) as client:
         for _ in range(2):
             with pytest.raises(TransientError, match="HTTP 50"):
                 await client.post_acte(_acte(pdf))
@@ -95,23 +98,23 @@ async def test_http_errors_are_typed(sim, pdf):
             await client.test_connexion()
     assert sim.failures["post_acte"] == 2 and sim.transmissions("DEL_2026_001") == 1
     await sim.stop()
-    async with S2lowClient(sim.url) as client:
+    async with S2lowClient(sim.url, outbound=LOOPBACK_POLICY) as client:
         with pytest.raises(TransientError, match="injoignable"):
             await client.test_connexion()
 
 
 async def test_basic_auth(clock, pdf):
     async with S2lowSimulator(clock=clock, login="mairie", password="sécret") as sim:
-        async with S2lowClient(sim.url, login="mairie", password="sécret") as client:
+        async with S2lowClient(sim.url, outbound=LOOPBACK_POLICY, login="mairie", password="sécret") as client:
             assert await client.test_connexion()
-        async with S2lowClient(sim.url, login="mairie", password="faux") as client:
+        async with S2lowClient(sim.url, outbound=LOOPBACK_POLICY, login="mairie", password="faux") as client:
             with pytest.raises(PermanentError, match="authentification") as err:
                 await client.test_connexion()
             assert err.value.field == "login"
 
 
 async def test_cancellation(sim, clock, pdf):
-    async with S2lowClient(sim.url) as client:
+    async with S2lowClient(sim.url, outbound=LOOPBACK_POLICY) as client:
         tid = await client.post_acte(_acte(pdf))
         with pytest.raises(S2lowKO, match="pas acquitté"):
             await client.cancel_acte(tid)
@@ -127,7 +130,7 @@ async def test_cancellation(sim, clock, pdf):
 
 
 async def test_prefecture_letters_and_answers(sim, clock, pdf):
-    async with S2lowClient(sim.url) as client:
+    async with S2lowClient(sim.url, outbound=LOOPBACK_POLICY) as client:
         tid = await client.post_acte(_acte(pdf))
         clock.advance(hours=3)
         lid = str(sim.send_letter(tid, "DemandePieceComplementaire", text="Merci de joindre le PV de séance"))
@@ -153,7 +156,7 @@ async def test_prefecture_letters_and_answers(sim, clock, pdf):
 
 
 async def test_pes_post_status_acquit_and_retour(sim, clock, make_pes, shared: Path):
-    async with S2lowClient(sim.url) as client:
+    async with S2lowClient(sim.url, outbound=LOOPBACK_POLICY) as client:
         data = make_pes("PES_2026_0001")
         pid = await client.post_pes(data, "pes.xml")
         assert (await client.get_pes_status(pid)).status == 1
@@ -230,9 +233,9 @@ async def test_tls_client_certificate_from_pkcs12(tmp_path: Path, clock):
         assert sim.url.startswith("https://")
         settings = {"url": sim.url, "client_cert_p12_base64": base64.b64encode(p12).decode(),
                     "client_cert_password": "p12pass", "ca_path": str(ca)}
-        async with S2lowClient.from_settings(settings) as client:
+        async with S2lowClient.from_settings(settings, outbound=LOOPBACK_POLICY) as client:
             assert await client.test_connexion()
-        async with S2lowClient(sim.url, ssl_ctx=ssl.create_default_context(cafile=str(ca))) as client:
+        async with S2lowClient(sim.url, outbound=LOOPBACK_POLICY, ssl_ctx=ssl.create_default_context(cafile=str(ca))) as client:
             with pytest.raises(TransientError):  # no client certificate: the handshake is refused
                 await client.test_connexion()
     with pytest.raises(PermanentError) as err:
@@ -241,7 +244,7 @@ async def test_tls_client_certificate_from_pkcs12(tmp_path: Path, clock):
 
 
 async def test_every_simulator_message_is_checked_against_the_xsd(sim, clock, pdf, check_actes_messages):
-    async with S2lowClient(sim.url) as client:
+    async with S2lowClient(sim.url, outbound=LOOPBACK_POLICY) as client:
         tid = await client.post_acte(_acte(pdf))
         clock.advance(hours=3)
         await client.cancel_acte(tid)
@@ -270,7 +273,7 @@ async def test_configuration_errors_name_the_setting(sim):
         ssl_context({"url": "https://x", "client_cert_path": "/nonexistent/client.pem"})
     assert err.value.field == "client_cert_path"
     with structlog.testing.capture_logs() as logs:
-        async with S2lowClient(sim.url, login="mairie", password="s3cr3t-pw") as client:
+        async with S2lowClient(sim.url, outbound=LOOPBACK_POLICY, login="mairie", password="s3cr3t-pw") as client:
             await client.test_connexion()
     assert [e["path"] for e in logs if e["event"] == "s2low.request"] == ["/api/test-connexion.php"]
     assert "s3cr3t-pw" not in repr(logs)

@@ -20,6 +20,9 @@ from flowbus.connectors.tdt.s2low import S2lowClient
 from flowbus.connectors.tdt.steps import TdtActesConnector, TdtHeliosConnector
 from flowbus.errors import PermanentError, TransientError
 from flowbus.models import Document, FileRef
+from flowbus.outbound import LOOPBACK, OutboundPolicy
+
+LOOPBACK_POLICY = OutboundPolicy.parse(LOOPBACK)  # the simulators listen on loopback: allowed, as an operator would
 
 
 def _instance(sim, family: str = "tdt-actes", **settings: Any) -> ConnectorInstance:
@@ -104,7 +107,7 @@ async def test_never_posted_twice(fake_runtime, sim, clock, pdf):
     assert resumed.status == "waiting"
     assert sim.count("post_acte", "DEL_2026_001") == 1 and sim.transmissions("DEL_2026_001") == 1
     # The worker died after S²LOW accepted the act and before the record: S²LOW refuses the number, we adopt it.
-    async with S2lowClient(sim.url) as client:
+    async with S2lowClient(sim.url, outbound=LOOPBACK_POLICY) as client:
         lost = await client.post_acte(Acte(1, (7, 1), date(2026, 1, 2), "DEL_2026_002", "x",
                                            ActeFile("d.pdf", pdf, "99_DE")))
     doc2 = await _document(rt, *_deliberation(pdf, numero_interne="DEL_2026_002"), doc_id="doc-2")
@@ -247,7 +250,7 @@ async def test_prefecture_letters_are_fetched_then_marked_read(fake_runtime, sim
     sim.send_letter(tid, "CourrierSimple")
     with pytest.raises(RuntimeError):
         await conn.fetch_prefecture_letters(failing)
-    async with S2lowClient(sim.url) as client:
+    async with S2lowClient(sim.url, outbound=LOOPBACK_POLICY) as client:
         assert len(await client.list_prefecture_documents()) == 1  # still unread: nothing lost
     answer = await conn.reply(got[1].transaction_id, 4, ActeFile("pv.pdf", pdf, "99_DE"))
     assert parse_message(sim.transactions[int(answer)].files["reponse"]).root == "PieceComplementaire"

@@ -74,6 +74,10 @@ class GedConnector(BaseConnector):
     def make_target(self) -> GedTarget:  # pragma: no cover - abstract
         raise ConfigError(f"GED kind {self.kind!r} has no target")
 
+    async def check_destination(self) -> None:
+        """Before a deposit: the destination is allowed by the outbound policy (HTTP targets check each
+        connection themselves)."""
+
     @property
     def target(self) -> GedTarget:
         if self._target is None:
@@ -87,6 +91,7 @@ class GedConnector(BaseConnector):
 
     async def start(self, ctx: StepContext) -> Outcome:
         doc = ctx.document
+        await self.check_destination()
         target = self.target
         folder = _render_folder(str(self._setting(ctx.params, "folder", DEFAULT_FOLDER)), doc)
         wanted = self._setting(ctx.params, "fields", None) or None
@@ -147,12 +152,18 @@ class WebdavGed(GedConnector):
         if not s.get("url"):
             raise ConfigError(f"GED instance {self.instance.id!r}: setting 'url' is required", field="url")
         return WebdavTarget(str(s["url"]), username=s.get("username"), password=s.get("password"),
-                            timeout=float(s.get("timeout", 120)))
+                            timeout=float(s.get("timeout", 120)), outbound=self.runtime.outbound)
 
 
 class S3Ged(GedConnector):
     kind: ClassVar[str] = "s3"
     secret_keys: ClassVar[frozenset[str]] = frozenset({"secret_key"})
+
+    async def check_destination(self) -> None:
+        # the S3 client (minio, urllib3) resolves the name itself: checked here before each deposit
+        from flowbus.outbound import endpoint_host
+        await self.runtime.outbound.check_host(endpoint_host(str(self.instance.settings.get("endpoint", ""))),
+                                               field="endpoint")
 
     def make_target(self) -> GedTarget:
         s = self.instance.settings

@@ -14,6 +14,7 @@ import aiohttp
 
 from flowbus.blobs.base import Health
 from flowbus.errors import PermanentError, TransientError
+from flowbus.outbound import STRICT, OutboundPolicy, client_session
 
 
 def _basic(user: str, password: str) -> str:
@@ -22,13 +23,15 @@ def _basic(user: str, password: str) -> str:
 
 class WebdavTarget:
     def __init__(self, url: str, *, username: str | None = None, password: str | None = None,
-                 session: aiohttp.ClientSession | None = None, timeout: float = 120) -> None:
+                 session: aiohttp.ClientSession | None = None, timeout: float = 120,
+                 outbound: OutboundPolicy = STRICT) -> None:
         self.base = url.rstrip("/")
         self._headers = {"Authorization": _basic(username, password or "")} if username else {}
         self._session = session
         self._own = session is None
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._known_dirs: set[str] = set()
+        self._outbound = outbound
 
     def _url(self, path: str) -> str:
         return f"{self.base}/{quote(path)}" if path else self.base + "/"
@@ -36,7 +39,7 @@ class WebdavTarget:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._session = client_session(self._outbound, timeout=self._timeout)
             self._own = True
         return self._session
 

@@ -29,6 +29,7 @@ import aiosmtplib
 import structlog
 
 from flowbus.errors import ConfigError, TransientError
+from flowbus.outbound import STRICT, OutboundPolicy, open_socket
 
 log = structlog.get_logger(__name__)
 
@@ -210,8 +211,9 @@ class _Conn:
 class SmtpPool:
     """Up to ``max_connections`` SMTP connections, reused across messages and step runs."""
 
-    def __init__(self, config: SmtpConfig) -> None:
+    def __init__(self, config: SmtpConfig, *, outbound: OutboundPolicy = STRICT) -> None:
         self.config = config
+        self.outbound = outbound  # the SMTP server's address must be allowed (flowbus.outbound)
         self._idle: list[_Conn] = []
         self._slots = asyncio.Semaphore(config.max_connections)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -223,7 +225,12 @@ class SmtpPool:
 
     async def _connect(self) -> _Conn:
         c = self.config
-        client = aiosmtplib.SMTP(hostname=c.host, port=c.port, use_tls=c.use_tls, start_tls=c.starttls,
+        try:  # resolved, checked and connected here: the SMTP client never resolves the name again
+            sock = await open_socket(self.outbound, c.host, c.port, timeout=c.timeout)
+        except OSError as exc:
+            raise TransientError(f"cannot connect to the SMTP server {c.host}:{c.port}: {exc}", retry_in=60,
+                                 field="host") from exc
+        client = aiosmtplib.SMTP(hostname=c.host, sock=sock, use_tls=c.use_tls, start_tls=c.starttls,
                                  timeout=c.timeout, validate_certs=c.validate_certs, tls_context=self._tls_context())
         try:
             await client.connect()

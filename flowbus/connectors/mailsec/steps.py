@@ -244,7 +244,7 @@ class MailsecConnector(BaseConnector):
     def __init__(self, instance: Any, runtime: Any) -> None:
         super().__init__(instance, runtime)
         self.config = SmtpConfig.from_settings(instance.settings)
-        self.pool = SmtpPool(self.config)
+        self.pool = SmtpPool(self.config, outbound=runtime.outbound)
         self.link_ttl = tokens.parse_duration(instance.settings.get("link_ttl") or "30d", field="link_ttl")
         self._templates: dict[tuple[str, str], MessageTemplates] = {}
         self._page_templates: dict[str, MessageTemplates] = {}

@@ -30,6 +30,7 @@ from lxml import etree
 
 from flowbus.connectors.tdt.actes import Acte, ActeFile
 from flowbus.errors import PermanentError, TransientError
+from flowbus.outbound import STRICT, OutboundPolicy, client_session
 
 log = structlog.get_logger(__name__)
 
@@ -146,12 +147,13 @@ class S2lowClient:
 
     def __init__(self, url: str, *, session: aiohttp.ClientSession | None = None, login: str | None = None,
                  password: str | None = None, ssl_ctx: ssl.SSLContext | bool | None = None,
-                 timeout: float = 120.0) -> None:
+                 timeout: float = 120.0, outbound: OutboundPolicy = STRICT) -> None:
         if not url or not url.startswith(("http://", "https://")):
             raise PermanentError(f"URL S²LOW {url!r} invalide : attendu https://…", field="url")
         self.url = url.rstrip("/")
         self._session = session
         self._owned = session is None
+        self._outbound = outbound  # for the session this client opens itself
         # HTTP Basic as S²LOW reads it (PHP_AUTH_USER / PHP_AUTH_PW), credentials in ISO-8859-1.
         self._headers = {"Authorization": "Basic " + base64.b64encode(
             f"{login}:{password or ''}".encode("iso-8859-1", "replace")).decode("ascii")} if login else {}
@@ -159,10 +161,11 @@ class S2lowClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any], session: aiohttp.ClientSession | None = None) -> S2lowClient:
+    def from_settings(cls, settings: Mapping[str, Any], session: aiohttp.ClientSession | None = None, *,
+                      outbound: OutboundPolicy = STRICT) -> S2lowClient:
         return cls(str(settings.get("url") or ""), session=session, login=settings.get("login") or None,
                    password=settings.get("password") or None, ssl_ctx=ssl_context(settings),
-                   timeout=float(settings.get("timeout", 120)))
+                   timeout=float(settings.get("timeout", 120)), outbound=outbound)
 
     async def close(self) -> None:
         if self._owned and self._session is not None:
@@ -180,7 +183,7 @@ class S2lowClient:
     async def _request(self, method: str, path: str, *, what: str, params: Mapping[str, Any] | None = None,
                        data: Any = None) -> bytes:
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            self._session = client_session(self._outbound)
         url = f"{self.url}{path}"
         kwargs: dict[str, Any] = {"params": params, "data": data, "headers": self._headers, "timeout": self._timeout}
         if self._ssl is not None:

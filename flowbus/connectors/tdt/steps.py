@@ -34,6 +34,7 @@ from flowbus.connectors.tdt.helios import check_pes_aller, parse_pes_acquit, par
 from flowbus.connectors.tdt.s2low import (ACTES_ARCHIVING, DUPLICATE_NUMBER, HELIOS_ARCHIVING, S2lowClient, S2lowKO,
                                          ssl_context)
 from flowbus.errors import PermanentError, TransientError, ValidationError
+from flowbus.outbound import client_session
 
 SECRETS = frozenset({"password", "client_cert_password", "client_cert_p12_base64"})
 NATURE_BY_ABBREV = {v: k for k, v in A.NATURES.items()}
@@ -63,7 +64,7 @@ class _S2lowBase(BaseConnector):
         session = getattr(self.runtime, "http", None)
         if session is None:
             if self._session is None or self._session.closed:
-                self._session = aiohttp.ClientSession()
+                self._session = client_session(self.runtime.outbound)
             session = self._session
         s = self.instance.settings
         return S2lowClient(str(s.get("url") or ""), session=session,

@@ -22,8 +22,9 @@ from aiohttp import web
 from flowbus import __version__ as FLOWBUS_VERSION
 from flowbus import documents
 from flowbus.api import RUNTIME
-from flowbus.api.auth import authenticate, csrf_matches, session_principal, visible_entities
-from flowbus.people import access, accounts, passwords, sessions, throttle
+from flowbus.api.auth import (authenticate_key_limited, csrf_matches, key_principal, session_principal,
+                              visible_entities)
+from flowbus.people import access, accounts, limits, passwords, sessions, throttle
 from flowbus.people.access import Principal
 from flowbus.connectors.inbound.pastell_v2 import mapping
 from flowbus.errors import Conflict, FlowbusError, Forbidden, NotFound, Unauthorized, ValidationError
@@ -39,8 +40,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 KEY = web.RequestKey("pastell_principal", Principal)
 
 
-def _error(status: int, message: str) -> web.Response:
-    headers = {"WWW-Authenticate": 'Basic realm="API Pastell"'} if status == 401 else None
+def _error(status: int, message: str, *, retry_after: int | None = None) -> web.Response:
+    headers = {"WWW-Authenticate": 'Basic realm="API Pastell"'} if status == 401 else {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     return web.json_response({"status": "error", "error-message": message}, status=status, headers=headers,
                              dumps=lambda d: json.dumps(d, ensure_ascii=False))
 
@@ -56,6 +59,8 @@ def pastell(handler: Handler) -> Handler:
         try:
             request[KEY] = await _basic_auth(request)
             return await handler(request)
+        except limits.TooManyAttempts as exc:
+            return _error(429, exc.message, retry_after=exc.retry_after)
         except FlowbusError as exc:
             status = exc.status if exc.status in (401, 403, 404) else (500 if exc.status >= 500 else 400)
             if status >= 500:
@@ -89,29 +94,42 @@ async def _basic_auth(request: web.Request) -> Principal:
         login, _, password = base64.b64decode(value.strip()).decode("utf-8").partition(":")
     except (binascii.Error, UnicodeDecodeError):
         raise Unauthorized("Accès interdit : en-tête Authorization illisible") from None
-    if password.startswith("fbk_"):
+    address = limits.source_address(request)
+    wrong = "Accès interdit : identifiant ou mot de passe incorrect"
+    if password.startswith("fbk_"):  # an API key: high entropy, counted only when wrong
         try:
-            key = await authenticate(rt, password)
+            key = await authenticate_key_limited(rt, password, address, door="pastell")
         except Unauthorized:
-            raise Unauthorized("Accès interdit : identifiant ou mot de passe incorrect") from None
+            raise Unauthorized(wrong) from None
         if login not in (key.id, key.name):
-            raise Unauthorized("Accès interdit : identifiant ou mot de passe incorrect")
-        return key
+            wait = await limits.failed(rt, "pastell", address, key.id, reason="identifiant ne correspondant pas à la clé")
+            if wait:
+                raise limits.TooManyAttempts(wait, field="Authorization")
+            raise Unauthorized(wrong)
+        return key_principal(key)
+    # a person's password: a blocked address (or login) is refused before the password is even looked at
+    wait = await limits.retry_after(rt, "pastell", address, login)
+    if wait:
+        raise limits.TooManyAttempts(wait, field="Authorization")
     now = rt.clock.now()
     async with rt.store.transaction() as tx:
         user = await accounts.by_login(tx, login) if login else None
         if user is not None and throttle.is_locked(user, now):
             raise Unauthorized("Accès interdit : compte verrouillé après trop de mots de passe erronés")
         stored = await accounts.password_hash(tx, user.id) if user else None
-        if not passwords.verify(stored, password):
-            if user is not None:
-                await throttle.wrong_password(tx, user, now)
-            log.warning("pastell.sign_in_failed", login=login)
-            raise Unauthorized("Accès interdit : identifiant ou mot de passe incorrect")
-        assert user is not None
-        if not user.active:
-            raise Unauthorized("Accès interdit : compte désactivé")
-        return await accounts.principal(tx, user)
+        ok = passwords.verify(stored, password)
+        if not ok and user is not None:
+            await throttle.wrong_password(tx, user, now)  # kept: the block ends without raising
+        who = await accounts.principal(tx, user) if ok and user is not None and user.active else None
+    if not ok:
+        log.warning("pastell.sign_in_failed", login=login, address=address)
+        wait = await limits.failed(rt, "pastell", address, login, reason="mot de passe incorrect")
+        if wait:
+            raise limits.TooManyAttempts(wait, field="Authorization")
+        raise Unauthorized(wrong)
+    if who is None:
+        raise Unauthorized("Accès interdit : compte désactivé")
+    return who
 
 
 def _rt(request: web.Request) -> Any:
