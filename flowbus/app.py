@@ -98,8 +98,9 @@ class Runtime:
         ``flowbus.flows.catalog.Loaded``."""
         from flowbus.flows import catalog
         async with self.store.transaction() as tx:
-            known = await self.instances.known_ids(tx)
-            loaded = await catalog.load(tx, self.settings.flows_dir, families=FAMILIES, instances=known or None,
+            # a connector instance not configured yet does not refuse the flow: its step puts the document in a
+            # visible « connecteur non configuré » error, and doctor lists what each collectivité lacks
+            loaded = await catalog.load(tx, self.settings.flows_dir, families=FAMILIES, instances=None,
                                         at=self.clock.now())
             if announce:
                 summary = "; ".join([f"{f} v{v} (nouvelle version)" for f, v in loaded.new_versions]

@@ -225,8 +225,8 @@ async def _doctor_flows(store: Any, settings: Any, instances: Any, report: Any) 
     from flowbus.connectors.registry import FAMILIES
     from flowbus.flows import catalog
     async with store.transaction() as tx:
-        known = await instances.known_ids(tx)  # files and the console's instances
-        valid, problems = catalog.check_files(settings.flows_dir, families=FAMILIES, instances=known or None)
+        # as the server loads them; unconfigured instances are the connector lines' business below
+        valid, problems = catalog.check_files(settings.flows_dir, families=FAMILIES, instances=None)
         flows = {flow_id: flow for flow_id, (flow, _text) in valid.items()}
         for problem in problems:
             problem = await catalog.identify(tx, problem)

@@ -73,7 +73,7 @@ def test_doctor_lists_what_a_bare_install_lacks(tmp_path):
     assert out.returncode == 1, out.stdout
     assert "Tout est prêt." not in out.stdout and "problème(s) trouvé(s)." in out.stdout
     assert "[KO] connecteur tdt-actes: connecteur « tdt-actes » (télétransmission ACTES) des flux " \
-           "Délibération / arrêté : configuré pour aucune collectivité" in out.stdout, out.stdout
+           "Courrier de la préfecture, Délibération / arrêté : configuré pour aucune collectivité" in out.stdout, out.stdout
     demo = subprocess.run([sys.executable, "-m", "flowbus", "doctor"], env={**env, "FLOWBUS_DEMO": "true"},
                           capture_output=True, text=True, timeout=120)
     assert "[ok] connecteur tdt-actes: " in demo.stdout and "toute la plateforme" in demo.stdout, demo.stdout

@@ -435,3 +435,52 @@ async def test_a_pes_past_its_acquit_before_the_poll(backend, runtime_factory, t
     else:
         assert final.fields["pes_acquit_ok"] is True and final.fields["tdt_archive_status"] == archive_status
         assert parse_pes_acquit(await rt.blobs.read(final.files_of("pes_acquit")[0].blob_key)).nom_fic == nom_fic
+
+
+async def test_shipped_letter_and_pes_retour_flows(runtime_factory, tdt_config, s2low, wait_state, pdf,
+                                                   shared: Path):
+    """The shipped flows « Courrier de la préfecture » and « PES Retour », fed by the server's relève: a demande de
+    pièces complémentaires arrives as a draft, the agent answers it; a PES_Retour is filed, done."""
+    from flowbus.jobs import poll_tdt_inboxes
+    for name in ("courrier-prefecture.yml", "pes-retour.yml"):  # as shipped, checked every second instead of 15 min
+        text = (ROOT / "config" / "flows" / name).read_text(encoding="utf-8")
+        (tdt_config / "flows" / name).write_text(text.replace("check_every: 15m", "check_every: 1s"), encoding="utf-8")
+    rt = await runtime_factory("embedded", config_dir=tdt_config)
+    ent = await create_entity(rt, name="Commune", siren=None, parent=None, actor_name="test")
+    async with rt.store.transaction() as tx:
+        # the acts go through s2low-actes here (the test flow): its letters feed the shipped flow, whose answer
+        # step names the shipped instance id tdt-actes
+        await rt.instances.save(tx, {"id": "s2low-actes", "family": "tdt-actes", "kind": "s2low", "entity": ent.id,
+                                     "settings": {"url": s2low.url, "departement": "034", "siren": "123456789",
+                                                  "letters_flow": "courrier-prefecture"}}, at=rt.clock.now())
+        await rt.instances.save(tx, {"id": "tdt-actes", "family": "tdt-actes", "kind": "s2low", "entity": ent.id,
+                                     "settings": {"url": s2low.url}}, at=rt.clock.now())
+        await rt.instances.save(tx, {"id": "tdt-helios", "family": "tdt-helios", "kind": "s2low", "entity": ent.id,
+                                     "settings": {"url": s2low.url, "retours_flow": "pes-retour"}}, at=rt.clock.now())
+    acte = await _deliberation(rt, ent.id, "DEL_PC2", pdf)
+    done = await wait_state(rt, acte.id, "done", timeout=30)
+    s2low.send_letter(done.fields["tdt_transaction_id"], "DemandePieceComplementaire",
+                      text="Merci de transmettre la convention signée")
+    s2low.add_pes_retour("HELIOS_SIMU_RETOUR.xml",
+                         (shared / "samples" / "pes" / "HELIOS_SIMU_RETOUR_1565181244_184723364.xml").read_bytes())
+    assert await poll_tdt_inboxes(rt) == {"letters": 1, "pes_retours": 1, "failed": 0}
+    async with rt.store.transaction() as tx:
+        (letter_id,) = [r["id"] for r in await tx.fetch(
+            "SELECT id FROM documents WHERE flow_id = 'courrier-prefecture'")]
+        (retour_id,) = [r["id"] for r in await tx.fetch("SELECT id FROM documents WHERE flow_id = 'pes-retour'")]
+    retour = await wait_state(rt, retour_id, "done", timeout=30)
+    assert retour.fields["pes_retour_typfic"] == "PESRETOUR_DEP" and retour.files_of("pes_retour")
+    letter = await documents.get_document(rt, letter_id)
+    assert letter.state == "draft" and letter.fields["letter_type"] == "demande_pieces"
+    assert letter.fields["acte_document_id"] == acte.id and letter.files_of("courrier")
+
+    async def chunks():
+        yield pdf
+
+    await documents.update_fields(rt, letter.id, {"envoi_reponse": True, "type_envoie": "4"}, actor="agent")
+    await documents.attach_file(rt, letter.id, "reponse", filename="convention.pdf", media_type="application/pdf",
+                                chunks=chunks(), actor="agent")
+    await documents.run_action(rt, letter.id, "start", actor="agent")
+    answered = await wait_state(rt, letter.id, "done", timeout=30)
+    assert answered.fields["tdt_status"] == "reponse_acquittee" and answered.files_of("ar_reponse")
+    assert s2low.count("reply") == 1

@@ -164,12 +164,8 @@ async def test_counts_by_state_are_bounded_and_use_the_state_index(backend, runt
                 "EXPLAIN QUERY PLAN SELECT 1 FROM documents WHERE entity_id IN ($1) AND state = $2 LIMIT 1001",
                 ent.id, "error"))
             assert "documents_state_entity" in plan and "SCAN documents" not in plan, plan
-        else:  # a handful of rows: PostgreSQL would rather scan, so the index is asked to prove it serves
-            await tx.execute("SET LOCAL enable_seqscan = off")
-            plan = " ".join(str(r) for r in await tx.fetch(
-                "EXPLAIN SELECT 1 FROM documents WHERE entity_id IN ($1) AND state = $2 LIMIT 1001",
-                ent.id, "error"))
-            assert "documents_state_entity" in plan and "Seq Scan" not in plan, plan
+        # PostgreSQL's plans are only meaningful with realistic statistics: tests/core/test_document_list_plans.py
+        # checks the counts' SQL on 20,000 skewed rows after ANALYZE
 
 
 @pytest.mark.chromium
