@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     # outbound requests (flowbus.outbound): public addresses only, plus these hosts, networks and domains,
     # comma-separated (``127.0.0.1,10.0.0.0/8,s2low.example,*.interne.example``)
     outbound_allow: str = ""
+    # reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (flowbus.forwarded), comma-separated
+    # addresses or networks; empty: the TCP peer is the client and only a direct TLS connection is HTTPS
+    trusted_proxies: str = ""
 
     # failed authentications (flowbus.people.limits), shared by every process through the store: an address
     # (an IPv6 /64) is refused (429) after auth_address_max failures in the window, an identity (login, key id)
@@ -107,6 +110,13 @@ class Settings(BaseSettings):
             raise ValueError(f"FLOWBUS_DATABASE_URL « {scheme}:… » n'est pas prise en charge : laissez-la vide "
                              "(SQLite sous FLOWBUS_DATA_DIR), ou donnez sqlite:///chemin ou postgresql://…")
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        from flowbus.forwarded import parse
+        parse(value)  # a wrong entry is an error at start, named in French
+        return value.strip()
 
     @field_validator("outbound_allow")
     @classmethod

@@ -16,13 +16,16 @@ def create_app(runtime: Any) -> web.Application:
     from flowbus.api.auth import auth_middleware
     from flowbus.api.http_metrics import http_metrics_middleware
     from flowbus.api.problems import problems_middleware
-    from flowbus.web.headers import security_headers_middleware
     from flowbus.web.session import web_session_middleware
 
-    app = web.Application(middlewares=[http_metrics_middleware, security_headers_middleware, problems_middleware,
-                                       auth_middleware, web_session_middleware],
+    app = web.Application(middlewares=[http_metrics_middleware, problems_middleware, auth_middleware,
+                                       web_session_middleware],
                           client_max_size=runtime.settings.max_upload_size + 1024 * 1024)
     app[RUNTIME] = runtime
+    from flowbus import forwarded
+    app[forwarded.TRUSTED] = forwarded.parse(runtime.settings.trusted_proxies)
+    from flowbus.web import headers
+    headers.setup(app)  # security headers on every response, streamed downloads included
     for name in ROUTE_MODULES:
         importlib.import_module(name).setup(app, runtime)
     from flowbus.api import openapi

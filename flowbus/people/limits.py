@@ -8,8 +8,9 @@ a right credential from another address keeps working.  Each failure is journale
 chain (``auth.failed``), and the moment a key becomes refused too (``auth.blocked``); attempts
 refused while blocked write nothing.
 
-The source address is the TCP peer: flowbus has no trusted-proxy setting, so a header such as
-``X-Forwarded-For`` (which anyone can send) is never believed.
+The source address is the client as ``flowbus.forwarded`` tells it: the TCP peer, or behind one of the
+operator's trusted proxies (``FLOWBUS_TRUSTED_PROXIES``) the address it forwards; a header such as
+``X-Forwarded-For`` from anyone else is never believed.
 
 Two ways to use it:
 
@@ -75,8 +76,10 @@ class Limits:
 
 
 def source_address(request: Any) -> str:
-    """The address a request comes from, as counted: the TCP peer, an IPv6 peer by its /64."""
-    raw = getattr(request, "remote", None) or "inconnue"
+    """The address a request comes from, as counted: the client (flowbus.forwarded: the TCP peer, or the address a
+    trusted proxy forwards), an IPv6 client by its /64."""
+    from flowbus.forwarded import client_address
+    raw = client_address(request) or "inconnue"
     try:
         ip = ipaddress.ip_address(raw)
     except ValueError:

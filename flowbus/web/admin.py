@@ -20,7 +20,7 @@ from flowbus.clock import isoformat
 from flowbus.errors import FlowbusError, NotFound
 from flowbus.people import access
 from flowbus.store import repo
-from flowbus.web import console, document_list, document_mailsec, document_route, french, journal_labels
+from flowbus.web import console, document_list, document_mailsec, document_route, french, headers, journal_labels
 
 STATE_LABELS = {"draft": "Brouillon", "running": "En cours", "waiting": "En attente", "error": "En erreur",
                 "done": "Terminé", "cancelled": "Annulé", "rejected": "Refusé"}
@@ -178,7 +178,8 @@ async def document_file(request: web.Request) -> web.StreamResponse:
     inline = request.query.get("apercu") == "1" and ref.media_type == "application/pdf"
     resp = web.StreamResponse(headers={
         "Content-Type": ref.media_type, "Content-Length": str(ref.size), "X-Content-Type-Options": "nosniff",
-        "Content-Disposition": f"{'inline' if inline else 'attachment'}; filename*=UTF-8''{quote(ref.filename)}"})
+        "Content-Disposition": f"{'inline' if inline else 'attachment'}; filename*=UTF-8''{quote(ref.filename)}",
+        **(headers.FRAMED_PDF if inline else {})})
     await resp.prepare(request)
     async for chunk in rt.blobs.open(ref.blob_key):
         await resp.write(chunk)

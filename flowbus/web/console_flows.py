@@ -13,7 +13,7 @@ from flowbus.flows import associations, catalog
 from flowbus.flows.graph import to_mermaid
 from flowbus.people import audit
 from flowbus.store import repo
-from flowbus.web import console, french
+from flowbus.web import console, french, headers
 from flowbus.web.console_connectors import FAMILIES, type_label
 
 BASE = "/admin/flux"
@@ -138,10 +138,12 @@ async def flow_page(request: web.Request) -> web.Response:
                                        "text": f"« {inst.id} » : {type_label(inst.family, inst.kind)}{origin}"}
     async with rt.store.transaction() as tx:
         versions = await catalog.versions(tx, flow.id, 20)
-    return await console.page(request, "console_flow.html", who=who, flow=flow, mermaid=to_mermaid(flow),
+    response = await console.page(request, "console_flow.html", who=who, flow=flow, mermaid=to_mermaid(flow),
                               field_types=FIELD_TYPES, families=FAMILIES, duration=duration, entity=entity,
                               connectors=connectors, query=request.query, versions=versions, when=_when,
                               problems=[p for p in rt.flow_problems if p.flow_id == flow.id])
+    response.headers["Content-Security-Policy"] = headers.DIAGRAM_POLICY  # Mermaid styles the diagram it draws
+    return response
 
 
 async def version_page(request: web.Request) -> web.Response:

@@ -34,7 +34,7 @@ MAX_REPLY_TEXT = 20_000
 MAX_REPLY_FILES = 10
 LOCKOUT = tokens.Lockout()
 _SECURITY_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
-                     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                     "Content-Security-Policy": "default-src 'none'; style-src 'self'; "
                                                 "form-action 'self'; frame-ancestors 'none'",
                      "X-Content-Type-Options": "nosniff"}
 

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from flowbus import forwarded
 from flowbus.api import RUNTIME
 from flowbus.api.auth import csrf_matches, session_principal
 from flowbus.people import sessions
@@ -26,11 +27,12 @@ _NEW_PRESESSION = web.RequestKey("new_presession", str)
 
 
 def secure(request: web.Request) -> bool:
-    return request.app[RUNTIME].settings.base_url.startswith("https") or request.secure
+    """Cookies are Secure when people reach flowbus over HTTPS (its public URL, TLS, or a trusted proxy's word)."""
+    return request.app[RUNTIME].settings.base_url.startswith("https") or forwarded.is_https(request)
 
 
 def client_ip(request: web.Request) -> str:
-    return request.remote or ""
+    return forwarded.client_address(request)
 
 
 async def current(request: web.Request) -> Principal | None:

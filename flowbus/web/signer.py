@@ -20,6 +20,7 @@ from flowbus.errors import FlowbusError, NotFound, Unauthorized
 from flowbus.people import limits
 from flowbus.signature import parapheur
 from flowbus.signature.parapheur_actions import Actor, decide, external_url, regenerate_link
+from flowbus.web import headers as security
 from flowbus.web import render
 
 COOKIE = "flowbus_parapheur"
@@ -123,6 +124,7 @@ async def _send_file(request: web.Request, blob_key: str, filename: str, media_t
     headers = {"Content-Type": media_type, "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
     if media_type == "application/pdf":  # shown in the page's viewer
         headers["Content-Disposition"] = f"inline; filename*=UTF-8''{quote(filename)}"
+        headers.update(security.FRAMED_PDF)
     else:  # never rendered from our origin (an HTML or SVG "document" could run script here)
         headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(filename)}"
         headers["Content-Security-Policy"] = "sandbox"

@@ -14,6 +14,7 @@ import pytest
 from flowbus import documents
 from flowbus.api.entities import create_entity
 from flowbus.people.access import Grant
+from tests.support.pdfs import pdf
 from flowbus.store import repo
 from flowbus.connectors.mailsec.templates import de_mois
 from flowbus.web.french import date_fr
@@ -173,17 +174,43 @@ async def test_pages_carry_security_headers_and_no_inline_script_is_blocked(runt
                                                                           engine_config, browser, people):
     rt = await runtime_factory("embedded", config_dir=engine_config, workers=False)
     srv = await server_factory(rt)
+    ent = await create_entity(rt, name="Commune", siren=None, parent=None, actor_name="t")
+    doc = await documents.create_document(rt, entity_id=ent.id, flow_id="demo", fields={"title": "Arrêté"},
+                                          actor="t")
+
+    async def pdf_chunks():
+        yield pdf("Arrêté")
+
+    await documents.attach_file(rt, doc.id, "file", filename="arrete.pdf", media_type="application/pdf",
+                                chunks=pdf_chunks(), actor="t")
     await people.admin(rt, "prudente")
     page = await browser.new_page()
-    violations: list[str] = []
-    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    # the listener is injected by the browser itself (not an inline script the policy would block)
+    await page.add_init_script("window.__csp = []; document.addEventListener('securitypolicyviolation', "
+                               "e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));")
     await people.sign_in(page, srv.url, "prudente")
-    for path in ("/admin/", "/admin/documents/nouveau", "/compte/notifications", "/admin/flux/four"):
+    pages = ("/admin/", "/admin/documents/nouveau", "/compte/notifications", "/admin/collectivites",
+             "/admin/personnes", "/admin/connecteurs", "/admin/flux", "/admin/journal", "/admin/operations",
+             "/admin/cles", "/admin/carnet", f"/admin/documents/{doc.id}", "/admin/flux/four")
+    for path in pages:
         response = await page.goto(f"{srv.url}{path}")
-        assert response.headers["content-security-policy"].startswith("default-src 'self'; script-src 'self'")
-        assert response.headers["x-frame-options"] == "SAMEORIGIN"
+        assert response.status == 200, path
+        h = response.headers
+        csp = h["content-security-policy"]
+        assert csp.startswith("default-src 'self'; script-src 'self'; style-src 'self'") and \
+            "frame-ancestors 'none'" in csp, (path, csp)
+        assert ("'unsafe-inline'" in csp) == (path == "/admin/flux/four"), (path, csp)  # Mermaid's page only
+        assert h["x-frame-options"] == "DENY" and h["referrer-policy"] == "no-referrer", path
+        assert h["x-content-type-options"] == "nosniff" and "strict-transport-security" not in h, path
+        assert await page.evaluate("window.__csp") == [], (path, await page.evaluate("window.__csp"))
     await page.wait_for_selector("#diagramme svg", timeout=15_000)  # the vendored Mermaid still draws
-    assert violations == [], violations
+    # the PDF preview may be framed by our own page only; a download runs nothing
+    preview = await page.request.get(f"{srv.url}/admin/documents/{doc.id}/files/file?apercu=1")
+    assert "frame-ancestors 'self'" in preview.headers["content-security-policy"]
+    assert preview.headers["x-frame-options"] == "SAMEORIGIN"
+    download = await page.request.get(f"{srv.url}/admin/documents/{doc.id}/files/file")
+    assert download.headers["content-disposition"].startswith("attachment")
+    assert "sandbox" in download.headers["content-security-policy"]
 
 
 @pytest.mark.chromium
@@ -205,3 +232,37 @@ async def test_refusal_states_named_by_flows_count_and_filter_as_refused(runtime
     await counts.get_by_role("link", name="Refusé : 1").click()
     rows = await page.locator("section[aria-labelledby=liste] tbody tr").all_inner_texts()
     assert len(rows) == 1 and "Refusé" in rows[0]
+
+
+@pytest.mark.chromium
+async def test_stored_markup_never_runs_in_any_page(runtime_factory, server_factory, engine_config, browser,
+                                                    people, wait_state):
+    """A hostile agent's markup in a field, a file name and a comment is shown as text on every page that shows
+    it; nothing runs (escaping, and the policy behind it)."""
+    rt = await runtime_factory("embedded", config_dir=engine_config)
+    srv = await server_factory(rt)
+    ent = await create_entity(rt, name="Commune <b>gras</b>", siren=None, parent=None, actor_name="t")
+    payload = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">'
+    doc = await documents.create_document(rt, entity_id=ent.id, flow_id="demo", fields={"title": payload},
+                                          actor="t")
+
+    async def chunks():
+        yield pdf("Piège")
+
+    await documents.attach_file(rt, doc.id, "file", filename='"><img src=x onerror="window.__xss=3">.pdf',
+                                media_type="application/pdf", chunks=chunks(), actor="t")
+    await documents.run_action(rt, doc.id, "cancel", actor="t", comment='<svg onload="window.__xss=4">')
+    await people.admin(rt, "vigilante")
+    page = await browser.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: dialogs.append(d.message))
+    await people.sign_in(page, srv.url, "vigilante")
+    for path in ("/admin/", f"/admin/documents/{doc.id}", f"/admin/journal?collectivite={ent.id}",
+                 f"/admin/collectivites/{ent.id}", "/admin/collectivites"):
+        await page.goto(f"{srv.url}{path}")
+        await page.wait_for_load_state("load")
+        assert await page.evaluate("window.__xss") is None, path
+    html = await (await page.goto(f"{srv.url}/admin/documents/{doc.id}")).text()
+    assert "&lt;script&gt;window.__xss = 1&lt;/script&gt;" in html and "<script>window.__xss" not in html
+    assert payload in await page.inner_text("main"), "shown as the text it is"
+    assert dialogs == []
