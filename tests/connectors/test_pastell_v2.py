@@ -198,6 +198,48 @@ async def test_pastell_client_sequence_through_the_deliberation_flow(backend, ru
         assert any(j["action"] == "running" for j in journal) and any("ARActes.xml" in j["message"]
                                                                      or j["action"] == "done" for j in journal)
 
+        # counts per Pastell state, by index: the archived act and a draft being written
+        r = await api.post(f"/api/v2/entite/{id_e}/document", data={"type": "actes-generique"})
+        draft = (await r.json())["id_d"]
+        r = await api.patch(f"/api/v2/entite/{id_e}/document/{draft}",
+                            data={"numero_de_lacte": "DEL2026_013", "objet": "Subvention au club"})
+        assert r.status == 200
+        r = await api.get("/api/v2/document/count", params={"id_e": id_e, "type": "actes-generique"})
+        assert r.status == 200, await r.text()
+        counted = await r.json()
+        assert list(counted) == [id_e]
+        assert counted[id_e]["flux"] == {"actes-generique": {"accepter-sae": 1, "modification": 1}}
+        assert (counted[id_e]["info"]["id_e"], counted[id_e]["info"]["denomination"]) == (id_e, "Ville de Test")
+        everything = await (await api.get("/api/v2/document/count")).json()
+        assert everything[id_e]["flux"]["actes-generique"] == {"accepter-sae": 1, "modification": 1}
+        assert everything[id_e]["flux"]["helios-generique"] == {}
+        for filters, expected in [({}, 2), ({"numero_de_lacte": "DEL2026_012"}, 1), ({"numero_de_lacte": "DEL2026%"}, 2),
+                                  ({"numero_de_lacte": "DEL2026%", "objet": "%budget%"}, 1),
+                                  ({"numero_de_lacte": "AUTRE"}, 0)]:
+            r = await api.get("/api/v2/document/count", params={"id_e": id_e, "type": "actes-generique",
+                                                                "output": "simple", **filters})
+            assert await r.json() == {"count": expected}, filters
+        r = await api.get("/api/v2/document/count", params={"output": "simple", "type": "actes-generique"})
+        assert r.status == 400
+        assert (await r.json())["error-message"] == "Les paramètres id_e et type sont obligatoires."
+
+        # the same search in CSV (fputcsv's format; the header row on request, as for Pastell's journal)
+        r = await api.get(f"/api/v2/entite/{id_e}/document", params={"type": "actes-generique", "format": "csv",
+                                                                     "csv_entete_colonne": "1"})
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/csv")
+        import csv
+        rows = list(csv.reader((await r.text()).splitlines()))
+        assert rows[0][:4] == ["id_d", "id_e", "role", "last_action"]
+        assert sorted((row[0], row[1], row[3]) for row in rows[1:]) == sorted(
+            [(id_d, id_e, "accepter-sae"), (draft, id_e, "modification")])
+        assert any(row[8] == "Subvention au club" for row in rows[1:])
+
+        # roles: only an administrator may list the roles to give
+        r = await api.get("/api/v2/role")
+        assert r.status == 403
+        assert (await r.json())["error-message"] == \
+            "Vous devez avoir le droit role:lecture pour accéder à la ressource."
+
         # a finished document refuses to be deleted, in Pastell's words
         r = await api.post(f"{doc_url}/action/supression")
         assert r.status == 400

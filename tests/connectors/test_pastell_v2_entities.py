@@ -88,6 +88,10 @@ async def test_provisioning_script_creates_edits_and_deletes_entities(backend, r
                                                      "entite_mere": id_town})
         assert r.status == 201, await r.text()
         id_urba = (await r.json())["id_e"]
+        r = await local.get("/api/v2/role")  # an administrator (of one collectivité) may give roles: it lists them
+        assert r.status == 200 and await r.json() == [{"role": "admin", "libelle": "Administrateur"},
+                                                      {"role": "editor", "libelle": "Agent"},
+                                                      {"role": "reader", "libelle": "Lecteur"}]
         r = await local.post("/api/v2/entite", data={"denomination": "Autre", "type": "collectivite",
                                                      "siren": OTHER_SIREN})
         assert r.status == 403
