@@ -1,8 +1,9 @@
-"""Who calls the API: an API key (Bearer, stored hashed) or a person's web session; rights asked of flowbus.people.access.
+"""Who calls the API: an API key or a person's token (Bearer, stored hashed) or web session; rights asked of flowbus.people.access.
 
 API keys hold roles per entity — ``{"<entity id>|*": "reader|editor|admin"}``, or
 ``{"<entity id>": {"role": "editor", "flows": ["rh-contrat"]}}`` to restrict a key to some flows —
-and become a ``Principal`` like a person does, so both are checked by the same code.  A call
+and become a ``Principal`` like a person does, so both are checked by the same code.  A person's
+personal token (``fbt_…``, ``flowbus.people.tokens``) acts as that person.  A call
 without ``Authorization`` but with the web session cookie acts as that person; a state-changing
 call made that way must carry the session's CSRF token in ``X-CSRF-Token``.  A wrong key counts
 against its source address and the key id it names (flowbus.people.limits): past the limit it is
@@ -21,7 +22,7 @@ from aiohttp import web
 
 from flowbus.errors import Forbidden, Unauthorized, ValidationError
 from flowbus.models import ApiKey
-from flowbus.people import access, audit, limits, sessions
+from flowbus.people import access, audit, limits, sessions, tokens
 from flowbus.people.access import Principal, grants_from_roles
 from flowbus.people.accounts import principal as user_principal
 from flowbus.store import repo
@@ -141,7 +142,10 @@ async def request_principal(request: web.Request) -> Principal:
                 raise Forbidden("a call made with a web session must carry its CSRF token in X-CSRF-Token",
                                 field="X-CSRF-Token")
             return who
-    key = await authenticate_key_limited(rt, bearer(request), limits.source_address(request))
+    secret = bearer(request)
+    if secret.startswith(tokens.PREFIX):  # a person's personal token: acts as that person
+        return await tokens.authenticate_limited(rt, secret, limits.source_address(request), door="api")
+    key = await authenticate_key_limited(rt, secret, limits.source_address(request))
     return key_principal(key)
 
 

@@ -16,6 +16,7 @@ ROUTE_MODULES: list[str] = [
     "flowbus.api.entities",
     "flowbus.api.documents",
     "flowbus.api.admin",
+    "flowbus.api.tokens",
     "flowbus.web.static",
     "flowbus.web.signin",
     "flowbus.web.sso",

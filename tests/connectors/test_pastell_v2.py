@@ -98,19 +98,21 @@ async def test_pastell_client_sequence_through_the_deliberation_flow(backend, ru
         r = await api.get("/api/v2/version")
         assert r.status == 200 and (await r.json())["version"].startswith("2.")
         entities = await (await api.get("/api/v2/entite")).json()
-        assert [e["id_e"] for e in entities] == ["ville-test"] and entities[0]["siren"] == "213400013"
+        assert [e["denomination"] for e in entities] == ["Ville de Test"] and entities[0]["siren"] == "213400013"
+        id_e = entities[0]["id_e"]  # a Pastell number, as a string of digits (as Pastell 2.0 sends MySQL's)
+        assert isinstance(id_e, str) and id_e.isdigit() and id_e != "0"
         flux = await (await api.get("/api/v2/flux")).json()
         assert flux["actes-generique"]["nom"] == "Actes (générique)" and "helios-generique" in flux
         fields = await (await api.get("/api/v2/flux/actes-generique")).json()
         assert fields["arrete"]["type"] == "file" and fields["acte_nature"]["requis"]
 
         # 1. create the document
-        r = await api.post("/api/v2/entite/ville-test/document", data={"type": "actes-generique"})
+        r = await api.post(f"/api/v2/entite/{id_e}/document", data={"type": "actes-generique"})
         assert r.status == 201, await r.text()
         created = await r.json()
         id_d = created["id_d"]
         assert created["last_action"]["action"] == "creation" and created["info"]["type"] == "actes-generique"
-        doc_url = f"/api/v2/entite/ville-test/document/{id_d}"
+        doc_url = f"/api/v2/entite/{id_e}/document/{id_d}"
 
         # 2. set its fields with Pastell's names (form-encoded PATCH, as Pastell reads it)
         r = await api.patch(doc_url, data={
@@ -154,14 +156,14 @@ async def test_pastell_client_sequence_through_the_deliberation_flow(backend, ru
             action = detail["last_action"]["action"]
             if not seen or seen[-1] != action:
                 seen.append(action)
-            if action == "acquiter-tdt":
+            if action == "accepter-sae":  # archived: the end of actes-generique with envoi_sae
                 break
             if action == "send-tdt":
                 # an actes-generique client clicks "send-tdt" after the signature: accepted, the flow goes on
                 r = await api.post(f"{doc_url}/action/send-tdt")
                 assert r.status == 201 and (await r.json())["result"] is True
             await asyncio.sleep(0.05)
-        assert seen[-1] == "acquiter-tdt", seen
+        assert seen[-1] == "accepter-sae", seen
         assert "send-iparapheur" in seen
         (ar_name,) = detail["data"]["aractes"]
         id_acte = ar_name.removesuffix("-1-2.xml")  # département-SIREN-date-numéro-nature, as the préfecture names it
@@ -180,15 +182,63 @@ async def test_pastell_client_sequence_through_the_deliberation_flow(backend, ru
         assert s2low.count("post_acte", "DEL2026_012") == 1  # the préfecture received the act once
 
         # search and journal
-        r = await api.get("/api/v2/entite/ville-test/document", params={"type": "actes-generique"})
+        r = await api.get(f"/api/v2/entite/{id_e}/document", params={"type": "actes-generique"})
         listed = await r.json()
-        assert [d["id_d"] for d in listed] == [id_d] and listed[0]["last_action"] == "acquiter-tdt"
-        r = await api.get("/api/v2/entite/ville-test/document", params={"lastetat": "creation"})
+        assert [d["id_d"] for d in listed] == [id_d] and listed[0]["last_action"] == "accepter-sae"
+        assert listed[0]["id_e"] == id_e
+        r = await api.get(f"/api/v2/entite/{id_e}/document", params={"lastetat": "creation"})
         assert await r.json() == []
-        journal = await (await api.get("/api/v2/journal", params={"id_e": "ville-test", "id_d": id_d})).json()
+        # the id this layer answered before (ours) still names the entity for clients that stored it
+        r = await api.get("/api/v2/entite/ville-test/document", params={"lastetat": "accepter-sae"})
+        assert [d["id_d"] for d in await r.json()] == [id_d]
+        journal = await (await api.get("/api/v2/journal", params={"id_e": id_e, "id_d": id_d})).json()
+        assert {j["id_e"] for j in journal} == {id_e}
+        assert all(j["id_j"].isdigit() for j in journal) and len({j["id_j"] for j in journal}) == len(journal)
         assert {j["document_type"] for j in journal} == {"actes-generique"}
         assert any(j["action"] == "running" for j in journal) and any("ARActes.xml" in j["message"]
                                                                      or j["action"] == "done" for j in journal)
+
+        # counts per Pastell state, by index: the archived act and a draft being written
+        r = await api.post(f"/api/v2/entite/{id_e}/document", data={"type": "actes-generique"})
+        draft = (await r.json())["id_d"]
+        r = await api.patch(f"/api/v2/entite/{id_e}/document/{draft}",
+                            data={"numero_de_lacte": "DEL2026_013", "objet": "Subvention au club"})
+        assert r.status == 200
+        r = await api.get("/api/v2/document/count", params={"id_e": id_e, "type": "actes-generique"})
+        assert r.status == 200, await r.text()
+        counted = await r.json()
+        assert list(counted) == [id_e]
+        assert counted[id_e]["flux"] == {"actes-generique": {"accepter-sae": 1, "modification": 1}}
+        assert (counted[id_e]["info"]["id_e"], counted[id_e]["info"]["denomination"]) == (id_e, "Ville de Test")
+        everything = await (await api.get("/api/v2/document/count")).json()
+        assert everything[id_e]["flux"]["actes-generique"] == {"accepter-sae": 1, "modification": 1}
+        assert everything[id_e]["flux"]["helios-generique"] == {}
+        for filters, expected in [({}, 2), ({"numero_de_lacte": "DEL2026_012"}, 1), ({"numero_de_lacte": "DEL2026%"}, 2),
+                                  ({"numero_de_lacte": "DEL2026%", "objet": "%budget%"}, 1),
+                                  ({"numero_de_lacte": "AUTRE"}, 0)]:
+            r = await api.get("/api/v2/document/count", params={"id_e": id_e, "type": "actes-generique",
+                                                                "output": "simple", **filters})
+            assert await r.json() == {"count": expected}, filters
+        r = await api.get("/api/v2/document/count", params={"output": "simple", "type": "actes-generique"})
+        assert r.status == 400
+        assert (await r.json())["error-message"] == "Les paramètres id_e et type sont obligatoires."
+
+        # the same search in CSV (fputcsv's format; the header row on request, as for Pastell's journal)
+        r = await api.get(f"/api/v2/entite/{id_e}/document", params={"type": "actes-generique", "format": "csv",
+                                                                     "csv_entete_colonne": "1"})
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/csv")
+        import csv
+        rows = list(csv.reader((await r.text()).splitlines()))
+        assert rows[0][:4] == ["id_d", "id_e", "role", "last_action"]
+        assert sorted((row[0], row[1], row[3]) for row in rows[1:]) == sorted(
+            [(id_d, id_e, "accepter-sae"), (draft, id_e, "modification")])
+        assert any(row[8] == "Subvention au club" for row in rows[1:])
+
+        # roles: only an administrator may list the roles to give
+        r = await api.get("/api/v2/role")
+        assert r.status == 403
+        assert (await r.json())["error-message"] == \
+            "Vous devez avoir le droit role:lecture pour accéder à la ressource."
 
         # a finished document refuses to be deleted, in Pastell's words
         r = await api.post(f"{doc_url}/action/supression")
@@ -208,7 +258,7 @@ async def test_pastell_errors_and_rights(runtime_factory, server_factory, pastel
         assert r.status == 401
     async with aiohttp.ClientSession(base_url=url, headers=_only_auth(auth)) as api:
         r = await api.post("/api/v2/entite/autre/document", data={"type": "actes-generique"})
-        assert r.status == 403 and "droit=edition" in (await r.json())["error-message"]
+        assert r.status == 403 and "droit=entite:lecture" in (await r.json())["error-message"]
         r = await api.post("/api/v2/entite/ville-test/document", data={"type": "inconnu"})
         assert r.status == 404 and "inconnu" in (await r.json())["error-message"]
         r = await api.post("/api/v2/entite/ville-test/document", data={"type": "helios-generique"})

@@ -198,3 +198,28 @@ async def test_pastell_list_reads_an_index_range_in_order(runtime, flow, search,
         assert rows
         assert [r["updated_at"] for r in rows] == sorted((r["updated_at"] for r in rows), reverse=True)
         _check(tx.dialect, sql, explaining.plans[-1][1], text=bool(search), filtered=True)
+
+
+async def test_pastell_counts_read_index_ranges(runtime):
+    """``GET /api/v2/document/count``: each state of an entity's flow is one bounded range of
+    documents_entity_flow_state, the documents' steps done read by primary key, never a scan."""
+    from flowbus.connectors.inbound.pastell_v2 import counts, mapping
+    await _fill(runtime)
+    flux = mapping.resolve("actes-generique", runtime.flows)
+    assert flux.flow.id == "deliberation"
+    async with runtime.store.transaction() as tx:
+        explaining = ExplainingTx(tx)
+        counted = await counts.count_flow(explaining, flux, "e00", cap=300)
+        sql, plan = explaining.plans[-1]
+        exact = await tx.fetchval("SELECT COUNT(*) FROM documents WHERE entity_id = 'e00' AND flow_id = 'deliberation' "
+                                  "AND state = 'done'")
+    assert exact > 301 and counted["termine"] == 301  # no step done here: « termine »; stopped at cap + 1
+    assert counted["fatal-error"] > 0 and set(counted) == {"termine", "fatal-error"}
+    if runtime.store.dialect == "sqlite":
+        shown = " | ".join(plan)
+        assert "SCAN documents" not in plan and all(not d.startswith("SCAN documents") for d in plan), shown
+        assert any("documents USING INDEX documents_entity_flow_state" in d for d in plan), shown
+        assert not any("TEMP B-TREE FOR ORDER BY" in d for d in plan), shown  # each range read in index order
+    else:
+        nodes = _pg_nodes(plan)
+        assert not any(n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "documents" for n in nodes), plan

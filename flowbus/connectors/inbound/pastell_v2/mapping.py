@@ -7,8 +7,11 @@ and that has no meaning for us (``envoi_*`` path checkboxes, ``iparapheur_type``
 ignored, as Pastell ignores what a flux does not use.
 
 States: Pastell's ``last_action`` is an action name (``creation``, ``send-iparapheur``,
-``acquiter-tdt``…).  Ours is a state plus the current step; ``last_action_for`` derives the Pastell
-name from the step's connector family.
+``acquiter-tdt``…, ``accepter-sae``).  Ours is a state plus the current step; ``last_action_for``
+derives the Pastell name from the step's connector family — for a step under way, its sending
+action; once a step is over, the state Pastell's flux records at its end (``FAMILY_DONE``), so a
+document archived after its acknowledgement ends on ``accepter-sae``, not ``acquiter-tdt``.  The
+steps already done are read from the engine's bookkeeping (``laststate``).
 """
 
 from __future__ import annotations
@@ -37,10 +40,14 @@ FAMILY_REJECTED = {"signature": "rejet-iparapheur", "tdt-actes": "erreur-verif-t
                    "sae": "rejet-sae", "mailsec": "non-recu"}
 FAMILY_ERROR = {"signature": "erreur-verif-iparapheur", "tdt-actes": "send-tdt-erreur", "tdt-helios": "tdt-error",
                 "ged": "erreur-ged", "sae": "erreur-envoie-sae", "mailsec": "erreur-mailsec"}
+# step family → the state Pastell's flux records when that step ends well
+FAMILY_DONE = {"signature": "recu-iparapheur", "tdt-actes": "acquiter-tdt", "tdt-helios": "acquiter-tdt",
+               "ged": "send-ged", "sae": "accepter-sae", "mailsec": "reception"}
 STATE_LABELS = {"creation": "Créé", "modification": "En cours de rédaction", "send-iparapheur": "Transmis au parapheur",
                 "send-tdt": "Transmis au TdT", "send-ged": "Versé à la GED", "send-archive": "Versé au SAE",
                 "send-mailsec": "Envoyé par mail sécurisé", "orientation": "Orientation",
                 "acquiter-tdt": "Acquitté par la préfecture", "termine": "Traitement terminé",
+                "recu-iparapheur": "Signature récupérée", "accepter-sae": "Archive acceptée par le SAE",
                 "rejet-iparapheur": "Signature refusée", "erreur-verif-tdt": "Erreur lors de la vérification du TdT",
                 "refus-tdt": "Refusé par la trésorerie", "rejet-sae": "Archive rejetée", "non-recu": "Non reçu",
                 "erreur-verif-iparapheur": "Erreur lors de la vérification du parapheur",
@@ -60,7 +67,6 @@ class FluxMap:
     title_field: str  # Pastell field giving the document title
     fields: dict[str, tuple[str, ...]]
     ignored: frozenset[str] = frozenset()  # Pastell fields without meaning for our flows
-    done_action: str = "termine"
     values: dict[str, dict[str, str]] = field(default_factory=dict)  # Pastell value → ours, per Pastell field
 
 
@@ -92,7 +98,7 @@ FLUX: dict[str, FluxMap] = {m.flux: m for m in [
          "bordereau_signature": ("bordereau_signature",),
          "document_signe": ("arrete",),  # PAdES: the signed act replaces the act
          "acte_tamponne": ("arrete",)},
-        _PATH_FLAGS, done_action="acquiter-tdt"),
+        _PATH_FLAGS),
     FluxMap(
         "helios-generique", "Helios (générique)", ("pes",), "objet",
         {"objet": ("objet",),
@@ -105,7 +111,7 @@ FLUX: dict[str, FluxMap] = {m.flux: m for m in [
          "fichier_reponse": ("pes_acquit",),
          "bordereau_signature": ("bordereau_signature",),
          "fichier_pes_signe": ("pes_aller",)},  # XAdES: the signed PES replaces the PES
-        _PATH_FLAGS, done_action="acquiter-tdt"),
+        _PATH_FLAGS),
     FluxMap(
         "pdf-generique", "Document PDF (générique)", ("pdf-generique", "document", "demo"), "libelle",
         {"libelle": ("libelle", "objet", "title"),
@@ -117,7 +123,7 @@ FLUX: dict[str, FluxMap] = {m.flux: m for m in [
         {"objet": ("objet", "subject", "title"), "message": ("message", "body"),
          "to": ("destinataires", "to"), "cc": ("cc",), "bcc": ("bcc",),
          "document_attache": ("pieces_jointes", "documents", "document_attache")},
-        _PATH_FLAGS, done_action="reception"),
+        _PATH_FLAGS),
 ]}
 
 
@@ -242,15 +248,24 @@ def first_trigger(flux: ResolvedFlux) -> str:
     return FAMILY_RUNNING.get(getattr(steps[0], "family", ""), "orientation")
 
 
-def last_action_for(flux: ResolvedFlux, doc: Any) -> str:
-    """Pastell's ``last_action.action`` for a document."""
+def pastell_steps(flow: Any) -> list[str]:
+    """The flow's steps that Pastell's flux know (a signature, TdT, GED, SAE or mail step), in flow order."""
+    return [s.id for s in getattr(flow, "steps", ()) if getattr(s, "family", None) in FAMILY_DONE]
+
+
+def last_action_for(flux: ResolvedFlux, doc: Any, last_done: str | None = None) -> str:
+    """Pastell's ``last_action.action`` for a document; ``last_done``: its last step done that Pastell knows
+    (``laststate.last_done``), None when none is."""
     family = _step_family(flux.flow, doc.step)
+    after = FAMILY_DONE.get(_step_family(flux.flow, last_done) or "")
     if doc.state == "draft":
         return "creation" if doc.version <= 1 else "modification"
     if doc.state in ("running", "waiting"):
-        return FAMILY_RUNNING.get(family or "", "orientation")
+        if family in FAMILY_RUNNING and family != "notify":
+            return FAMILY_RUNNING[family]
+        return after or "orientation"  # a step of ours (publication…): Pastell still shows the last one it knows
     if doc.state == "done":
-        return flux.map.done_action
+        return after or "termine"
     if doc.state == "error":
         return FAMILY_ERROR.get(family or "", "fatal-error")
     if doc.state == "cancelled":

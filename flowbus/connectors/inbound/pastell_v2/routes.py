@@ -1,17 +1,18 @@
-"""``/api/v2``: the Pastell 2.0 REST calls business software makes, answered as Pastell answers them.
+"""``/api/v2`` documents, flux and version: the Pastell 2.0 REST calls business software makes, answered as Pastell answers them.
 
-Authentication is HTTP Basic as in Pastell: the login is the API key's id or name, the password
-is the key itself.  Errors are ``{"status": "error", "error-message": "<French>"}`` with Pastell's
-status codes (400 for every business error, 401, 403, 404).  Every successful POST answers 201.
+Authentication (HTTP Basic, Bearer), the error document and rights are ``answers``/``auth``/``rights``;
+entities are ``entities``, counts ``counts``.  Entities and journal entries are named by Pastell
+numbers (``ids``); documents keep their ids (Pastell's ``id_d`` are strings too).  Every successful
+POST answers 201.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
-import json
+import csv
+import io
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -22,114 +23,20 @@ from aiohttp import web
 from flowbus import __version__ as FLOWBUS_VERSION
 from flowbus import documents
 from flowbus.api import RUNTIME
-from flowbus.api.auth import (authenticate_key_limited, csrf_matches, key_principal, session_principal,
-                              visible_entities)
-from flowbus.people import access, accounts, limits, passwords, sessions, throttle
-from flowbus.people.access import Principal
-from flowbus.connectors.inbound.pastell_v2 import mapping
-from flowbus.errors import Conflict, FlowbusError, Forbidden, NotFound, Unauthorized, ValidationError
+from flowbus.connectors.inbound.pastell_v2 import counts, entities, journal, laststate, mapping, roles
+from flowbus.connectors.inbound.pastell_v2.answers import (allowed, answer, check, entity, entity_number, error,
+                                                           form, pastell, who)
+from flowbus.errors import Conflict, NotFound, ValidationError
 from flowbus.models import Document
+from flowbus.people import access
+from flowbus.people.access import Principal
 from flowbus.store import repo, textsearch
 
 log = structlog.get_logger(__name__)
 CHUNK = 256 * 1024
 PASTELL_VERSION = "2.0.16"
-_ORDER = {"reader": 1, "editor": 2, "admin": 3}
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-KEY = web.RequestKey("pastell_principal", Principal)
-
-
-def _error(status: int, message: str, *, retry_after: int | None = None) -> web.Response:
-    headers = {"WWW-Authenticate": 'Basic realm="API Pastell"'} if status == 401 else {}
-    if retry_after is not None:
-        headers["Retry-After"] = str(retry_after)
-    return web.json_response({"status": "error", "error-message": message}, status=status, headers=headers,
-                             dumps=lambda d: json.dumps(d, ensure_ascii=False))
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, ensure_ascii=False, indent=4))
-
-
-def pastell(handler: Handler) -> Handler:
-    """Authenticate (HTTP Basic) and turn our errors into Pastell's error document."""
-
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            request[KEY] = await _basic_auth(request)
-            return await handler(request)
-        except limits.TooManyAttempts as exc:
-            return _error(429, exc.message, retry_after=exc.retry_after)
-        except FlowbusError as exc:
-            status = exc.status if exc.status in (401, 403, 404) else (500 if exc.status >= 500 else 400)
-            if status >= 500:
-                log.warning("pastell.failed", path=request.path, error=str(exc))
-            return _error(status, exc.message)
-    return wrapped
-
-
-async def _basic_auth(request: web.Request) -> Principal:
-    """HTTP Basic as Pastell: a person's login and password, or an API key (login: its id or name; password: the key).
-
-    Without ``Authorization``, a person's web session cookie is accepted too (CSRF header required
-    to change anything), so a signed-in agent reaches the same documents here as in the pages.
-    """
-    rt = request.app[RUNTIME]
-    header = request.headers.get("Authorization", "")
-    if not header:
-        who = await session_principal(rt, request.cookies.get(sessions.COOKIE))
-        if who is not None:
-            if who.must_change_password:
-                raise Forbidden("Accès interdit : choisissez d'abord votre propre mot de passe")
-            if request.method not in ("GET", "HEAD") and not csrf_matches(who.session_csrf,
-                                                                       request.headers.get("X-CSRF-Token")):
-                raise Forbidden("Accès interdit : jeton CSRF (X-CSRF-Token) absent ou invalide")
-            return who
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic" or not value:
-        raise Unauthorized("Accès interdit : authentification HTTP Basic requise (login et mot de passe du compte, "
-                           "ou identifiant et valeur d'une clé d'API)")
-    try:
-        login, _, password = base64.b64decode(value.strip()).decode("utf-8").partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        raise Unauthorized("Accès interdit : en-tête Authorization illisible") from None
-    address = limits.source_address(request)
-    wrong = "Accès interdit : identifiant ou mot de passe incorrect"
-    if password.startswith("fbk_"):  # an API key: high entropy, counted only when wrong
-        try:
-            key = await authenticate_key_limited(rt, password, address, door="pastell")
-        except Unauthorized:
-            raise Unauthorized(wrong) from None
-        if login not in (key.id, key.name):
-            wait = await limits.failed(rt, "pastell", address, key.id, reason="identifiant ne correspondant pas à la clé")
-            if wait:
-                raise limits.TooManyAttempts(wait, field="Authorization")
-            raise Unauthorized(wrong)
-        return key_principal(key)
-    # a person's password: a blocked address (or login) is refused before the password is even looked at
-    wait = await limits.retry_after(rt, "pastell", address, login)
-    if wait:
-        raise limits.TooManyAttempts(wait, field="Authorization")
-    now = rt.clock.now()
-    async with rt.store.transaction() as tx:
-        user = await accounts.by_login(tx, login) if login else None
-        if user is not None and throttle.is_locked(user, now):
-            raise Unauthorized("Accès interdit : compte verrouillé après trop de mots de passe erronés")
-        stored = await accounts.password_hash(tx, user.id) if user else None
-        ok = passwords.verify(stored, password)
-        if not ok and user is not None:
-            await throttle.wrong_password(tx, user, now)  # kept: the block ends without raising
-        who = await accounts.principal(tx, user) if ok and user is not None and user.active else None
-    if not ok:
-        log.warning("pastell.sign_in_failed", login=login, address=address)
-        wait = await limits.failed(rt, "pastell", address, login, reason="mot de passe incorrect")
-        if wait:
-            raise limits.TooManyAttempts(wait, field="Authorization")
-        raise Unauthorized(wrong)
-    if who is None:
-        raise Unauthorized("Accès interdit : compte désactivé")
-    return who
+_json = answer
+_form = form
 
 
 def _rt(request: web.Request) -> Any:
@@ -137,72 +44,38 @@ def _rt(request: web.Request) -> Any:
 
 
 def _key(request: web.Request) -> Principal:
-    return request[KEY]
+    return who(request)
 
 
 def _actor(request: web.Request) -> str:
     return _key(request).actor
 
 
-async def _check_right(request: web.Request, id_e: str, role: str | None, flow_id: str | None = None, *,
-                       droit: str = "lecture") -> None:
-    """``role`` on the entity (for ``flow_id``'s documents); ``role`` None: any right at all on it (``droit``
-    names the missing right in Pastell's message)."""
-    rt = _rt(request)
-    async with rt.store.transaction() as tx:
-        if await repo.find_entity(tx, id_e) is None:
-            raise NotFound(f"L'entité {id_e} n'existe pas")
-        chain = await repo.ancestors(tx, id_e)
-    who = _key(request)
-    if role is None:
-        if who.is_platform_admin or who.sees_something_of(chain):
-            return
-        raise Forbidden(f"Acces interdit id_e={id_e}, droit={droit}")
-    have = "admin" if who.is_platform_admin else who.role_for(chain, flow_id)
-    if have is None or _ORDER[have] < _ORDER[role]:
-        droit = "lecture" if role == "reader" else "edition"
-        raise Forbidden(f"Acces interdit id_e={id_e}, droit={droit}")
-
-
 def _date(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%d %H:%M:%S")
-
-
-async def _form(request: web.Request) -> dict[str, Any]:
-    """Form fields of a POST/PATCH (urlencoded or multipart), ``name[]`` kept as lists."""
-    if not request.can_read_body:
-        return dict(request.query)
-    data = await request.post()
-    out: dict[str, Any] = {}
-    for name in data:
-        values = [v for v in data.getall(name) if isinstance(v, str)]
-        if not values:
-            continue
-        if name.endswith("[]"):
-            out[name[:-2]] = values
-        else:
-            out[name] = values[-1]
-    return out
 
 
 # ---- reading -------------------------------------------------------------------------------
 
 
 async def _document(request: web.Request, role: str = "reader") -> Document:
-    id_e, id_d = request.match_info["id_e"], request.match_info["id_d"]
-    await _check_right(request, id_e, None)
+    """The document of the path, once Pastell's checks pass: ``entite:lecture`` on the entity, then
+    ``<flux>:lecture`` (``role`` reader: without it the document does not exist for the caller) or
+    ``<flux>:edition`` (``role`` editor)."""
+    ref, id_d = request.match_info["id_e"], request.match_info["id_d"]
+    id_e = await entity(request, ref)
+    await check(request, id_e, "entite:lecture")
     try:
         doc = await documents.get_document(_rt(request), id_d)
     except NotFound:
         raise NotFound(f"Le document {id_d} n'existe pas") from None
     if doc.entity_id != id_e:
-        raise NotFound(f"Le document {id_d} n'appartient pas à l'entité {id_e}")
-    try:
-        await _check_right(request, id_e, role, doc.flow_id)
-    except Forbidden:
+        raise NotFound(f"Le document {id_d} n'appartient pas à l'entité {ref}")
+    droit = f"{_flux_of(request, doc).flux}:{'lecture' if role == 'reader' else 'edition'}"
+    if not await allowed(request, id_e, droit, doc.flow_id):
         if role == "reader":  # no right on this flow: the document does not exist for this caller
-            raise NotFound(f"Le document {id_d} n'existe pas") from None
-        raise
+            raise NotFound(f"Le document {id_d} n'existe pas")
+        await check(request, id_e, droit, doc.flow_id)
     return doc
 
 
@@ -210,7 +83,22 @@ def _flux_of(request: web.Request, doc: Document) -> mapping.ResolvedFlux:
     return mapping.for_document(doc.flow_id, _rt(request).flows)
 
 
-def detail(flux: mapping.ResolvedFlux, doc: Document, *, message: str | None = None) -> dict[str, Any]:
+async def _detail(request: web.Request, flux: mapping.ResolvedFlux, doc: Document, *,
+                  message: str | None = None) -> dict[str, Any]:
+    rt = _rt(request)
+    async with rt.store.transaction() as tx:
+        last = await laststate.last_done(tx, rt.flows, [doc])
+    return detail(flux, doc, message=message, last_done=last[doc.id])
+
+
+async def _last_action(request: web.Request, doc: Document) -> str:
+    rt = _rt(request)
+    async with rt.store.transaction() as tx:
+        return (await laststate.actions(tx, rt.flows, [doc]))[doc.id]
+
+
+def detail(flux: mapping.ResolvedFlux, doc: Document, *, message: str | None = None,
+           last_done: str | None = None) -> dict[str, Any]:
     """Pastell's document detail: info, data, action_possible, last_action."""
     data: dict[str, Any] = {}
     for name, value in doc.fields.items():
@@ -221,7 +109,7 @@ def detail(flux: mapping.ResolvedFlux, doc: Document, *, message: str | None = N
     for f in sorted(doc.files, key=lambda f: (f.field, f.index)):
         by_field.setdefault(flux.to_pastell.get(f.field, f.field), []).append(f.filename)
     data.update(by_field)
-    action = mapping.last_action_for(flux, doc)
+    action = mapping.last_action_for(flux, doc, last_done)
     possible = mapping.actions_possible(flux, doc)
     title_ours = flux.to_ours.get(flux.map.title_field, flux.map.title_field)
     last_message = doc.last_error if doc.state == "error" and doc.last_error else mapping.state_label(action)
@@ -235,32 +123,6 @@ async def get_version(request: web.Request) -> web.Response:
     return _json({"version": PASTELL_VERSION, "revision": FLOWBUS_VERSION, "last_changed_date": "",
                   "extensions_versions_accepted": [],
                   "version_complete": f"flowbus {FLOWBUS_VERSION} (compatibilité API Pastell {PASTELL_VERSION})"})
-
-
-def _entity_json(e: Any, children: list[str] | None = None) -> dict[str, Any]:
-    out = {"id_e": e.id, "denomination": e.name, "siren": e.siren or "", "type": "collectivite",
-           "entite_mere": e.parent_id or "0", "centre_de_gestion": "0"}
-    if children is not None:
-        out["entite_fille"] = [{"id_e": c} for c in children]
-    return out
-
-
-async def list_entities(request: web.Request) -> web.Response:
-    rt = _rt(request)
-    visible = await visible_entities(rt, _key(request))
-    async with rt.store.transaction() as tx:
-        entities = await repo.list_entities(tx)
-    return _json([_entity_json(e) for e in entities if visible is None or e.id in visible])
-
-
-async def get_entity(request: web.Request) -> web.Response:
-    id_e = request.match_info["id_e"]
-    await _check_right(request, id_e, "reader")
-    rt = _rt(request)
-    async with rt.store.transaction() as tx:
-        entity = await repo.get_entity(tx, id_e)
-        children = [r["id"] for r in await tx.fetch("SELECT id FROM entities WHERE parent_id = $1 ORDER BY id", id_e)]
-    return _json(_entity_json(entity, children))
 
 
 async def list_flux(request: web.Request) -> web.Response:
@@ -310,9 +172,15 @@ def documents_query(dialect: str, entity_id: str, *, scope: Any, flow: str | Non
     return sql, args
 
 
-async def list_documents(request: web.Request) -> web.Response:
-    id_e = request.match_info["id_e"]
-    await _check_right(request, id_e, None)
+LIST_COLUMNS = ("id_d", "id_e", "role", "last_action", "last_action_date", "type", "creation", "modification",
+                "titre", "entite_base", "denomination")
+
+
+async def list_documents(request: web.Request) -> web.StreamResponse:
+    """An entity's documents by last change, newest first; ``format=csv`` answers the same rows in CSV."""
+    ref = request.match_info["id_e"]
+    id_e = await entity(request, ref)
+    await check(request, id_e, "entite:lecture")
     rt = _rt(request)
     q = request.query
     async with rt.store.transaction() as tx:
@@ -321,51 +189,68 @@ async def list_documents(request: web.Request) -> web.Response:
         offset, limit = max(0, int(q.get("offset", "0"))), max(1, min(int(q.get("limit", "100")), 1000))
     except ValueError:
         raise ValidationError("offset et limit doivent être des nombres", field="limit") from None
-    flows: list[str] | None = None
+    flow: str | None = None
     if q.get("type"):
-        flows = [mapping.resolve_any(q["type"], rt.flows).flow.id]
+        flux = mapping.resolve_any(q["type"], rt.flows)
+        await check(request, id_e, f"{flux.flux}:lecture", flux.flow.id)
+        flow = flux.flow.id
     wanted = q.get("lastetat")
-    sql, args = documents_query(rt.store.dialect, id_e, scope=scope, flow=flows[0] if flows else None,
+    sql, args = documents_query(rt.store.dialect, id_e, scope=scope, flow=flow,
                                 search=q.get("search"), limit=None if wanted else limit, offset=offset)
     async with rt.store.transaction() as tx:
         rows = await tx.fetch(sql, *args)
-        entity = await repo.get_entity(tx, id_e)
+        found = await repo.get_entity(tx, id_e)
+        docs = [repo._document(row, []) for row in rows if row["flow_id"] in rt.flows]
+        actions = await laststate.actions(tx, rt.flows, docs)
+    number = await entity_number(request, id_e)
     out: list[dict[str, Any]] = []
-    for row in rows:
-        doc = repo._document(row, [])
-        flux = mapping.for_document(doc.flow_id, rt.flows) if doc.flow_id in rt.flows else None
-        if flux is None:
-            continue
-        action = mapping.last_action_for(flux, doc)
+    for doc in docs:
+        flux = mapping.for_document(doc.flow_id, rt.flows)
+        action = actions[doc.id]
         if wanted and action != wanted:
             continue
         title_ours = flux.to_ours.get(flux.map.title_field, flux.map.title_field)
-        out.append({"id_d": doc.id, "id_e": id_e, "role": "editeur", "last_action": action,
+        out.append({"id_d": doc.id, "id_e": number, "role": "editeur", "last_action": action,
                     "last_action_date": _date(doc.updated_at), "type": flux.flux,
                     "creation": _date(doc.created_at), "modification": _date(doc.updated_at),
-                    "titre": str(doc.fields.get(title_ours) or ""), "entite_base": entity.name,
-                    "denomination": entity.name})
+                    "titre": str(doc.fields.get(title_ours) or ""), "entite_base": found.name,
+                    "denomination": found.name})
     if wanted:
         out = out[offset:offset + limit]
+    if q.get("format") == "csv":
+        return _csv(out, LIST_COLUMNS, header=q.get("csv_entete_colonne", "") not in ("", "0", "false"))
     return _json(out)
+
+
+def _csv(rows: list[dict[str, Any]], columns: tuple[str, ...], *, header: bool) -> web.Response:
+    """Rows as Pastell's CSV exports write them (``fputcsv``: comma, double quotes); a first row naming the
+    columns when the client asks ``csv_entete_colonne=1``, as for Pastell's journal."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if header:
+        writer.writerow(columns)
+    for row in rows:
+        writer.writerow([row.get(c, "") for c in columns])
+    return web.Response(text=buffer.getvalue(), content_type="text/csv", charset="utf-8",
+                        headers={"Content-Disposition": 'attachment; filename="documents.csv"'})
 
 
 async def get_document(request: web.Request) -> web.Response:
     doc = await _document(request)
-    return _json(detail(_flux_of(request, doc), doc))
+    return _json(await _detail(request, _flux_of(request, doc), doc))
 
 
 # ---- writing -------------------------------------------------------------------------------
 
 
 async def create_document(request: web.Request) -> web.Response:
-    id_e = request.match_info["id_e"]
-    await _check_right(request, id_e, None, droit="edition")
+    id_e = await entity(request, request.match_info["id_e"])
+    await check(request, id_e, "entite:lecture")
     form = await _form(request)
     if not form.get("type"):
         raise ValidationError("Le paramètre « type » (le flux) est obligatoire", field="type")
     flux = mapping.resolve_any(str(form["type"]), _rt(request).flows)
-    await _check_right(request, id_e, "editor", flux.flow.id)
+    await check(request, id_e, f"{flux.flux}:edition", flux.flow.id)
     doc = await documents.create_document(_rt(request), entity_id=id_e, flow_id=flux.flow.id, fields={},
                                           actor=_actor(request))
     return _json({"id_d": doc.id, **detail(flux, doc)}, status=201)
@@ -393,7 +278,7 @@ async def _result(request: web.Request, doc_id: str, flux: mapping.ResolvedFlux,
         message = f"Le formulaire est incomplet : le champ « {flux.to_pastell.get(missing[0], missing[0])} » " \
                   "est obligatoire."
     return _json({"result": "ok", "formulaire_ok": 0 if missing else 1, "message": message,
-                  "content": detail(flux, doc)}, status=status)
+                  "content": await _detail(request, flux, doc)}, status=status)
 
 
 async def patch_document(request: web.Request) -> web.Response:
@@ -405,7 +290,7 @@ async def patch_document(request: web.Request) -> web.Response:
             await documents.update_fields(_rt(request), doc.id, fields, actor=_actor(request))
         except Conflict as exc:
             raise Conflict("L'action « modification » n'est pas permise : le dernier état du document "
-                           f"({mapping.last_action_for(flux, doc)}) ne permet pas de déclencher cette action"
+                           f"({await _last_action(request, doc)}) ne permet pas de déclencher cette action"
                            f" — {exc.message}") from exc
     return await _result(request, doc.id, flux, 200)
 
@@ -532,8 +417,9 @@ async def post_action(request: web.Request) -> web.Response:
     flux = _flux_of(request, doc)
     action = request.match_info["action"]
     rt = _rt(request)
+    current = await _last_action(request, doc)
     refused = (f"L'action « {action} »  n'est pas permise : Le dernier état du document "
-               f"({mapping.last_action_for(flux, doc)}) ne permet pas de déclencher cette action")
+               f"({current}) ne permet pas de déclencher cette action")
     if action in mapping.DELETE_ACTIONS:
         if doc.state in ("done", "cancelled"):
             raise Conflict(refused)
@@ -559,7 +445,7 @@ async def post_action(request: web.Request) -> web.Response:
     if doc.state in ("running", "waiting", "done"):
         # our flows chain their steps: the step this action would start is run (or was) automatically
         return _json({"result": True, "message": "Le document suit son circuit automatiquement : "
-                                                 f"{mapping.state_label(mapping.last_action_for(flux, doc))}"},
+                                                 f"{mapping.state_label(current)}"},
                      status=201)
     raise Conflict(refused)
 
@@ -593,84 +479,20 @@ async def patch_external_data(request: web.Request) -> web.Response:
     return await _result(request, doc.id, flux, 200)
 
 
-# ---- journal -------------------------------------------------------------------------------
-
-
-async def get_journal(request: web.Request) -> web.Response:
-    rt = _rt(request)
-    q = request.query
-    try:
-        offset, limit = max(0, int(q.get("offset", "0"))), max(1, min(int(q.get("limit", "100")), 1000))
-    except ValueError:
-        raise ValidationError("offset et limit doivent être des nombres", field="limit") from None
-    sql, args = "SELECT * FROM journal WHERE 1 = 1", []
-    if q.get("id_e"):
-        await _check_right(request, q["id_e"], "reader")
-        args.append(q["id_e"])
-        sql += f" AND entity_id = ${len(args)}"
-    else:
-        visible = await visible_entities(rt, _key(request))
-        if visible is not None:
-            if not visible:
-                return _json([])
-            marks = []
-            for e in visible:
-                args.append(e)
-                marks.append(f"${len(args)}")
-            sql += f" AND entity_id IN ({', '.join(marks)})"
-    if q.get("id_d"):
-        args.append(q["id_d"])
-        sql += f" AND document_id = ${len(args)}"
-    if q.get("date_debut"):
-        args.append(q["date_debut"])
-        sql += f" AND at >= ${len(args)}"
-    if q.get("date_fin"):
-        args.append(q["date_fin"] + "T23:59:59.999999Z" if len(q["date_fin"]) == 10 else q["date_fin"])
-        sql += f" AND at <= ${len(args)}"
-    args.extend([limit, offset])
-    sql += f" ORDER BY at DESC, entity_id, seq DESC LIMIT ${len(args) - 1} OFFSET ${len(args)}"
-    async with rt.store.transaction() as tx:
-        rows = await tx.fetch(sql, *args)
-        flows = {}
-        for r in rows:
-            if r["document_id"] and r["document_id"] not in flows:
-                row = await tx.fetchrow("SELECT flow_id FROM documents WHERE id = $1", r["document_id"])
-                flows[r["document_id"]] = row["flow_id"] if row else ""
-        names = {e.id: e.name for e in await repo.list_entities(tx)}
-    out = []
-    for r in rows:
-        flow_id = flows.get(r["document_id"] or "", "")
-        doc_type = mapping.for_document(flow_id, rt.flows).flux if flow_id in rt.flows else flow_id
-        if q.get("type") and q["type"] != doc_type:
-            continue
-        data = json.loads(r["data"])
-        out.append({"id_j": f"{r['entity_id']}:{r['seq']}", "type": 1 if r["document_id"] else 3,
-                    "id_e": r["entity_id"], "id_u": r["actor"], "id_d": r["document_id"] or "0",
-                    "action": data.get("action") or data.get("to") or r["kind"], "message": _journal_message(r, data),
-                    "date": r["at"], "document_type": doc_type, "denomination": names.get(r["entity_id"], ""),
-                    "preuve": r["hash"], "date_horodatage": r["at"], "message_horodate": r["prev_hash"]})
-    return _json(out)
-
-
-def _journal_message(row: dict[str, Any], data: dict[str, Any]) -> str:
-    kind = row["kind"]
-    if kind == "state.changed":
-        return f"État : {data.get('from')} → {data.get('to')}" + (f" ({data['reason']})" if data.get("reason") else "")
-    if kind == "file.added":
-        return f"Fichier ajouté au champ {data.get('field')} : {data.get('filename')}"
-    if kind == "fields.changed":
-        return "Modification du document : " + ", ".join(data.get("fields", []))
-    if kind == "document.created":
-        return "Création du document"
-    return data.get("message") or kind
+async def unknown(request: web.Request) -> web.Response:
+    """Anything else under ``/api/v2``: Pastell's 405 for a method it never takes, 404 otherwise."""
+    if request.method.lower() not in ("get", "post", "patch", "delete"):
+        return error(405, "Cette méthode n'est pas utilisable sur l'API Pastell")
+    return error(404, f"La ressource {request.match_info['tail']} n'a pas été trouvée sur l'API Pastell")
 
 
 def setup(app: web.Application, runtime: Any) -> None:
     r = app.router
     base = "/api/v2"
     r.add_get(f"{base}/version", pastell(get_version))
-    r.add_get(f"{base}/entite", pastell(list_entities))
-    r.add_get(f"{base}/entite/{{id_e}}", pastell(get_entity))
+    entities.setup(app)
+    roles.setup(app)
+    counts.setup(app)
     r.add_get(f"{base}/flux", pastell(list_flux))
     r.add_get(f"{base}/flux/{{flux}}", pastell(get_flux))
     r.add_get(f"{base}/entite/{{id_e}}/document", pastell(list_documents))
@@ -683,4 +505,5 @@ def setup(app: web.Application, runtime: Any) -> None:
     r.add_post(f"{base}/entite/{{id_e}}/document/{{id_d}}/action/{{action}}", pastell(post_action))
     r.add_get(f"{base}/entite/{{id_e}}/document/{{id_d}}/externalData/{{field}}", pastell(get_external_data))
     r.add_patch(f"{base}/entite/{{id_e}}/document/{{id_d}}/externalData/{{field}}", pastell(patch_external_data))
-    r.add_get(f"{base}/journal", pastell(get_journal))
+    journal.setup(app)
+    r.add_route("*", f"{base}/{{tail:.*}}", unknown)
