@@ -69,7 +69,7 @@ class PJ:
 THREE = (
     B("depense", "41", (
         P("101", "FOURNITURES DE BUREAU MARS", (L("1000.00", "200.00", "CAHIERS ET STYLOS"),
-                                                 L("234.56", "46.91", "CLASSEURS")), ("FACT-2026-0001",)),
+                                                 L("234.56", "46.91", "CLASSEURS")), ("FACT20260001",)),
         P("102", "ENTRETIEN CHAUDIERE ECOLE", (L("12345.67", None, "CONTRAT ANNUEL", "61558", "212",
                                                  "THERMIQUE OCCITANE", "51234567800019"),)),
     )),
@@ -79,7 +79,7 @@ THREE = (
     )),
     B("recette", "17", (
         P("501", "LOCATION SALLE DES FETES", (L("150.00", None, "LOCATION DU 14 MARS", "752", "024",
-                                               "DUPONT JEANNE", None),), ("CONV-2026-17",)),
+                                               "DUPONT JEANNE", None),), ("CONV202617",)),
         P("502", "CANTINE FEVRIER", (L("987654.32", None, "REPAS FEVRIER", "7067", "251",
                                        "CAISSE DES ECOLES", "21340172200018"),)),
     )),

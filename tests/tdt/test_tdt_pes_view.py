@@ -62,8 +62,8 @@ def test_the_real_sample(chunk):
 def test_three_bordereaux_of_depense_and_recette():
     facture = os.urandom(3000)  # incompressible: the gzip is as big as the file
     note = "Convention signée le 2 mars\n".encode("utf-8") * 40
-    data = pes_aller("PES_TROIS", pjs=(PJ("FACT-2026-0001", "facture.pdf", facture),
-                                       PJ("CONV-2026-17", "convention.txt", note, "text/plain", gzip=False)))
+    data = pes_aller("PES_TROIS", pjs=(PJ("FACT20260001", "facture.pdf", facture),
+                                       PJ("CONV202617", "convention.txt", note, "text/plain", gzip=False)))
     assert pes_errors(data)[1] == []  # a PES S²LOW would accept
     view = read_pes_view(data, chunk=1000)
     assert [(b.domain, b.numero, b.nb_pieces, b.nbr_pce) for b in view.bordereaux] == [
@@ -77,7 +77,7 @@ def test_three_bordereaux_of_depense_and_recette():
     first = view.bordereaux[0].pieces[0]
     assert (first.numero, first.objet, first.mt_ht, first.mt_tva, first.mt_ttc, first.pj_refs) == (
         "101", "FOURNITURES DE BUREAU MARS", Decimal("1234.56"), Decimal("246.91"), Decimal("1481.47"),
-        ("FACT-2026-0001",))
+        ("FACT20260001",))
     assert [(ln.numero, ln.libelle, ln.mt_ht, ln.mt_tva) for ln in first.lignes] == [
         ("1", "CAHIERS ET STYLOS", Decimal("1000.00"), Decimal("200.00")),
         ("2", "CLASSEURS", Decimal("234.56"), Decimal("46.91"))]
@@ -88,8 +88,8 @@ def test_three_bordereaux_of_depense_and_recette():
         "MME DUPONT JEANNE")
     assert view.bordereaux[0].total_ttc == Decimal("13580.23") + Decimal("246.91")
     assert [(pj.position, pj.id_unique, pj.nom, pj.media_type, pj.gzipped, pj.size, pj.problem) for pj in view.pjs] == [
-        (0, "FACT-2026-0001", "facture.pdf", "application/pdf", True, len(facture), None),
-        (1, "CONV-2026-17", "convention.txt", "text/plain", False, len(note), None)]
+        (0, "FACT20260001", "facture.pdf", "application/pdf", True, len(facture), None),
+        (1, "CONV202617", "convention.txt", "text/plain", False, len(note), None)]
     for position, content in ((0, facture), (1, note)):
         for chunk in (13, 1 << 16):
             ex, out = _extract(data, position, chunk)

@@ -17,7 +17,7 @@ from flowbus.people.access import Grant
 from tests.support.pdfs import pdf
 from tests.support.pes import PJ, pes_aller
 
-FACTURE = pdf("Facture FACT-2026-0001 — Papeterie du Midi")
+FACTURE = pdf("Facture FACT20260001 — Papeterie du Midi")
 CONVENTION = "Convention de location de la salle des fêtes\n".encode() * 50
 
 
@@ -51,8 +51,8 @@ async def test_viewer_over_http(backend, runtime_factory, server_factory, people
     srv = await server_factory(rt)
     commune = await create_entity(rt, name="Commune de Saint-Jean", siren=None, parent=None, actor_name="t")
     other = await create_entity(rt, name="Autre commune", siren=None, parent=None, actor_name="t")
-    data = pes_aller("PES_HTTP_0001", pjs=(PJ("FACT-2026-0001", "facture.pdf", FACTURE),
-                                           PJ("CONV-2026-17", "convention.txt", CONVENTION, "text/plain", gzip=False)))
+    data = pes_aller("PES_HTTP_0001", pjs=(PJ("FACT20260001", "facture.pdf", FACTURE),
+                                           PJ("CONV202617", "convention.txt", CONVENTION, "text/plain", gzip=False)))
     pes = await _document(rt, commune, "pes", {"objet": "Mandats de mars"}, "pes_aller", "pes.xml", "application/xml",
                           data)
     # a field that declares nothing: the PES is recognised by its root element

@@ -13,7 +13,7 @@ from tests.support.pdfs import pdf
 from tests.support.pes import PJ, THREE, pes_aller
 
 pytestmark = pytest.mark.chromium
-FACTURE = pdf("Facture FACT-2026-0001 — Papeterie du Midi")
+FACTURE = pdf("Facture FACT20260001 — Papeterie du Midi")
 CONVENTION = "Convention de location de la salle des fêtes du 14 mars\n".encode() * 20
 
 # every pièce of tests.support.pes.THREE and its amounts as people read them (HT, TVA, TTC)
@@ -36,8 +36,8 @@ async def test_reader_views_a_three_bordereau_pes_and_downloads_a_pj(runtime_fac
     srv = await server_factory(rt)
     commune = await create_entity(rt, name="Commune de Saint-Jean-de-Védas", siren=None, parent=None,
                                   actor_name="t")
-    data = pes_aller("PES_2026_MARS_003", pjs=(PJ("FACT-2026-0001", "facture-papeterie.pdf", FACTURE),
-                                                PJ("CONV-2026-17", "convention.txt", CONVENTION, "text/plain",
+    data = pes_aller("PES_2026_MARS_003", pjs=(PJ("FACT20260001", "facture-papeterie.pdf", FACTURE),
+                                                PJ("CONV202617", "convention.txt", CONVENTION, "text/plain",
                                                    gzip=False)))
     doc = await documents.create_document(rt, entity_id=commune.id, flow_id="pes",
                                           fields={"objet": "Mandats et titres de mars"}, actor="t")
@@ -80,7 +80,7 @@ async def test_reader_views_a_three_bordereau_pes_and_downloads_a_pj(runtime_fac
     await page.keyboard.press("Enter")
     await page.wait_for_url("**#bordereau-3")
     assert await page.evaluate("location.hash") == "#bordereau-3"
-    await page.get_by_role("link", name="FACT-2026-0001").focus()
+    await page.get_by_role("link", name="FACT20260001").focus()
     await page.keyboard.press("Enter")
     await page.wait_for_url("**#pj-0")
 
