@@ -56,7 +56,9 @@ def test_the_real_sample(chunk):
     assert (t.nom, t.identifiers, t.adresse, t.banque, t.categorie, t.nature_juridique) == (
         "PAIERIE DEPART. HERAULT", ["réf. 811"], "1000 RUE ALCO, 34000 MONTPELLIER",
         "LA BANQUE DU FUTUR — PAIERIE DEPART. HERAULT", "22", "09")
-    assert view.pjs == ()
+    assert view.pjs == () and view.other_parts == ()
+    marche = ALLER.read_bytes().replace(b" <PES_PJ>", b" <PES_Marche><EnTeteMarche/></PES_Marche>\n <PES_PJ>")
+    assert read_pes_view(marche).other_parts == ("PES_Marche",)  # the page says it is there, not shown
 
 
 def test_three_bordereaux_of_depense_and_recette():

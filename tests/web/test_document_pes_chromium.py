@@ -48,6 +48,7 @@ async def test_reader_views_a_three_bordereau_pes_and_downloads_a_pj(runtime_fac
     page = await browser.new_page(accept_downloads=True)
     await people.sign_in(page, srv.url, "tresorerie")
     await page.goto(f"{srv.url}/admin/documents/{doc.id}")
+    await screenshots(page, "pes-document")
     await page.get_by_role("link", name="Visualiser le PES").click()
     await page.wait_for_url(f"{srv.url}/admin/documents/{doc.id}/pes/pes_aller/0")
     assert await page.get_by_role("heading", level=1).inner_text() == "PES Aller « PES_2026_MARS_003 »"

@@ -27,7 +27,7 @@ from flowbus.errors import ValidationError
 ALLER_NS = "http://www.minefi.gouv.fr/cp/helios/pes_v2/Rev0/aller"
 DS_NS = "http://www.w3.org/2000/09/xmldsig#"
 DOMAINS = {"PES_DepenseAller": "depense", "PES_RecetteAller": "recette"}
-MAX_LINES = 20_000  # what one page can show; a PES is usually far below (a few hundred lignes)
+MAX_LINES = 10_000  # what one page can show (about 1 Ko of HTML each); a PES usually has a few hundred lignes
 TIERS_ID_KINDS = {"01": "SIRET", "02": "SIREN", "03": "FINESS", "04": "NIR"}
 
 
@@ -204,6 +204,7 @@ class PesView:
     signed_global: bool
     bordereaux: tuple[Bordereau, ...] = ()
     pjs: tuple[PieceJointe, ...] = ()
+    other_parts: tuple[str, ...] = ()  # PES_Facture, PES_Marche…: in the file, not shown here
 
     @property
     def exercices(self) -> list[str]:
@@ -309,6 +310,7 @@ class _Obj:
         self.extra = dict(extra)
 
 
+_SHOWN = {"Enveloppe", "EnTetePES", "PES_DepenseAller", "PES_RecetteAller", "PES_PJ"}
 # where an object takes its values: the child blocks of the object's element whose ``V`` belong to it
 _BLOCKS = {"bordereau": ("BlocBordereau",), "piece": ("BlocPiece",), "ligne": ("BlocLignePiece",),
            "tiers": ("InfoTiers", "Adresse", "CpteBancaire")}
@@ -331,6 +333,7 @@ class PesViewReader:
         self._bordereaux: list[Bordereau] = []
         self._pjs: list[PieceJointe] = []
         self._lines = 0
+        self._others: list[str] = []
         self._decoder: PayloadDecoder | None = None
         self._decode_problem: str | None = None
         self._parser = etree.XMLParser(target=self, resolve_entities=False, no_network=True, huge_tree=True,
@@ -355,7 +358,7 @@ class PesViewReader:
         return PesView(e.get("NomFic"), e.get("TypFic"), e.get("Sigle"), h.get("DteStr"), h.get("IdPost"),
                        h.get("LibellePoste"), h.get("IdColl"), h.get("CodCol"), h.get("CodBud"),
                        h.get("LibelleColBud"), self._info_demat, self._signed_global, tuple(self._bordereaux),
-                       tuple(self._pjs))
+                       tuple(self._pjs), tuple(self._others))
 
     # -- lxml target interface
     def start(self, tag: Any, attrib: Any) -> None:
@@ -381,6 +384,8 @@ class PesViewReader:
             return
         if depth == 1:
             self._domain = DOMAINS.get(name)
+            if name not in _SHOWN and name not in self._others:
+                self._others.append(name)
             return
         parent = self._stack[-2]
         if self._open(name, parent, depth, attrib):
