@@ -53,6 +53,9 @@ async def _sniff(rt: Any, ref: Any) -> bool:
                     return False
     except etree.XMLSyntaxError:
         return False
+    except Exception as exc:  # noqa: BLE001 - a file that cannot be read gets no link; the page still shows
+        log.warning("pes_view.sniff_failed", document_id=ref.document_id, field=ref.field, error=str(exc))
+        return False
     return False
 
 
@@ -83,7 +86,7 @@ async def _read_in_thread(rt: Any, ref: Any, target: Any) -> None:
     """Feed the blob's chunks to ``target.feed`` in one worker thread, fetching each chunk on the event loop;
     stops early once ``target.done`` says the rest is not needed."""
     loop = asyncio.get_running_loop()
-    stop = threading.Event()  # the request went away: the thread stops at its next chunk
+    stop = threading.Event()  # set when the request goes away: the thread stops at its next chunk
     async with aclosing(_chunks(rt, ref.blob_key)) as chunks:
         iterator = aiter(chunks)
 
@@ -97,10 +100,13 @@ async def _read_in_thread(rt: Any, ref: Any, target: Any) -> None:
                     return
                 target.feed(chunk)
 
+        thread = loop.run_in_executor(None, work)
         try:
-            await asyncio.to_thread(work)
-        finally:
+            await asyncio.shield(thread)
+        except asyncio.CancelledError:  # the request went away: let the thread stop before closing the stream
             stop.set()
+            await asyncio.wait([thread])
+            raise
 
 
 def _file_of(request: web.Request, doc: Any) -> Any:
