@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     port: int = 8080
     public_url: str = ""  # how users reach this server (links in mails); default http://host:port
     max_upload_size: int = 200 * 1024 * 1024
+    # the PES viewer (/admin/documents/…/pes/…) reads PES_Aller files up to this size; larger ones are downloaded
+    pes_view_max_size: int = Field(default=200 * 1024 * 1024, ge=1)
     # `flowbus serve --demo` and the tests: load config/demo/ (kind `test` connectors) and allow test kinds;
     # a real install leaves it off, and then never reports a step done by a connector that did nothing
     demo: bool = False

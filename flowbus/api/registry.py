@@ -24,6 +24,7 @@ ROUTE_MODULES: list[str] = [
     "flowbus.web.console_batches",  # before web.admin: /admin/documents/lot is not a document id
     "flowbus.web.admin",
     "flowbus.web.document_mailsec",
+    "flowbus.web.document_pes",
     "flowbus.web.console_entities",
     "flowbus.web.console_people",
     "flowbus.web.console_keys",

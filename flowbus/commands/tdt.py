@@ -1,8 +1,9 @@
-"""Télétransmission commands: ``pes inspect``, ``actes parse``, ``tdt poll``, ``s2low-sim``."""
+"""Télétransmission commands: ``pes inspect``, ``pes acquit``, ``actes parse``, ``tdt poll``, ``s2low-sim``."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from dataclasses import asdict
@@ -49,6 +50,65 @@ def cmd_pes_inspect(args: argparse.Namespace) -> int:
     json.dump(out, sys.stdout, ensure_ascii=False, indent=2)
     sys.stdout.write("\n")
     return 1 if args.check and out["errors"] else 0
+
+
+def pes_acquit_json(data: bytes) -> dict[str, Any]:
+    """A PES_ACQUIT as ``pes acquit`` prints it: the verdict (every EtatAck = 1) and each error with what it points
+    to (tdt.md §6.5), PES element names as keys; ``NumBord`` is the ``IdBord`` of the PES_Aller's bordereau.
+
+    Raises:
+        FlowbusError: not XML, or not a PES_ACQUIT / PES_NONACQUIT (French message).
+    """
+    from flowbus import schemas
+    from flowbus.connectors.tdt.helios import DOMAINE_ACK, parse_pes_acquit
+    acquit = parse_pes_acquit(data)
+    schema_valid: bool | None = None
+    schema_errors: list[str] = []
+    if acquit.root == "PES_ACQUIT":  # the autonomous acquit XSD declares no PES_NONACQUIT
+        from lxml import etree
+        schema = schemas.pes_acquit()
+        schema_valid = bool(schema.validate(etree.fromstring(data, parser=etree.XMLParser(resolve_entities=False,
+                                                                                            no_network=True))))
+        schema_errors = [f"ligne {e.line} : {e.message}" for e in list(schema.error_log)[:20]]
+    return {
+        "root": acquit.root, "NomFic": acquit.nom_fic, "TypFic": acquit.typ_fic, "IdPost": acquit.id_post,
+        "IdColl": acquit.id_coll, "CodCol": acquit.cod_col, "CodBud": acquit.cod_bud,
+        "accepted": acquit.ok, "verdict": "accepté" if acquit.ok else "refusé",
+        "elements": [{"DomaineAck": e.domaine, "domaine": DOMAINE_ACK.get(e.domaine), "EtatAck": int(e.ok),
+                      "NumBord": e.num_bord, "ExerciceBord": e.exercice, "IdMarche": e.id_marche,
+                      "IdUnique": e.id_unique, "nb_errors": len(e.errors)} for e in acquit.elements],
+        "errors": [{"DomaineAck": i.domaine, "domaine": DOMAINE_ACK.get(i.domaine), "EtatAck": int(i.element_ok),
+                    "NumAnoAck": i.code, "LibelleAnoAck": i.label, "NumBord": i.num_bord,
+                    "ExerciceBord": i.exercice, "IdMarche": i.id_marche, "IdUnique": i.id_unique,
+                    "NumPiece": i.num_piece, "NumLigne": i.num_ligne, "message": i.text} for i in acquit.issues],
+        "schema_valid": schema_valid, "schema_errors": schema_errors,
+    }
+
+
+_OS_WORDS = {errno.ENOENT: "fichier introuvable", errno.EACCES: "accès refusé", errno.EISDIR: "c'est un dossier"}
+
+
+def cmd_pes_acquit(args: argparse.Namespace) -> int:
+    """Exit 0 when the PES is accepted (every EtatAck = 1), 1 when refused, 2 when the file cannot be read."""
+    from flowbus.errors import FlowbusError
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as exc:
+        why = _OS_WORDS.get(exc.errno or 0, exc.strerror or str(exc))
+        print(f"erreur : impossible de lire le fichier {args.file} : {why}", file=sys.stderr)
+        return 2
+    try:
+        out = pes_acquit_json(data)
+    except FlowbusError as exc:
+        print(f"erreur : {args.file} n'est pas un PES_ACQUIT lisible : {exc.message}", file=sys.stderr)
+        return 2
+    json.dump(out, sys.stdout, ensure_ascii=False, indent=2)
+    sys.stdout.write("\n")
+    if out["schema_valid"] is False:
+        print(f"attention : {args.file} n'est pas conforme au schéma PES_V2_Acquit_Autonome_V2.xsd "
+              f"({len(out['schema_errors'])} écart(s), voir schema_errors) ; le verdict est lu quand même",
+              file=sys.stderr)
+    return 0 if out["accepted"] else 1
 
 
 def cmd_actes_parse(args: argparse.Namespace) -> int:
@@ -111,6 +171,10 @@ def register(sub: Any) -> None:
     inspect.add_argument("file")
     inspect.add_argument("--check", action="store_true", help="exit 1 when S²LOW's pre-send checks fail")
     inspect.set_defaults(func=cmd_pes_inspect)
+    acquit = pes_sub.add_parser("acquit", help="read a PES_ACQUIT: verdict and every error with its bordereau, "
+                                               "pièce and ligne, as JSON (exit 0 accepted, 1 refused, 2 unreadable)")
+    acquit.add_argument("file")
+    acquit.set_defaults(func=cmd_pes_acquit)
 
     actes = sub.add_parser("actes", help="ACTES (contrôle de légalité)")
     actes_sub = actes.add_subparsers(dest="actes_command", metavar="COMMAND")

@@ -20,7 +20,8 @@ from flowbus.clock import isoformat
 from flowbus.errors import FlowbusError, NotFound
 from flowbus.people import access
 from flowbus.store import repo
-from flowbus.web import console, document_list, document_mailsec, document_route, french, headers, journal_labels
+from flowbus.web import (console, document_list, document_mailsec, document_pes, document_route, french, headers,
+                         journal_labels)
 
 STATE_LABELS = {"draft": "Brouillon", "running": "En cours", "waiting": "En attente", "error": "En erreur",
                 "done": "Terminé", "cancelled": "Annulé", "rejected": "Refusé"}
@@ -139,6 +140,7 @@ async def document_page(request: web.Request) -> web.Response:
     except FlowbusError:  # a flow taken out of service, never started: shown by its id
         flow = None
     allowed = [a for a in _actions(doc) if access.has(have, "editor" if a == "start" else "admin")]
+    pes_files = await document_pes.pes_files(rt, flow, doc)  # « Visualiser le PES » next to each PES_Aller
     return await console.page(request, "admin_document.html", who=who, doc=doc, flow=flow, entity=entity,
                               entries=entries, chain_breaks=chain_breaks, title=document_title(doc, rt.flows),
                               state_label=flow.state_label(doc.state) if flow else doc.state,
@@ -147,7 +149,7 @@ async def document_page(request: web.Request) -> web.Response:
                               route=document_route.route(flow, doc, entries) if flow and doc.state != "draft" else [],
                               sentence=journal_labels.document_sentence, actor_words=journal_labels.actor,
                               mailings=mailings, recipient_status=document_mailsec.STATUS_LABELS,
-                              can_resend=access.has(have, "editor"), size=french.size,
+                              can_resend=access.has(have, "editor"), size=french.size, pes_files=pes_files,
                               field_label=lambda name: french.field_label(flow, name))
 
 

@@ -1,4 +1,4 @@
-"""How values read in French on the pages: dates (« 2 décembre 2026 », Paris time), Oui/Non, choice labels.
+"""How values read in French on the pages: dates (« 2 décembre 2026 », Paris time), amounts (« 1 234,56 € »), Oui/Non, choice labels.
 
 Jinja filters (``flowbus.web.env``): ``date_fr``, ``dt`` (date and time). Secure-mail templates use the
 same months and dates (``flowbus.connectors.mailsec.templates``, with « d'octobre 2026 »: ``de_mois``).
@@ -8,6 +8,7 @@ same months and dates (``flowbus.connectors.mailsec.templates``, with « d'octob
 from __future__ import annotations
 
 from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -98,8 +99,29 @@ def size(n: int) -> str:
     return f"{n} octet{'s' if n > 1 else ''}"
 
 
+NNBSP, NBSP = "\u202f", "\u00a0"  # French thousands separator (narrow no-break space); before the euro sign
+
+
+def amount(value: Any) -> str:
+    """« 1 234,56 € »: cents always shown, thousands grouped by a narrow no-break space (as CLDR writes French),
+    a no-break space before the euro sign so it never starts a line; « » for no amount."""
+    if value is None or value == "":
+        return ""
+    try:
+        d = Decimal(str(value)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    except InvalidOperation:
+        return str(value)
+    whole, cents = f"{abs(d):.2f}".split(".")
+    groups = []
+    while whole:
+        groups.insert(0, whole[-3:])
+        whole = whole[:-3]
+    return f"{'-' if d < 0 else ''}{NNBSP.join(groups)},{cents}{NBSP}€"
+
+
 def install(env: Any) -> None:
     env.filters["date_fr"] = date_fr
     env.filters["dt"] = datetime_fr
     env.globals["field_value"] = field_value
     env.globals["size"] = size
+    env.globals["amount"] = amount

@@ -237,8 +237,8 @@ def check_pes_aller(data: bytes) -> PesIndex:
 class AckError:
     code: str | None  # NumAnoAck
     label: str | None  # LibelleAnoAck
-    piece: str | None = None
-    ligne: str | None = None
+    piece: str | None = None  # DetailPiece/NumPiece
+    ligne: str | None = None  # DetailPiece/DetailLigne/NumLigne
 
 
 @dataclass(frozen=True)
@@ -250,6 +250,46 @@ class AckElement:
     id_marche: str | None = None
     id_unique: str | None = None
     errors: tuple[AckError, ...] = ()
+
+
+@dataclass(frozen=True)
+class AckIssue:
+    """One error of an acquit with everything it points to (tdt.md §6.5): domain, bordereau, marché, PJ,
+    pièce, ligne — so two errors on two pièces never read the same."""
+
+    domaine: int
+    element_ok: bool  # EtatAck of its ElementACQUIT
+    code: str | None
+    label: str | None
+    num_bord: str | None = None
+    exercice: str | None = None
+    id_marche: str | None = None
+    id_unique: str | None = None
+    num_piece: str | None = None
+    num_ligne: str | None = None
+
+    @property
+    def where(self) -> str:
+        """« dépense, bordereau 123 (exercice 2018), pièce 45, ligne 2 », « PJ TI00064567 », « signature globale »."""
+        parts = []
+        if not (self.domaine == 4 and self.id_unique):  # « PJ TI… » says the domain already
+            parts.append(DOMAINE_ACK.get(self.domaine, f"domaine {self.domaine}"))
+        if self.num_bord:
+            parts.append(f"bordereau {self.num_bord}" + (f" (exercice {self.exercice})" if self.exercice else ""))
+        if self.id_marche:
+            parts.append(f"marché {self.id_marche}")
+        if self.id_unique:
+            parts.append(f"PJ {self.id_unique}")
+        if self.num_piece:
+            parts.append(f"pièce {self.num_piece}")
+        if self.num_ligne:
+            parts.append(f"ligne {self.num_ligne}")
+        return ", ".join(parts)
+
+    @property
+    def text(self) -> str:
+        what = f"{self.code or ''} {self.label or ''}".strip() or "refusé sans motif donné (EtatAck = 0)"
+        return f"{self.where} : {what}"
 
 
 @dataclass(frozen=True)
@@ -269,14 +309,25 @@ class PesAcquit:
         return self.root == "PES_ACQUIT" and all(e.ok for e in self.elements)
 
     @property
-    def errors(self) -> list[str]:
+    def issues(self) -> list[AckIssue]:
+        """Every Erreur of every element (of a pièce, of a ligne), and each refused element that gives none."""
         out = []
         for e in self.elements:
-            where = f"bordereau {e.num_bord}" if e.num_bord else f"PJ {e.id_unique}" if e.id_unique else \
-                DOMAINE_ACK.get(e.domaine, str(e.domaine))
+            where = {"num_bord": e.num_bord, "exercice": e.exercice, "id_marche": e.id_marche,
+                     "id_unique": e.id_unique}
             for err in e.errors:
-                out.append(f"{where} : {err.code or ''} {err.label or ''}".strip())
+                out.append(AckIssue(e.domaine, e.ok, err.code, err.label, **where, num_piece=err.piece,
+                                    num_ligne=err.ligne))
+            if not e.ok and not e.errors:
+                out.append(AckIssue(e.domaine, e.ok, None, None, **where))
+        if self.root == "PES_NONACQUIT" and not out:
+            out.append(AckIssue(0, False, None, "PES_NONACQUIT : le fichier entier est refusé"))
         return out
+
+    @property
+    def errors(self) -> list[str]:
+        """One line per issue, in French (field ``pes_acquit_errors`` of the tdt-helios step)."""
+        return [i.text for i in self.issues]
 
     def to_json(self) -> dict[str, Any]:
         return {"root": self.root, "nom_fic": self.nom_fic, "ok": self.ok, "id_coll": self.id_coll,
@@ -284,7 +335,20 @@ class PesAcquit:
                 "elements": [asdict(e) for e in self.elements]}
 
 
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return -1
+
+
 def parse_pes_acquit(data: bytes) -> PesAcquit:
+    """A PES_ACQUIT (or PES_NONACQUIT) with every error where it points.
+
+    Raises:
+        ValidationError: not XML (field ``acquit``).
+        PermanentError: another root element (field ``acquit``).
+    """
     root = _parse(data, "PES_Acquit", "acquit")
     name = etree.QName(root).localname
     if name not in ("PES_ACQUIT", "PES_NONACQUIT"):
@@ -302,7 +366,7 @@ def parse_pes_acquit(data: bytes) -> PesAcquit:
             errs += errors_of(piece, num)
             for ligne in piece.findall("DetailLigne"):
                 errs += errors_of(ligne, num, _v(ligne, "NumLigne"))
-        elements.append(AckElement(int(_v(el, "DomaineAck") or 0), _v(el, "EtatAck") in ("1", "true"),
+        elements.append(AckElement(_int(_v(el, "DomaineAck")), _v(el, "EtatAck") in ("1", "true"),
                                    _v(el, "NumBord"), _v(el, "ExerciceBord"), _v(el, "IdMarche"),
                                    _v(el, "IdUnique"), tuple(errs)))
     return PesAcquit(name, _v(env, "Parametres/NomFic"), _v(env, "Parametres/TypFic"), _v(head, "IdPost"),
