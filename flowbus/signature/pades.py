@@ -1,9 +1,10 @@
 """PAdES with pyHanko: baseline B-B, B-T when a timestamp authority is configured, optional visible block.
 
 The visible block reads « Signé par <signer> le <date> » on the page and at the place asked
-for.  Encrypted PDFs are refused (signing one needs its password and changes what the
-reader sees).  ``make_test_pdf`` writes a small multi-page PDF for tests, benchmarks and
-the demo.
+for, in DejaVu Sans embedded as a subset (``fonts/``): a signed PDF/A keeps every font embedded.
+A PDF protected by an owner password only (it opens without one) is signed within the permissions
+its author set; a PDF that needs a password to open is refused.  ``make_test_pdf`` writes a small
+multi-page PDF for tests, benchmarks and the demo.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from io import BytesIO
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -22,15 +24,22 @@ from pyhanko.sign import fields, signers
 from pyhanko.sign.general import SigningError
 from pyhanko.sign.validation.pdf_embedded import async_validate_pdf_signature
 from pyhanko.sign.validation.status import SignatureCoverageLevel
+from pyhanko.pdf_utils.crypt import AuthStatus
+from pyhanko.pdf_utils.crypt.permissions import StandardPermissions
+from pyhanko.pdf_utils.font.opentype import GlyphAccumulatorFactory
+from pyhanko.pdf_utils.text import TextBoxStyle
 from pyhanko.stamp import TextStampStyle
 from pyhanko_certvalidator import ValidationContext
 
 from flowbus.errors import PermanentError, TransientError
-from flowbus.signature.base import Verification, subject_cn
 from flowbus.outbound import STRICT, OutboundPolicy
+from flowbus.signature.base import Verification, subject_cn
 from flowbus.signature.cades import pyhanko_signer, run_sync, timestamper
 from flowbus.signature.etsi import SubIndication
 from flowbus.signature.keys import SigningKey, check_validity
+
+
+FONT = Path(__file__).with_name("fonts") / "DejaVuSans.ttf"  # embedded as a subset in every visible block
 
 
 @dataclass(frozen=True)
@@ -64,9 +73,26 @@ def _open(data: bytes, field_name: str = "document") -> PdfFileReader:
         raise PermanentError(f"the PDF cannot be read: {exc}", field=field_name,
                              hint="re-export the document as PDF") from None
     if reader.encrypted:
-        raise PermanentError("the PDF is encrypted (password-protected); it cannot be signed as is",
-                             field=field_name, hint="ask for an unprotected PDF, or remove the protection first")
+        _open_protected(reader, field_name)
     return reader
+
+
+def _open_protected(reader: PdfFileReader, field_name: str) -> None:
+    """A PDF protected by an owner password only opens with the empty user password: sign it if its author let
+    forms be filled (a signature is a form field); one that needs a password to open is refused."""
+    try:
+        result = reader.decrypt("")
+    except (PdfError, ValueError, KeyError, NotImplementedError) as exc:
+        raise PermanentError(f"Le PDF est chiffré d'une manière que flowbus ne sait pas ouvrir : {exc}",
+                             field=field_name, hint="demandez un PDF sans protection") from None
+    if result.status not in (AuthStatus.USER, AuthStatus.OWNER):
+        raise PermanentError("Le PDF est protégé par un mot de passe d'ouverture : il ne peut pas être signé tel quel.",
+                             field=field_name, hint="demandez un PDF sans mot de passe, ou retirez la protection")
+    allowed = StandardPermissions.ALLOW_FORM_FILLING | StandardPermissions.ALLOW_ANNOTS_FORM_FILLING
+    if result.permission_flags is not None and not result.permission_flags & allowed:
+        raise PermanentError("Le PDF interdit le remplissage de formulaires (réglage de son auteur) : il ne peut "
+                             "pas recevoir de signature.", field=field_name,
+                             hint="demandez à son auteur un PDF sans cette restriction")
 
 
 def sign_pdf(data: bytes, key: SigningKey, *, now: datetime | None = None, tsa_url: str | None = None,
@@ -100,11 +126,14 @@ def sign_pdf(data: bytes, key: SigningKey, *, now: datetime | None = None, tsa_u
                                  field="page")
         field_spec = fields.SigFieldSpec(sig_field_name=name, on_page=page, box=visible.box)
         stamp = TextStampStyle(stamp_text="Signé par %(signer)s\nle %(ts)s",
-                               timestamp_format="%d/%m/%Y à %H:%M %Z", border_width=1)
+                               timestamp_format="%d/%m/%Y à %H:%M %Z", border_width=1,
+                               text_box_style=TextBoxStyle(font=GlyphAccumulatorFactory(str(FONT))))
 
     def attempt(reserved: int | None) -> bytes:
         try:
             writer = IncrementalPdfFileWriter(BytesIO(data), strict=False)
+            if writer.prev.encrypted:  # owner password only (checked by _open): the update is encrypted alike
+                writer.encrypt("")
         except (PdfError, ValueError, KeyError) as exc:
             raise PermanentError(f"the PDF cannot be updated: {exc}", field="document") from None
         pdf_signer = _ClockedPdfSigner(meta, signer=pyhanko_signer(key), timestamper=timestamper(tsa_url, outbound),

@@ -99,8 +99,12 @@ def test_pades_round_trip_visible_block_and_tamper(pki, pdf5):
     last_page = reader.root["/Pages"]["/Kids"][4]
     assert any(annot.get_object() == embedded.sig_field for annot in last_page["/Annots"])
     assert "/Annots" not in reader.root["/Pages"]["/Kids"][0]
-    appearance = embedded.sig_field["/AP"]["/N"].data
-    assert b"Sign\\351 par Marie Dupont" in appearance and b"(le " in appearance
+    fonts = _appearance_fonts(embedded.sig_field["/AP"]["/N"])
+    assert fonts and all(_embedded(f) for f in fonts), "every font of the block is embedded (PDF/A)"
+    assert all("DejaVuSans" in str(f["/BaseFont"]) for f in fonts), [str(f["/BaseFont"]) for f in fonts]
+    to_unicode = b"".join(f["/ToUnicode"].get_object().data for f in fonts if "/ToUnicode" in f)
+    for char in "Signé par Marie Dupont":
+        assert f"<{ord(char):04X}>".encode() in to_unicode.upper(), char
     # One byte of page text changed (inside the signed byte range).
     at = signed.index(b"stream\n") + 30
     tampered = signed[:at] + bytes([signed[at] ^ 0x01]) + signed[at + 1:]
@@ -126,7 +130,7 @@ def test_pades_refuses_encrypted_and_broken_pdfs(pki, pdf5):
     writer.encrypt("owner-secret", "user-secret")
     out = BytesIO()
     writer.write(out)
-    with pytest.raises(PermanentError, match="encrypted") as err:
+    with pytest.raises(PermanentError, match="mot de passe d'ouverture") as err:
         sign_pdf(out.getvalue(), pki.seal)
     assert err.value.field == "document"
     with pytest.raises(PermanentError, match="expired"):
@@ -210,3 +214,62 @@ def test_der_ending_with_a_whitespace_byte_is_read_whole(pki):
         raise AssertionError("no signature ending with a whitespace byte")
     assert load_cms(p7s).dump() == cms.ContentInfo.load(p7s).dump()
     assert verify(b"x" * attempt, detached=p7s)[0].intact
+
+
+def _appearance_fonts(stream) -> list:
+    """Every font an appearance stream uses, its nested form XObjects and Type0 descendants included."""
+    found, todo, seen = [], [stream], set()
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        resources = obj.get("/Resources") if hasattr(obj, "get") else None
+        if resources is None:
+            continue
+        resources = resources.get_object() if hasattr(resources, "get_object") else resources
+        for font in (resources.get("/Font") or {}).values():
+            font = font.get_object()
+            found.extend(d.get_object() for d in font.get("/DescendantFonts", [])) if "/DescendantFonts" in font \
+                else None
+            found.append(font)
+        for xobject in (resources.get("/XObject") or {}).values():
+            todo.append(xobject.get_object())
+    return found
+
+
+def _embedded(font) -> bool:
+    if "/DescendantFonts" in font:
+        return all(_embedded(d.get_object()) for d in font["/DescendantFonts"])
+    descriptor = font.get("/FontDescriptor")
+    return descriptor is not None and any(k in descriptor.get_object() for k in ("/FontFile", "/FontFile2",
+                                                                                 "/FontFile3"))
+
+
+def _protected(pdf: bytes, *, user: str, perms=None) -> bytes:
+    from pyhanko.pdf_utils.crypt import StandardSecurityHandler
+    writer = copy_into_new_writer(PdfFileReader(BytesIO(pdf)))
+    kwargs = {"perms": perms} if perms is not None else {}
+    writer._assign_security_handler(StandardSecurityHandler.build_from_pw("proprietaire", desired_user_pass=user,
+                                                                          **kwargs))
+    out = BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def test_a_pdf_with_only_an_owner_password_is_signed(pki, pdf5):
+    protected = _protected(pdf5, user="")
+    assert PdfFileReader(BytesIO(protected)).encrypted
+    signed = sign_pdf(protected, pki.signer, visible=VisibleSignature(page=0))
+    assert signed.startswith(protected)
+    [result] = verify(signed, trusted=pki.trusted)
+    assert result.ok and result.signer == "Marie Dupont"
+    reader = PdfFileReader(BytesIO(signed))
+    assert reader.encrypted and reader.decrypt("").status.name in ("USER", "OWNER"), "still opens without a password"
+
+
+def test_a_pdf_whose_author_forbids_form_filling_is_refused_in_french(pki, pdf5):
+    from pyhanko.pdf_utils.crypt.permissions import StandardPermissions
+    locked = _protected(pdf5, user="", perms=StandardPermissions.ALLOW_PRINTING)
+    with pytest.raises(PermanentError, match="interdit le remplissage de formulaires"):
+        sign_pdf(locked, pki.seal)
