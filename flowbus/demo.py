@@ -185,7 +185,8 @@ def instance_specs(sims: DemoSimulators, base_url: str) -> list[dict[str, Any]]:
         {"id": "ged", "family": "ged", "kind": "filesystem", "settings": {"directory": str(sims.ged_dir)}},
         {"id": "sae", "family": "sae", "kind": "store",
          "settings": {"seal_p12_path": str(sims.pki_dir / "seal.p12"), "seal_p12_password": sims.pki_password,
-                      "tsa_url": sims.tsa.url}},
+                      "tsa_url": sims.tsa.url, "archival_agency": "FRAD000-DEMO",
+                      "archival_agreement": "ACCORD-DEMO", "archival_profile": "PROFIL-DEMO"}},
     ]
 
 

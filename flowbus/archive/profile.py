@@ -44,6 +44,9 @@ from flowbus.errors import ConfigError
 AGENCY_KEYS = ("archival_agreement", "archival_profile", "archival_agency", "transferring_agency",
                "originating_agency", "submission_agency", "access_rule", "appraisal_rule",
                "appraisal_final_action")
+# a value written « <…> » in a shipped profile is an example to replace (the archives service's own identifier):
+# nothing is archived under it (flowbus.archive.steps refuses, doctor names it)
+_PLACEHOLDER = re.compile(r"^\s*<[^>]*>\s*$")
 _TEMPLATE = re.compile(r"\{([a-z_]+(?:\.[A-Za-z0-9_\-]+)*)\}")
 # SEDA 2.1/2.2 CodeKeywordType
 KEYWORD_TYPES = {"corpname", "famname", "geogname", "name", "occupation", "persname", "subject", "genreform"}
@@ -90,6 +93,11 @@ class Profile:
             if overrides and overrides.get(key):
                 values[key] = str(overrides[key])
         return values
+
+
+def placeholders(values: Mapping[str, Any]) -> list[str]:
+    """The keys whose value is still an example « <…> » to replace."""
+    return sorted(k for k, v in values.items() if isinstance(v, str) and _PLACEHOLDER.match(v))
 
 
 def render(template: str | None, context: Mapping[str, Any]) -> str:

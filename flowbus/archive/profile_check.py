@@ -6,14 +6,16 @@ import re
 from pathlib import Path
 from typing import Any
 
-from flowbus.archive.profile import load_profile
+from flowbus.archive.profile import load_profile, placeholders
 from flowbus.errors import ConfigError
 
 _FIELD = re.compile(r"\{fields\.([A-Za-z0-9_]+)")
 
 
-def check(flow: Any, config_dir: Path) -> list[tuple[str, bool, str]]:
-    """(step id, ok, detail) for each archive step (family ``sae``) of the flow."""
+def check(flow: Any, config_dir: Path, configured: set[str] | frozenset[str] = frozenset()
+          ) -> list[tuple[str, bool, str]]:
+    """(step id, ok, detail) for each archive step (family ``sae``) of the flow; ``configured``: the identifiers
+    (archival_agency…) some SAE connector instance sets, which replace the profile's examples « <…> »."""
     out = []
     for step in flow.steps:
         if step.family != "sae":
@@ -36,6 +38,10 @@ def check(flow: Any, config_dir: Path) -> list[tuple[str, bool, str]]:
             problems.append(f"lit des champs que le flux n'a pas : {', '.join(unknown_fields)}")
         if unknown_files:
             problems.append(f"nomme des fichiers que le flux n'a pas : {', '.join(unknown_files)}")
+        examples = [k for k in placeholders(profile.defaults) if k not in configured]
+        if examples:
+            problems.append(f"{', '.join(examples)} : encore l'exemple du profil, renseigné par aucun connecteur SAE "
+                            "(rien ne sera versé)")
         out.append((step.id, not problems, "; ".join(problems) or f"profil {path.name} (SEDA {profile.version})"))
     return out
 

@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 
 from flowbus.archive import seda
 from flowbus.archive.package import PackageResult, SourceFile, blob_source, build_package
-from flowbus.archive.profile import Profile, load_profile, render
+from flowbus.archive.profile import AGENCY_KEYS, Profile, load_profile, placeholders, render
 from flowbus.archive.verify import verify_report
 from flowbus.archive.seal import HttpTimestamper, InternalTimestamper, Sealer, Timestamper, key_for_settings
 from flowbus.clock import isoformat
@@ -119,6 +119,13 @@ class _SaeConnector(BaseConnector):
         if missing:
             raise PermanentError(f"no {' nor '.join(missing)} for entity {doc.entity_id!r}", field=missing[0],
                                  hint="set it in the archiving profile (defaults/entities) or the sae connector")
+        examples = placeholders({k: v for k, v in agencies.items() if k in AGENCY_KEYS})
+        if examples:
+            raise PermanentError(
+                f"Versement refusé : {', '.join(f'{k} vaut encore l’exemple « {agencies[k]} »' for k in examples)} dans "
+                f"le profil d'archivage « {profile.name} ». Renseignez l'identifiant donné par le service d'archives "
+                "dans le connecteur SAE de la collectivité (ou le profil).", field=examples[0],
+                hint="console « Connecteurs » → SAE, or config/archive/<profile>.yml (defaults / entities)")
         rules = seda.Rules(
             appraisal_rule=agencies.get("appraisal_rule") or (profile.appraisal.rule if profile.appraisal else None),
             appraisal_start=render(profile.appraisal.start_date, context) or None if profile.appraisal else None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import sys
 from typing import Any
@@ -244,10 +245,16 @@ async def _doctor_flows(store: Any, settings: Any, instances: Any, report: Any) 
     elif not problems:
         report("flux", False, f"aucun fichier de flux dans {settings.flows_dir}",
                "ajoutez un fichier .yml par flux (exemples : config/flows du dépôt)")
+    configured = {k for inst in instances.declared_of_family("sae") for k, v in inst.settings.items() if v}
+    async with store.transaction() as tx:  # the console's SAE instances too (their settings, secrets sealed)
+        for row in await tx.fetch("SELECT settings FROM connector_instances WHERE family = 'sae'"):
+            configured |= {k for k, v in json.loads(row["settings"]).items() if v}
     for flow in sorted(flows.values(), key=lambda f: f.id):
-        for step_id, ok, detail in profile_check.check(flow, settings.config_dir):
+        for step_id, ok, detail in profile_check.check(flow, settings.config_dir, configured):
             report(f"profil d'archivage {flow.id}/{step_id}", ok, detail,
-                   None if ok else f"corrigez config/archive/ ou params.profile de l'étape {step_id}")
+                   None if ok else "renseignez les identifiants du service d'archives dans le connecteur SAE de chaque "
+                                   f"collectivité (« Connecteurs ») ou dans config/archive/ ; params.profile de l'étape "
+                                   f"{step_id} choisit le profil")
     return flows
 
 

@@ -37,6 +37,12 @@ _SMTP = (
     Setting("from_address", "Adresse d'expédition", required=True),
     Setting("from_name", "Nom de l'expéditeur"),
 )
+_SEDA = (  # the archives service's identifiers for this collectivité (flowbus.archive.profile: they override the profile)
+    Setting("archival_agency", "Service d'archives (identifiant)", help="donné par le service d'archives"),
+    Setting("originating_agency", "Service producteur (identifiant)", help="par défaut : le SIREN de la collectivité"),
+    Setting("archival_agreement", "Accord de versement"),
+    Setting("archival_profile", "Profil d'archives"),
+)
 _S2LOW = (
     Setting("url", "Adresse de S²LOW", "url", required=True, help="par exemple https://s2low.example.fr"),
     Setting("login", "Identifiant"),
@@ -88,12 +94,12 @@ SPECS: dict[tuple[str, str], tuple[Setting, ...]] = {
                         Setting("password", "Mot de passe", "password"),
                         Setting("seal_p12_path", "Cachet : fichier PKCS#12", "path"),
                         Setting("seal_p12_password", "Mot de passe du cachet", "password"),
-                        Setting("tsa_url", "Autorité d'horodatage", "url")),
+                        Setting("tsa_url", "Autorité d'horodatage", "url")) + _SEDA,
     ("sae", "store"): (Setting("seal_p12_path", "Cachet : fichier PKCS#12", "path"),
                        Setting("seal_p12_password", "Mot de passe du cachet", "password"),
                        Setting("tsa_url", "Autorité d'horodatage", "url"),
                        Setting("package_format", "Format des paquets", "choice", choices=(("zip", "ZIP"),
-                                                                                            ("tar", "TAR")))),
+                                                                                            ("tar", "TAR")))) + _SEDA,
 }
 
 

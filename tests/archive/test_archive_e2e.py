@@ -51,7 +51,8 @@ def archive_config(tmp_path, pki) -> Path:
         shutil.copy(REPO / "config" / "flows" / name, cfg / "flows" / name)
     shutil.copytree(REPO / "config" / "archive", cfg / "archive")
     seal = (f"seal_p12_path: '{pki.seal_p12}', seal_p12_password: {pki.password}, "
-            f"tsa_p12_path: '{pki.tsa_p12}', tsa_p12_password: {pki.password}, retention_days: 3650")
+            f"tsa_p12_path: '{pki.tsa_p12}', tsa_p12_password: {pki.password}, retention_days: 3650, "
+            "archival_agency: FRAD034, archival_agreement: ACCORD-2026-01, archival_profile: PROFIL-ACTES-34")
     (cfg / "connectors" / "archive.yml").write_text(
         "instances:\n"
         + "".join(f"  - {{id: {i}, family: {f}, kind: test, entity: null, settings: {{}}}}\n"

@@ -70,9 +70,13 @@ def _ctx(rt, connector, doc: Document, params: dict, data: dict | None = None, a
                        data=data or {}, started_at=rt.clock.now(), log=structlog.get_logger("test"))
 
 
+AGENCIES = {"archival_agency": "FRAD034", "archival_agreement": "ACCORD-2026-01", "archival_profile": "PROFIL-ACTES-34"}
+
+
 def _settings(pki, **extra) -> dict:
+    """A built-in archive store with the archives service's identifiers (the shipped profiles hold examples)."""
     return {"seal_p12_path": str(pki.seal_p12), "seal_p12_password": pki.password,
-            "tsa_p12_path": str(pki.tsa_p12), "tsa_p12_password": pki.password, **extra}
+            "tsa_p12_path": str(pki.tsa_p12), "tsa_p12_password": pki.password, **AGENCIES, **extra}
 
 
 DELIB_FIELDS = {"objet": "Budget supplémentaire", "numero_acte": "DEL2026_042", "date_decision": "2026-11-20",
@@ -140,6 +144,11 @@ async def test_store_connector_seda_22_and_pes_profile(runtime, pki):
 async def test_configuration_errors_name_the_setting(runtime, pki):
     doc = await _document(runtime, "deliberation", {"arrete": [("a.pdf", PDF)]}, DELIB_FIELDS)
     conn = SaeStoreConnector(ConnectorInstance("sae", "sae", "store", None, {}), runtime)
+    with pytest.raises(PermanentError) as err:  # the shipped profile's examples are never archived under
+        await conn.start(_ctx(runtime, conn, doc, {}))
+    assert err.value.field == "archival_agency" and "vaut encore l’exemple" in err.value.message
+    assert "archival_agreement" in err.value.message and "archival_profile" in err.value.message
+    conn = SaeStoreConnector(ConnectorInstance("sae", "sae", "store", None, dict(AGENCIES)), runtime)
     with pytest.raises(PermanentError) as err:
         await conn.start(_ctx(runtime, conn, doc, {}))
     assert err.value.field == "seal_p12_path"

@@ -1,0 +1,1 @@
+"""Fonts embedded in visible signatures (see README.txt for their origin and licence)."""
