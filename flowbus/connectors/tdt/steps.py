@@ -32,7 +32,7 @@ from flowbus.connectors.tdt.actes_messages import LETTER_LABELS, parse_message
 from flowbus.connectors.tdt.classification import Classification, ClassificationCache, parse_ttl
 from flowbus.connectors.tdt.helios import check_pes_aller, parse_pes_acquit, parse_pes_retour
 from flowbus.connectors.tdt.s2low import (ACTES_ARCHIVING, DUPLICATE_NUMBER, HELIOS_ARCHIVING, S2lowClient, S2lowKO,
-                                         ssl_context)
+                                         client_options)
 from flowbus.errors import PermanentError, TransientError, ValidationError
 from flowbus.outbound import client_session
 
@@ -53,23 +53,20 @@ class _S2lowBase(BaseConnector):
 
     def __init__(self, instance: ConnectorInstance, runtime: Any) -> None:
         super().__init__(instance, runtime)
-        self._ssl: Any = None
+        self._options: dict[str, Any] = {}
         self._ssl_loaded = False
         self._session: aiohttp.ClientSession | None = None  # only when the runtime has no shared session
 
     def client(self) -> S2lowClient:
         if not self._ssl_loaded:
-            self._ssl = ssl_context(self.instance.settings)
+            self._options = client_options(self.instance.settings)  # the PKCS#12 is read once
             self._ssl_loaded = True
         session = getattr(self.runtime, "http", None)
         if session is None:
             if self._session is None or self._session.closed:
                 self._session = client_session(self.runtime.outbound)
             session = self._session
-        s = self.instance.settings
-        return S2lowClient(str(s.get("url") or ""), session=session,
-                           login=s.get("login") or None, password=s.get("password") or None, ssl_ctx=self._ssl,
-                           timeout=float(s.get("timeout", 120)))
+        return S2lowClient(str(self.instance.settings.get("url") or ""), session=session, **self._options)
 
     async def close(self) -> None:
         if self._session is not None:
