@@ -4,6 +4,7 @@ the probe endpoints — always through the real client."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import ssl
@@ -310,3 +311,89 @@ def test_simulator_program_serves_tls_and_requires_a_client_certificate(pki):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# ---- 3. RGS** through the engine and the document page --------------------------------------------------
+
+
+async def test_rgs_transmission_waits_for_the_agent_on_the_document_page(backend, pki, runtime_factory,
+                                                                         server_factory, people, wait_state, pdf,
+                                                                         tmp_path, check_actes_messages):
+    import re
+    import shutil
+    import textwrap
+    from html import unescape
+
+    from flowbus import documents
+    from flowbus.api.entities import create_entity
+    from flowbus.connectors.tdt.steps import RGS_WAITING
+    from flowbus.people.access import Grant
+    from tests.tdt.test_tdt_e2e import DELIBERATION, ROOT, _deliberation
+    from tests.web.test_document_pes import _signed_in
+
+    accounts = [Account("mairie", "pw", certificate=pki.mairie_der), Account("agent", "pa", certificate=pki.agent_der)]
+    sim = _tls_sim(pki, None, accounts=accounts, require_rgs=True, rgs_certificates={pki.agent_der},
+                   delays={"transmit": timedelta(milliseconds=200), "ar": timedelta(milliseconds=600)})
+    await sim.start()
+    try:
+        cfg = tmp_path / "config"
+        (cfg / "flows").mkdir(parents=True)
+        (cfg / "connectors").mkdir()
+        (cfg / "flows" / "deliberation.yml").write_text(textwrap.dedent(DELIBERATION))
+        shutil.copy(ROOT / "config" / "flows" / "demo.yml", cfg / "flows" / "demo.yml")
+        (cfg / "connectors" / "demo.yml").write_text(
+            "instances:\n  - {id: demo-notify, family: notify, kind: test, entity: null, settings: {}}\n")
+        p12 = base64.b64encode(pki.mairie_p12).decode()
+        (cfg / "connectors" / "tdt.yml").write_text(textwrap.dedent(f"""
+            instances:
+              - id: s2low-actes
+                family: tdt-actes
+                kind: s2low
+                entity: null
+                settings: {{url: "{sim.url}", ca_path: "{pki.ca}", client_cert_p12_base64: "{p12}",
+                            client_cert_password: p12pass, envoi_en_attente: true, departement: "034",
+                            siren: "123456789", classification_ttl: 1d}}
+            """))
+        rt = await runtime_factory(backend, config_dir=cfg)
+        ent = await create_entity(rt, name="Commune de Test", siren=None, parent=None, actor_name="test")
+        doc = await _deliberation(rt, ent.id, "RGS_E2E_001", pdf)
+        waiting = await wait_state(rt, doc.id, "waiting", timeout=30)
+        assert waiting.fields["tdt_status"] == RGS_WAITING
+        tid = int(waiting.fields["tdt_transaction_id"])
+        await asyncio.sleep(1.2)  # polls go by: S²LOW keeps it at 17 until an agent confirms
+        assert sim.transactions[tid].status_at(sim.clock.now())[0] == 17
+        assert (await documents.get_document(rt, doc.id)).state == "waiting"
+
+        srv = await server_factory(rt)
+        await people.user(rt, "secretaire", grants=(Grant(ent.id, "admin"),))
+        http = await _signed_in(srv.url, "secretaire", people.password)
+        try:
+            async with http.get(f"/admin/documents/{doc.id}") as resp:
+                html = await resp.text()
+            assert "Confirmation RGS** attendue" in html
+            link = unescape(re.search(r'id="confirmer-rgs" href="([^"]+)"', html).group(1))
+            assert link == waiting.fields["tdt_confirm_url"]
+            assert link.startswith(f"{sim.url}/modules/actes/actes_transac_post_confirm_api.php?id={tid}&")
+            # the agent's browser, with his RGS** certificate: S²LOW confirms and sends him back to the document
+            async with client_session(LOOPBACK_POLICY) as browser:
+                async with browser.get(link, ssl=_ssl_with(pki, pki.agent_p12), allow_redirects=False) as resp:
+                    assert resp.status == 302
+                    back = resp.headers["Location"]
+            assert back.startswith(f"{srv.url}/admin/documents/{doc.id}?confirmation_tdt=0")
+            async with http.get(back.removeprefix(srv.url)) as resp:
+                assert "S²LOW a enregistré la confirmation" in await resp.text()
+            done = await wait_state(rt, doc.id, "done", timeout=30)
+            assert done.fields["ar_identifier"] == "034-123456789-20260102-RGS_E2E_001-DE"
+            assert not done.fields.get("tdt_confirm_url") and sim.transactions[tid].confirmed_by == "agent"
+            assert {f.field for f in done.files} >= {"aractes", "acte_tamponne"}
+            async with http.get(f"/admin/documents/{doc.id}") as resp:
+                assert "confirmer-rgs" not in await resp.text()
+            # S²LOW's refusal comes back to the page in French
+            async with http.get(f"/admin/documents/{doc.id}?confirmation_tdt=1&message_tdt=Certificat+non+RGS") as r:
+                assert "S²LOW n'a pas confirmé la télétransmission : Certificat non RGS" in await r.text()
+        finally:
+            await http.close()
+        assert sim.transmissions("RGS_E2E_001") == 1
+    finally:
+        await sim.stop()
+    check_actes_messages(sim)

@@ -3,7 +3,10 @@
 ``tdt-actes``: start = read the act from the document, validate it against the préfecture's
 classification, post it once; check = poll the status until the AR (fields ``ar_date``,
 ``ar_identifier``/``unique_id``, file ``aractes``) or a refusal/anomaly (``Outcome.rejected``
-with the préfecture's reason).  Step param ``action: cancel`` sends the annulation of the act
+with the préfecture's reason).  Setting ``envoi_en_attente`` (RGS**): the act is posted
+``en_attente`` (17) and waits « en attente de confirmation RGS** » with field ``tdt_confirm_url``,
+the S²LOW page where an agent confirms it with his RGS** certificate and comes back to the
+document; the step goes on once S²LOW has it (17 → 1).  Step param ``action: cancel`` sends the annulation of the act
 transmitted earlier and waits for its ARAnnulation.
 
 ``tdt-helios``: start = check the PES_Aller and extract its index fields, post it once;
@@ -36,8 +39,13 @@ from flowbus.connectors.tdt.s2low import (ACTES_ARCHIVING, DUPLICATE_NUMBER, HEL
 from flowbus.errors import PermanentError, TransientError, ValidationError
 from flowbus.outbound import client_session
 
+RGS_WAITING = "en attente de confirmation RGS**"
 SECRETS = frozenset({"password", "client_cert_password", "client_cert_p12_base64"})
 NATURE_BY_ABBREV = {v: k for k, v in A.NATURES.items()}
+
+
+def _true(value: Any) -> bool:
+    return value is True or str(value).strip().lower() in ("1", "true", "on", "oui")
 
 
 def _first(fields: Mapping[str, Any], *names: str) -> Any:
@@ -219,9 +227,10 @@ class TdtActesConnector(_S2lowBase):
         key = f"actes:{ctx.document.entity_id}:{acte.numero_interne}"
         tid = await self.recorded(key)
         client = self.client()
+        en_attente = _true(s.get("envoi_en_attente"))
         if tid is None:
             try:
-                tid = await client.post_acte(acte)
+                tid = await client.post_acte(acte, en_attente=en_attente)
             except S2lowKO as exc:
                 if not DUPLICATE_NUMBER.search(exc.message):
                     raise
@@ -237,10 +246,21 @@ class TdtActesConnector(_S2lowBase):
         expected = None
         if s.get("departement") and s.get("siren"):
             expected = A.id_acte(str(s["departement"]), str(s["siren"]), acte)
-        return Outcome.waiting(self.check_in(ctx), data={"transaction_id": tid, "numero": acte.numero_interne,
-                                                         "id_acte": expected},
+        data = {"transaction_id": tid, "numero": acte.numero_interne, "id_acte": expected}
+        if en_attente:
+            url = client.confirm_url(tid, self._return_url(ctx))
+            return Outcome.waiting(self.check_in(ctx), data={**data, "status": 17, "en_attente": True},
+                                   fields={"tdt_transaction_id": tid, "tdt_status": RGS_WAITING, "tdt_confirm_url": url},
+                                   message=f"Acte {acte.numero_interne} déposé sur le TdT en attente (transaction {tid}) :"
+                                           " un agent doit confirmer la télétransmission avec son certificat RGS**")
+        return Outcome.waiting(self.check_in(ctx), data=data,
                                fields={"tdt_transaction_id": tid, "tdt_status": "transmis"},
                                message=f"Acte {acte.numero_interne} déposé sur le TdT (transaction {tid})")
+
+    def _return_url(self, ctx: StepContext) -> str:
+        """The document's page, where S²LOW sends the agent back (%%ERROR%% 0/1, %%MESSAGE%%)."""
+        base = str(getattr(getattr(self.runtime, "settings", None), "base_url", "") or "")
+        return f"{base}/admin/documents/{ctx.document.id}?confirmation_tdt=%%ERROR%%&message_tdt=%%MESSAGE%%"
 
     async def check(self, ctx: StepContext) -> Outcome:
         tid = ctx.data.get("transaction_id")
@@ -252,10 +272,15 @@ class TdtActesConnector(_S2lowBase):
             return await self._check_reply(ctx)
         client = self.client()
         st = await client.get_acte_status(str(tid))
+        spent = {"tdt_confirm_url": None} if ctx.data.get("en_attente") else {}  # the RGS** link, once confirmed
         if st.status in (1, 2, 3, 17, 18):
             changed = st.status != ctx.data.get("status")
-            return Outcome.waiting(self.check_in(ctx), data={**ctx.data, "status": st.status},
-                                   fields={"tdt_status": st.label} if changed else None)
+            fields: dict[str, Any] | None = None
+            if changed:
+                fields = {"tdt_status": RGS_WAITING if st.status == 17 else st.label}
+                if st.status != 17:
+                    fields.update(spent)
+            return Outcome.waiting(self.check_in(ctx), data={**ctx.data, "status": st.status}, fields=fields)
         if st.status in (4, 5):
             msg = parse_message(st.payload)
             if msg.event != "ar" or not msg.id_acte:
@@ -266,7 +291,7 @@ class TdtActesConnector(_S2lowBase):
             files += await self._receipts(ctx, client, str(tid), msg.id_acte)
             return Outcome.done(fields={"ar_date": msg.date.isoformat() if msg.date else None,
                                         "ar_identifier": msg.id_acte, "unique_id": msg.id_acte,
-                                        "tdt_transaction_id": str(tid), "tdt_status": "acquitte"},
+                                        "tdt_transaction_id": str(tid), "tdt_status": "acquitte", **spent},
                                 files=files, data={**ctx.data, "id_acte": msg.id_acte},
                                 message=f"Acquittement de la préfecture reçu : {msg.id_acte} le {msg.date}")
         if st.status in ACTES_ARCHIVING:
@@ -277,7 +302,7 @@ class TdtActesConnector(_S2lowBase):
             problem = st.status in (14, 20, 22)
             return Outcome.done(fields={"ar_identifier": id_acte, "unique_id": id_acte,
                                         "tdt_transaction_id": str(tid), "tdt_status": "acquitte_archive_s2low",
-                                        "tdt_archive_status": st.label},
+                                        "tdt_archive_status": st.label, **spent},
                                 files=files, data={**ctx.data, "status": st.status},
                                 message=f"Acte acquitté par la préfecture puis passé par S²LOW à l'état « {st.label} » "
                                         "avant la relève : l'ARActe n'est plus fourni par S²LOW"
