@@ -397,3 +397,44 @@ async def test_rgs_transmission_waits_for_the_agent_on_the_document_page(backend
     finally:
         await sim.stop()
     check_actes_messages(sim)
+
+
+async def test_tester_lists_the_accounts_of_a_shared_certificate_and_waiting_acts(pki, clock, pdf):
+    accounts = [Account("mairie", "pw-m", certificate=pki.mairie_der),
+                Account("ccas", "pw-c", certificate=pki.mairie_der)]
+    async with _tls_sim(pki, clock, accounts=accounts) as sim:
+        result = await _check(_settings(pki, sim.url, pki.mairie_p12))
+        assert result.ok is False
+        assert result.message.startswith("Plusieurs comptes S²LOW utilisent ce certificat (mairie, ccas)")
+        settings = _settings(pki, sim.url, pki.mairie_p12, login="ccas", password="pw-c", envoi_en_attente=True)
+        async with _client(settings) as client:
+            await client.post_acte(_acte(pdf, "ATT_001"), en_attente=True)
+            await client.post_acte(_acte(pdf, "ATT_002"), en_attente=True)
+        result = await _check(settings)
+        assert result.ok and "déposés en attente" in result.message
+        assert "2 acte(s) attendent sur S²LOW la confirmation d'un agent" in result.message
+
+
+async def test_old_s2low_stamped_act_and_a_status_named_by_s2low(fake_runtime, clock, pdf):
+    """S²LOW < 2 has no files list: the stamped act comes from actes_transac_get_tampon.php. A status flowbus does
+    not know is named with S²LOW's own list (actes_status.php)."""
+    from tests.tdt.test_tdt_steps import _apply, _ctx, _deliberation, _document, _instance
+    from flowbus.connectors.tdt.steps import TdtActesConnector
+    async with S2lowSimulator(clock=clock, fail={"files_list": 404},
+                              delays={"transmit": timedelta(minutes=5), "ar": timedelta(hours=2)}) as sim:
+        conn = TdtActesConnector(_instance(sim), fake_runtime)
+        doc = await _document(fake_runtime, *_deliberation(pdf))
+        out = await conn.start(_ctx(fake_runtime, conn.instance, doc))
+        clock.advance(hours=3)
+        done = await conn.check(_ctx(fake_runtime, conn.instance, _apply(doc, out), out.data))
+        assert done.status == "done"
+        stamped = [f for f in done.files if f.field == "acte_tamponne"]
+        assert len(stamped) == 1 and stamped[0].filename == "tampon-034-123456789-20260102-DEL_2026_001-DE.pdf"
+        assert b"034-123456789-20260102-DEL_2026_001-DE" in await fake_runtime.blobs.read(stamped[0].blob.key)
+        assert sim.count("get_tampon") == 1 and sim.failures["files_list"] == 1
+        # a status this version does not know (S²LOW 23, say): its name comes from S²LOW
+        t = sim.transactions[int(out.data["transaction_id"])]
+        t.timeline.append((clock.now(), 23, b""))
+        sim.status_labels[23] = "En attente de mise en signature"
+        with pytest.raises(PermanentError, match=r"inattendu .* 23 \(En attente de mise en signature\)"):
+            await conn.check(_ctx(fake_runtime, conn.instance, _apply(doc, out), out.data))

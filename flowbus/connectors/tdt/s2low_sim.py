@@ -171,6 +171,7 @@ class S2lowSimulator:
         self.rgs_certificates: set[bytes] = set(rgs_certificates or ())
         self.auth_used: Counter[tuple[str, str]] = Counter()  # (certificate | basic | nounce, login) per request
         self.authority_name = authority_name
+        self.status_labels = dict(ACTES_STATUS)  # actes_status.php (a test may add a status of a newer S²LOW)
         self.emetteur = A.Emetteur(siren=siren, departement=departement, nature="02",
                                    adresses_retour=("actes@s2low.test",))
         self.ssl_context = ssl_context
@@ -395,7 +396,7 @@ class S2lowSimulator:
 
     async def h_actes_status(self, request: web.Request) -> web.Response:
         self._count("actes_status", None)
-        return web.json_response([{"id": k, "name": v} for k, v in sorted(ACTES_STATUS.items())])
+        return web.json_response([{"id": k, "name": v} for k, v in sorted(self.status_labels.items())])
 
     async def h_number_actes(self, request: web.Request) -> web.Response:
         self._count("number_actes", None)

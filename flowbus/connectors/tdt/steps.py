@@ -34,8 +34,8 @@ from flowbus.connectors.tdt import actes as A
 from flowbus.connectors.tdt.actes_messages import LETTER_LABELS, parse_message
 from flowbus.connectors.tdt.classification import Classification, ClassificationCache, parse_ttl
 from flowbus.connectors.tdt.helios import check_pes_aller, parse_pes_acquit, parse_pes_retour
-from flowbus.connectors.tdt.s2low import (ACTES_ARCHIVING, DUPLICATE_NUMBER, HELIOS_ARCHIVING, S2lowClient, S2lowKO,
-                                         client_options)
+from flowbus.connectors.tdt.s2low import (ACTES_ARCHIVING, ACTES_STATUS, DUPLICATE_NUMBER, HELIOS_ARCHIVING,
+                                         S2lowClient, S2lowKO, client_options)
 from flowbus.errors import PermanentError, TransientError, ValidationError
 from flowbus.outbound import client_session
 
@@ -323,7 +323,14 @@ class TdtActesConnector(_S2lowBase):
                                                     "tdt_transaction_id": str(tid)}, data=dict(ctx.data))
         if st.status == 0:
             return Outcome.rejected("transmission annulée", fields={"tdt_status": "annule"}, data=dict(ctx.data))
-        raise PermanentError(f"statut S²LOW inattendu pour la transaction {tid} : {st.status} ({st.label})")
+        label = st.label
+        if st.status not in ACTES_STATUS:  # a status this version does not know: S²LOW names it
+            try:
+                label = (await client.actes_statuses()).get(st.status, label)
+            except (PermanentError, TransientError, KeyError, ValueError, TypeError) as exc:
+                ctx.log.warning("tdt.actes.status_list_unavailable", error=str(exc))
+        raise PermanentError(f"statut S²LOW inattendu pour la transaction {tid} : {st.status} ({label})",
+                             hint="signalez ce statut à l'équipe flowbus ; l'acte est à vérifier sur S²LOW")
 
     async def _receipts(self, ctx: StepContext, client: S2lowClient, tid: str, id_acte: str) -> list[Any]:
         """The bordereau d'acquittement and the act stamped by S²LOW (« acte tamponné »), each when S²LOW has it:
@@ -346,7 +353,14 @@ class TdtActesConnector(_S2lowBase):
                     files.append(await ctx.new_file(ctx.params.get("tampon_field", "acte_tamponne"),
                                                     f"tampon-{name}", "application/pdf", stamped))
         except (PermanentError, KeyError, TypeError) as exc:
-            ctx.log.warning("tdt.actes.tampon_missing", error=str(exc))
+            ctx.log.info("tdt.actes.files_list_unavailable", error=str(exc))
+        if not any(f.field == ctx.params.get("tampon_field", "acte_tamponne") for f in files):
+            try:  # S²LOW < 2 has no files list: its actes_transac_get_tampon.php gives the stamped act
+                stamped = await client.get_tampon(tid)
+                files.append(await ctx.new_file(ctx.params.get("tampon_field", "acte_tamponne"),
+                                                f"tampon-{id_acte}.pdf", "application/pdf", stamped))
+            except PermanentError as exc:
+                ctx.log.warning("tdt.actes.tampon_missing", error=str(exc))
         return files
 
     async def _note_classification(self, ctx: StepContext, en_cours: date | None) -> None:
