@@ -438,3 +438,24 @@ async def test_old_s2low_stamped_act_and_a_status_named_by_s2low(fake_runtime, c
         sim.status_labels[23] = "En attente de mise en signature"
         with pytest.raises(PermanentError, match=r"inattendu .* 23 \(En attente de mise en signature\)"):
             await conn.check(_ctx(fake_runtime, conn.instance, _apply(doc, out), out.data))
+
+
+async def test_document_step_without_certificate_fails_with_the_reason(pki, clock, fake_runtime, pdf):
+    """The step of a document says, in French, that the connector has no client certificate (no retry)."""
+    from tests.tdt.test_tdt_steps import _ctx, _deliberation, _document
+    from flowbus.connectors.base import ConnectorInstance
+    from flowbus.connectors.tdt.steps import TdtActesConnector
+    async with _tls_sim(pki, clock, accounts=[Account("mairie", "pw", certificate=pki.mairie_der)]) as sim:
+        def instance(**settings) -> ConnectorInstance:
+            return ConnectorInstance(id="tdt-actes-s2low", family="tdt-actes", kind="s2low", entity_id=None,
+                                     settings={**_settings(pki, sim.url), "departement": "034", "siren": "123456789",
+                                               **settings}, secret_keys=TdtActesConnector.secret_keys)
+        doc = await _document(fake_runtime, *_deliberation(pdf))
+        conn = TdtActesConnector(instance(), fake_runtime)
+        with pytest.raises(PermanentError, match="aucun certificat client n'est configuré") as err:
+            await conn.start(_ctx(fake_runtime, conn.instance, doc))
+        assert err.value.field == "client_cert_p12_base64" and "certificat client (PKCS#12)" in err.value.hint
+        p12 = {"client_cert_p12_base64": base64.b64encode(pki.mairie_p12).decode(), "client_cert_password": "p12pass"}
+        conn = TdtActesConnector(instance(**p12), fake_runtime)
+        out = await conn.start(_ctx(fake_runtime, conn.instance, doc))
+        assert out.status == "waiting" and sim.auth_used[("certificate", "mairie")] >= 2

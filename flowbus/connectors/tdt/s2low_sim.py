@@ -11,7 +11,7 @@ Scripting: ``delays`` per transition, ``fail={"post_acte": 500}`` (every call) o
 ``{"post_acte": [500, 500]}`` (the next calls), ``down = True`` (HTTP 503 everywhere),
 ``outcome="ar" | "anomaly" | "refused"`` (default and per act number with ``script_acte``),
 ``pes_outcome="ok" | "errors" | "nack"``.  ``count(endpoint, key)`` counts calls per endpoint
-and per act number / PES NomFic.  One module of ~500 lines: the endpoints share one state and
+and per act number / PES NomFic.  One module (~950 lines): the endpoints share one state and
 splitting them would scatter it.
 
 Authentication as S²LOW does it (tdt.md §3.1): over TLS (``tls_context``: a server certificate, the

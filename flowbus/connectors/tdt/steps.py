@@ -249,10 +249,12 @@ class TdtActesConnector(_S2lowBase):
         data = {"transaction_id": tid, "numero": acte.numero_interne, "id_acte": expected}
         if en_attente:
             url = client.confirm_url(tid, self._return_url(ctx))
+            fields = {"tdt_transaction_id": tid, "tdt_status": RGS_WAITING, "tdt_confirm_url": url}
             return Outcome.waiting(self.check_in(ctx), data={**data, "status": 17, "en_attente": True},
-                                   fields={"tdt_transaction_id": tid, "tdt_status": RGS_WAITING, "tdt_confirm_url": url},
-                                   message=f"Acte {acte.numero_interne} déposé sur le TdT en attente (transaction {tid}) :"
-                                           " un agent doit confirmer la télétransmission avec son certificat RGS**")
+                                   fields=fields,
+                                   message=f"Acte {acte.numero_interne} déposé sur le TdT en attente (transaction "
+                                           f"{tid}) : un agent doit confirmer la télétransmission avec son "
+                                           "certificat RGS**")
         return Outcome.waiting(self.check_in(ctx), data=data,
                                fields={"tdt_transaction_id": tid, "tdt_status": "transmis"},
                                message=f"Acte {acte.numero_interne} déposé sur le TdT (transaction {tid})")
