@@ -161,6 +161,8 @@ def cmd_s2low_sim(args: argparse.Namespace) -> int:
     from flowbus.connectors.tdt import s2low_sim
     argv = ["--host", args.host, "--port", str(args.port), "--delay-ar", str(args.delay_ar),
             "--outcome", args.outcome]
+    if args.tls_cert:
+        argv += ["--tls-cert", args.tls_cert, "--tls-client-ca", args.tls_client_ca or ""]
     return s2low_sim.main(argv)
 
 
@@ -198,4 +200,6 @@ def register(sub: Any) -> None:
     sim.add_argument("--port", type=int, default=8090)
     sim.add_argument("--delay-ar", type=float, default=60.0)
     sim.add_argument("--outcome", choices=["ar", "anomaly", "refused"], default="ar")
+    sim.add_argument("--tls-cert", help="server certificate and key (PEM): serve HTTPS")
+    sim.add_argument("--tls-client-ca", help="CA of the client certificates (PEM), required as S²LOW does")
     sim.set_defaults(func=cmd_s2low_sim)

@@ -79,23 +79,57 @@ async def _smtp(s: dict[str, Any], outbound: OutboundPolicy) -> CheckResult:
 
 
 async def _s2low(s: dict[str, Any], http: aiohttp.ClientSession | None) -> CheckResult:
+    """test-connexion, then who S²LOW sees (info-connexion) and whether the connection is RGS** (test-rgs)."""
     from flowbus.connectors.tdt.s2low import S2lowClient
     try:
         client = S2lowClient.from_settings({**s, "timeout": TIMEOUT}, session=http)
         try:
             ok = await client.test_connexion()
+            info = await client.info_connexion() if ok else None
+            rgs = await client.test_rgs() if ok else False
+            # acts posted en_attente that no agent confirmed yet (status 17)
+            waiting = await client.number_actes(17) if ok and s.get("envoi_en_attente") else 0
         finally:
             await client.close()
     except PermanentError as exc:
+        if exc.field == "client_cert_p12_base64":
+            return _fail(f"S²LOW refuse la connexion : {exc.message}.", exc.hint or "")
         if exc.field == "login":
+            logins = await _s2low_logins(s, http) if not s.get("login") else []
+            if len(logins) > 1:
+                return _fail(f"Plusieurs comptes S²LOW utilisent ce certificat ({', '.join(logins)}) : indiquez "
+                             "l'identifiant et le mot de passe du compte à utiliser.", exc.message)
             return _fail("Authentification refusée par S²LOW : vérifiez le certificat client, l'identifiant et le "
                          "mot de passe.", exc.message)
         return _fail(exc.message, exc.hint or "")
     except FlowbusError as exc:
         return _fail(exc.message, exc.hint or "")
-    if not ok:
+    if not ok or info is None:
         return _fail("S²LOW répond, mais pas « OK » au test de connexion.")
-    return CheckResult(True, f"S²LOW ({s.get('url')}) accepte la connexion.", "test-connexion : OK")
+    who = f"« {info.login} »" + (f" ({info.user_name})" if info.user_name else "")
+    where = f"pour « {info.authority_name} »" if info.authority_name else "sans collectivité"
+    if rgs:
+        rgs_text = "la connexion est RGS** : les actes peuvent être télétransmis directement"
+    elif s.get("envoi_en_attente"):
+        rgs_text = ("la connexion n'est pas RGS** : les actes seront déposés en attente et confirmés par un agent "
+                    "muni de son certificat RGS**")
+    else:
+        rgs_text = ("la connexion n'est pas RGS** : si S²LOW l'exige pour télétransmettre, cochez « Confirmation "
+                    "par un agent (RGS**) » ou transmettez le certificat RGS** d'un agent")
+    if waiting:
+        rgs_text += f" ; {waiting} acte(s) attendent sur S²LOW la confirmation d'un agent"
+    return CheckResult(True, f"S²LOW ({s.get('url')}) accepte la connexion : compte {who} {where} ; {rgs_text}.",
+                       f"test-connexion : OK ; test-rgs : {'OK' if rgs else 'KO'}")
+
+
+async def _s2low_logins(s: dict[str, Any], http: aiohttp.ClientSession | None) -> list[str]:
+    """The accounts sharing the client certificate (``api-list-login.php``); empty when S²LOW does not say."""
+    from flowbus.connectors.tdt.s2low import S2lowClient
+    try:
+        async with S2lowClient.from_settings({**s, "timeout": TIMEOUT}, session=http) as client:
+            return await client.list_logins()
+    except FlowbusError:
+        return []
 
 
 async def _iparapheur(s: dict[str, Any], http: aiohttp.ClientSession) -> CheckResult:

@@ -51,10 +51,22 @@ _S2LOW = (
     Setting("client_cert_p12_base64", "Certificat client PKCS#12 (base64)", "password"),
     Setting("client_cert_password", "Mot de passe du certificat client", "password"),
     Setting("verify_tls", "Vérifier le certificat du serveur", "boolean"),
+    Setting("ca_path", "Autorité de certification du serveur S²LOW (fichier PEM sur le serveur)", "path",
+            help="vide : les autorités reconnues par le système"),
+    Setting("auth_method", "Authentification", "choice",
+            choices=(("", "certificat, plus identifiant et mot de passe HTTP s'ils sont remplis"),
+                     ("nounce", "certificat, plus un nonce à usage unique par requête (mot de passe jamais envoyé "
+                                "tel quel après la demande de nonce)"))),
 )
 
 SPECS: dict[tuple[str, str], tuple[Setting, ...]] = {
-    ("tdt-actes", "s2low"): _S2LOW + (Setting("departement", "Département (code)", help="par exemple 034"),
+    ("tdt-actes", "s2low"): _S2LOW + (Setting("envoi_en_attente", "Confirmation par un agent (RGS**)", "boolean",
+                                              help="les actes sont déposés « en attente » ; un agent les confirme sur "
+                                                   "S²LOW avec son certificat RGS** depuis la page du document"),
+                                      Setting("forward_x509_certificate", "Certificat RGS** de l'agent à transmettre "
+                                              "(PEM)", help="envoyé dans l'en-tête "
+                                                            "org.s2low.forward-x509-identification"),
+                                      Setting("departement", "Département (code)", help="par exemple 034"),
                                       Setting("siren", "SIREN de la collectivité émettrice"),
                                       Setting("letters_flow", "Flux des courriers de la préfecture",
                                               help="relevés tous les quarts d'heure, par exemple courrier-prefecture "

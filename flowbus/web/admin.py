@@ -150,7 +150,17 @@ async def document_page(request: web.Request) -> web.Response:
                               sentence=journal_labels.document_sentence, actor_words=journal_labels.actor,
                               mailings=mailings, recipient_status=document_mailsec.STATUS_LABELS,
                               can_resend=access.has(have, "editor"), size=french.size, pes_files=pes_files,
-                              field_label=lambda name: french.field_label(flow, name))
+                              field_label=lambda name: french.field_label(flow, name),
+                              rgs=_rgs_confirmation(request, doc))
+
+
+def _rgs_confirmation(request: web.Request, doc: Any) -> dict[str, Any]:
+    """An act waiting for an agent's RGS** confirmation on S²LOW: the link, and what S²LOW said on the way back."""
+    url = str(doc.fields.get("tdt_confirm_url") or "")
+    back = request.query.get("confirmation_tdt")
+    return {"url": url if url.startswith(("https://", "http://")) else "",
+            "back": None if back not in ("0", "1") else back == "0",
+            "message": request.query.get("message_tdt", "")[:300]}
 
 
 async def document_action(request: web.Request) -> web.Response:

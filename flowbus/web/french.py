@@ -60,7 +60,7 @@ PRODUCED_LABELS = {
     "sae_archived_at": "Archivé le", "sae_purged": "Purgé du SAE", "sae_bordereau": "Bordereau de transfert (SAE)",
     "sae_ack": "Accusé de réception du SAE", "sae_reply": "Réponse du SAE",
     "rejection_reason": "Motif du refus", "acte_tamponne": "Acte tamponné par S²LOW",
-    "tdt_archive_status": "Archivage sur S²LOW",
+    "tdt_archive_status": "Archivage sur S²LOW", "tdt_confirm_url": "Confirmation RGS** sur S²LOW",
 }
 
 

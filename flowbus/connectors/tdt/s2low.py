@@ -1,7 +1,10 @@
 """S²LOW HTTP client: one method per endpoint of the legacy API (tdt.md §3).
 
 Authentication as S²LOW does it: a TLS client certificate (PKCS#12 or PEM) always, plus HTTP
-Basic login/password when several accounts share the certificate.  Replies are ISO-8859-1:
+Basic login/password when several accounts share the certificate, or (setting ``auth_method:
+nounce``) a single-use nonce per request: ``get-nounce.php`` then ``nounce``, ``login`` and
+``hash = sha256(password:nounce)`` in the query.  ``forward_x509_certificate``: the agent's RGS**
+certificate sent in the ``org.s2low.forward-x509-identification`` header.  Replies are ISO-8859-1:
 ``OK\\n<payload>`` / ``KO\\n<message>`` for ACTES, small XML documents for Hélios.
 
 Errors: network failures and HTTP 5xx raise ``TransientError``; 4xx and a bad configuration
@@ -15,10 +18,12 @@ import asyncio
 import base64
 import json
 import os
+import hashlib
 import re
 import ssl
 import tempfile
 import time
+from urllib.parse import unquote, urlencode
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +55,9 @@ HELIOS_STATUS = {-1: "Erreur", 0: "Annulé", 1: "Posté", 2: "En attente de tran
                  20: "Erreur lors de l'envoi au SAE", 22: "Détruit", 24: "Transmis sans acquittement"}
 # a PES whose acquit came, then moved to S²LOW's archiving: the acquit is still read from the transaction
 HELIOS_ARCHIVING = frozenset({9, 10, 11, 19, 20})
+FORWARD_HEADER = "org.s2low.forward-x509-identification"
+AUTH_METHODS = ("basic", "nounce")
+CONFIRM_PATH = "/modules/actes/actes_transac_post_confirm_api.php"
 DUPLICATE_NUMBER = re.compile(r"num[ée]ro.*(d[ée]j[àa]|existe)|d[ée]j[àa].*num[ée]ro|unique", re.I)
 
 
@@ -58,6 +66,18 @@ class S2lowKO(PermanentError):
 
     title = "Refus du TdT"
     type_slug = "tdt-refused"
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """What S²LOW says of this connection (``info-connexion.php``)."""
+
+    login: str
+    user_name: str
+    email: str
+    authority_id: str
+    authority_name: str
+    departement: str
 
 
 @dataclass(frozen=True)
@@ -84,6 +104,31 @@ class PesStatus:
     @property
     def label(self) -> str:
         return HELIOS_STATUS.get(self.status, f"statut {self.status}")
+
+
+def client_options(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """S2lowClient keyword arguments from connector settings (TLS, Basic or nonce, forwarded certificate)."""
+    has_cert = bool(settings.get("client_cert_p12_base64") or settings.get("client_cert_path"))
+    return {"login": settings.get("login") or None, "password": settings.get("password") or None,
+            "ssl_ctx": ssl_context(settings), "timeout": float(settings.get("timeout", 120)),
+            "auth_method": str(settings.get("auth_method") or "basic"),
+            "forward_certificate": forwarded_certificate(settings), "client_certificate": has_cert}
+
+
+def forwarded_certificate(settings: Mapping[str, Any]) -> bytes | None:
+    """DER of ``forward_x509_certificate`` (PEM or base64 DER), sent as the agent's RGS** identity."""
+    raw = str(settings.get("forward_x509_certificate") or "").strip()
+    if not raw:
+        return None
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+    try:
+        cert = x509.load_pem_x509_certificate(raw.encode()) if raw.startswith("-----BEGIN") \
+            else x509.load_der_x509_certificate(base64.b64decode(raw, validate=True))
+    except ValueError as exc:
+        raise PermanentError("certificat RGS** à transmettre illisible (PEM ou DER en base64 attendu)",
+                             field="forward_x509_certificate") from exc
+    return cert.public_bytes(Encoding.DER)
 
 
 def ssl_context(settings: Mapping[str, Any]) -> ssl.SSLContext | bool | None:
@@ -147,7 +192,8 @@ class S2lowClient:
 
     def __init__(self, url: str, *, session: aiohttp.ClientSession | None = None, login: str | None = None,
                  password: str | None = None, ssl_ctx: ssl.SSLContext | bool | None = None,
-                 timeout: float = 120.0, outbound: OutboundPolicy = STRICT) -> None:
+                 timeout: float = 120.0, outbound: OutboundPolicy = STRICT, auth_method: str = "basic",
+                 forward_certificate: bytes | None = None, client_certificate: bool | None = None) -> None:
         if not url or not url.startswith(("http://", "https://")):
             raise PermanentError(f"URL S²LOW {url!r} invalide : attendu https://…", field="url")
         self.url = url.rstrip("/")
@@ -159,13 +205,24 @@ class S2lowClient:
             f"{login}:{password or ''}".encode("iso-8859-1", "replace")).decode("ascii")} if login else {}
         self._ssl = ssl_ctx
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        if auth_method not in AUTH_METHODS:
+            raise PermanentError(f"méthode d'authentification S²LOW {auth_method!r} inconnue : basic ou nounce",
+                                 field="auth_method")
+        if auth_method == "nounce" and not login:
+            raise PermanentError("l'authentification par nonce demande l'identifiant et le mot de passe",
+                                 field="login")
+        self._nounce = auth_method == "nounce"
+        self._login, self._password = login or "", password or ""
+        if forward_certificate:
+            self._headers = {**self._headers, FORWARD_HEADER: base64.b64encode(forward_certificate).decode("ascii")}
+        # whether a client certificate is configured (None: unknown): names the cause of a refused handshake
+        self._client_certificate = client_certificate
+        self.last_location = ""  # Location of the last answer (post_confirm reads S²LOW's redirect)
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], session: aiohttp.ClientSession | None = None, *,
                       outbound: OutboundPolicy = STRICT) -> S2lowClient:
-        return cls(str(settings.get("url") or ""), session=session, login=settings.get("login") or None,
-                   password=settings.get("password") or None, ssl_ctx=ssl_context(settings),
-                   timeout=float(settings.get("timeout", 120)), outbound=outbound)
+        return cls(str(settings.get("url") or ""), session=session, **client_options(settings), outbound=outbound)
 
     async def close(self) -> None:
         if self._owned and self._session is not None:
@@ -180,12 +237,32 @@ class S2lowClient:
 
     # ---- transport ---------------------------------------------------------------------------
 
+    async def _nonce_params(self) -> dict[str, str]:
+        """A fresh single-use nonce (asked with Basic) and the query parameters that prove the password."""
+        body = await self._send("GET", "/api/get-nounce.php", what="demande de nonce", headers=self._headers)
+        try:
+            nonce = str(json.loads(body.decode("utf-8"))["nounce"])
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+            raise TransientError(f"réponse S²LOW illisible (demande de nonce) : {body[:120]!r}") from exc
+        digest = hashlib.sha256(f"{self._password}:{nonce}".encode("iso-8859-1", "replace")).hexdigest()
+        return {"nounce": nonce, "login": self._login, "hash": digest}
+
     async def _request(self, method: str, path: str, *, what: str, params: Mapping[str, Any] | None = None,
-                       data: Any = None) -> bytes:
+                       data: Any = None, redirects: bool = True) -> bytes:
+        if not self._nounce:
+            return await self._send(method, path, what=what, params=params, data=data, headers=self._headers,
+                                    redirects=redirects)
+        headers = {k: v for k, v in self._headers.items() if k != "Authorization"}
+        return await self._send(method, path, what=what, params={**(params or {}), **await self._nonce_params()},
+                                data=data, headers=headers, redirects=redirects)
+
+    async def _send(self, method: str, path: str, *, what: str, params: Mapping[str, Any] | None = None,
+                    data: Any = None, headers: Mapping[str, str], redirects: bool = True) -> bytes:
         if self._session is None:
             self._session = client_session(self._outbound)
         url = f"{self.url}{path}"
-        kwargs: dict[str, Any] = {"params": params, "data": data, "headers": self._headers, "timeout": self._timeout}
+        kwargs: dict[str, Any] = {"params": params, "data": data, "headers": headers, "timeout": self._timeout,
+                                  "allow_redirects": redirects}
         if self._ssl is not None:
             kwargs["ssl"] = self._ssl
         started = time.monotonic()
@@ -193,6 +270,25 @@ class S2lowClient:
             async with self._session.request(method, url, **kwargs) as resp:
                 body = await resp.read()
                 status = resp.status
+                self.last_location = resp.headers.get("Location", "")
+        except aiohttp.ClientConnectorCertificateError as exc:
+            log.warning("s2low.server_certificate_refused", path=path)
+            raise PermanentError(f"le certificat du serveur S²LOW n'est pas reconnu ({what}) : "
+                                 f"{exc.certificate_error}", field="ca_path",
+                                 hint="indiquez l'autorité de certification du serveur S²LOW (fichier PEM)") from exc
+        except aiohttp.ServerDisconnectedError as exc:
+            if self.url.startswith("https://") and self._client_certificate is False:
+                # TLS 1.3: a server that requires a client certificate closes the connection after the handshake
+                log.warning("s2low.no_client_certificate", path=path)
+                raise PermanentError(f"S²LOW a fermé la connexion TLS ({what}) : aucun certificat client n'est "
+                                     "configuré, or S²LOW exige un certificat d'authentification",
+                                     field="client_cert_p12_base64",
+                                     hint="déposez le certificat client (PKCS#12) du connecteur et son mot de passe"
+                                     ) from exc
+            log.warning("s2low.unreachable", method=method, path=path, error=type(exc).__name__)
+            raise TransientError(f"S²LOW a fermé la connexion ({what})",
+                                 hint=f"vérifiez que {self.url} répond ; sur une connexion TLS, que S²LOW accepte "
+                                      "le certificat client") from exc
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             log.warning("s2low.unreachable", method=method, path=path, error=type(exc).__name__)
             raise TransientError(f"S²LOW injoignable ({what}) : {type(exc).__name__} {exc}".strip(),
@@ -203,7 +299,10 @@ class S2lowClient:
         if status >= 500:
             raise TransientError(f"S²LOW a répondu HTTP {status} ({what})", hint="le TdT est en panne ; nouvel essai")
         if status in (401, 403):
-            raise PermanentError(f"S²LOW refuse l'authentification (HTTP {status}, {what})", field="login",
+            said = body.decode("iso-8859-1", "replace").strip().removeprefix("KO").strip().splitlines()
+            reason = f" : {said[0][:200]}" if said and "<" not in said[0] else ""
+            field = "client_cert_p12_base64" if "certificat client" in reason.lower() else "login"
+            raise PermanentError(f"S²LOW refuse l'authentification (HTTP {status}, {what}){reason}", field=field,
                                  hint="vérifiez le certificat client, l'identifiant et le mot de passe du connecteur")
         if status == 404:
             raise PermanentError(f"S²LOW : {path} introuvable (HTTP 404, {what})", field="url",
@@ -229,6 +328,25 @@ class S2lowClient:
     async def test_connexion(self) -> bool:
         body = await self._request("GET", "/api/test-connexion.php", what="test de connexion")
         return body.strip().startswith(b"OK")
+
+    async def info_connexion(self) -> ConnectionInfo:
+        """Who S²LOW sees behind this connection: the user and his collectivité."""
+        data = _json(await self._request("GET", "/api/info-connexion.php", what="informations de connexion"),
+                     "informations de connexion")
+        user, authority = data.get("user_info") or {}, data.get("authority_info") or {}
+        return ConnectionInfo(str(user.get("login") or ""), str(user.get("name") or ""), str(user.get("email") or ""),
+                              str(authority.get("id") or ""), str(authority.get("name") or ""),
+                              str(authority.get("department") or ""))
+
+    async def test_rgs(self) -> bool:
+        """Whether S²LOW sees this connection as RGS** (the certificate, or the forwarded one)."""
+        body = await self._request("GET", "/api/test-rgs.php", what="test RGS")
+        return body.strip().startswith(b"OK")
+
+    async def list_logins(self) -> list[str]:
+        """The logins of the accounts that share this client certificate (``api-list-login.php``)."""
+        body = await self._request("GET", "/admin/users/api-list-login.php", what="comptes du certificat")
+        return [line.strip() for line in body.decode("iso-8859-1").splitlines() if line.strip()]
 
     async def get_classification(self) -> bytes:
         body = await self._request("GET", "/modules/actes/actes_classification_fetch.php", params={"api": 1},
@@ -274,6 +392,45 @@ class S2lowClient:
         except (IndexError, ValueError) as exc:
             raise TransientError(f"réponse de statut S²LOW inattendue : {body[:100]!r}") from exc
         return ActeStatus(transaction_id, status, b"\n".join(lines[2:]).strip())
+
+    def confirm_url(self, transaction_id: str, url_return: str) -> str:
+        """Where the agent's browser confirms an act posted ``en_attente`` with his RGS** certificate (17 → 1);
+        S²LOW then sends him to ``url_return`` with %%ERROR%% and %%MESSAGE%% replaced."""
+        return f"{self.url}{CONFIRM_PATH}?" + urlencode({"id": transaction_id, "url_return": url_return})
+
+    async def post_confirm(self, transaction_id: str) -> None:
+        """Confirm an act posted ``en_attente`` over this connection (RGS** certificate, or forwarded one)."""
+        marker = "s2low-confirm:%%ERROR%%:%%MESSAGE%%"
+        body = await self._request("GET", CONFIRM_PATH, params={"id": transaction_id, "url_return": marker},
+                                   what=f"confirmation de {transaction_id}", redirects=False)
+        location = self.last_location
+        if location.startswith("s2low-confirm:"):
+            _, error, message = location.split(":", 2)
+            if error != "0":
+                raise S2lowKO(f"S²LOW n'a pas confirmé la transaction {transaction_id} : {unquote(message)}")
+            return
+        self._ok(body, f"confirmation de la transaction {transaction_id}")
+
+    async def get_tampon(self, transaction_id: str) -> bytes:
+        """The stamped act (S²LOW < 2, ``actes_transac_get_tampon.php``)."""
+        body = await self._request("GET", "/modules/actes/actes_transac_get_tampon.php",
+                                   params={"transaction": transaction_id}, what=f"acte tamponné {transaction_id}")
+        if not body.startswith(b"%PDF"):
+            self._ok(body, f"acte tamponné de la transaction {transaction_id}")
+            raise S2lowKO(f"S²LOW n'a pas rendu de PDF pour l'acte tamponné {transaction_id}")
+        return body
+
+    async def actes_statuses(self) -> dict[int, str]:
+        """S²LOW's own list of ACTES statuses (``api/actes_status.php``)."""
+        rows = _json(await self._request("GET", "/modules/actes/api/actes_status.php", what="statuts ACTES"),
+                     "statuts ACTES")
+        return {int(r["id"]): str(r.get("name") or "") for r in rows}
+
+    async def number_actes(self, status_id: int) -> int:
+        """How many acts of this collectivité are in ``status_id`` (``api/number_actes.php``)."""
+        data = _json(await self._request("GET", "/modules/actes/api/number_actes.php",
+                                         params={"status_id": status_id}, what="nombre d'actes"), "nombre d'actes")
+        return int(data.get("nb_transactions") or 0)
 
     async def cancel_acte(self, transaction_id: str) -> str:
         """POST ``actes_transac_cancel.php``; returns the id of the cancellation transaction."""

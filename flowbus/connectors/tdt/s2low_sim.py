@@ -11,8 +11,16 @@ Scripting: ``delays`` per transition, ``fail={"post_acte": 500}`` (every call) o
 ``{"post_acte": [500, 500]}`` (the next calls), ``down = True`` (HTTP 503 everywhere),
 ``outcome="ar" | "anomaly" | "refused"`` (default and per act number with ``script_acte``),
 ``pes_outcome="ok" | "errors" | "nack"``.  ``count(endpoint, key)`` counts calls per endpoint
-and per act number / PES NomFic.  One module of ~500 lines: the endpoints share one state and
+and per act number / PES NomFic.  One module (~950 lines): the endpoints share one state and
 splitting them would scatter it.
+
+Authentication as S²LOW does it (tdt.md §3.1): over TLS (``tls_context``: a server certificate, the
+client certificate required) the account is found by the client certificate; HTTP Basic chooses
+among several accounts sharing it; ``/api/get-nounce.php`` gives a single-use nonce, then any URL
+with ``nounce``, ``login`` and ``hash = sha256(password:nounce)``.  ``require_rgs``: a transmission
+needs an RGS** connection (the client certificate, or the one forwarded in the
+``org.s2low.forward-x509-identification`` header, is in ``rgs_certificates``), otherwise it is
+posted ``en_attente`` (17) and an agent confirms it at ``actes_transac_post_confirm_api.php``.
 
 Run it alone: ``python -m flowbus.connectors.tdt.s2low_sim --port 8090``.
 """
@@ -24,6 +32,9 @@ import asyncio
 import base64
 import hashlib
 import json
+import secrets
+import ssl
+from urllib.parse import quote
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -36,6 +47,7 @@ from flowbus.connectors.tdt import actes as A
 from flowbus.connectors.tdt import actes_messages as M
 from flowbus.connectors.tdt.classification import Classification, build_classification, sample_classification
 from flowbus.connectors.tdt.helios import build_pes_acquit, pes_errors
+from flowbus.connectors.tdt.s2low import ACTES_STATUS
 from flowbus.connectors.tdt.s2low import HELIOS_STATUS as HELIOS_LABELS
 from flowbus.errors import ValidationError
 
@@ -46,6 +58,41 @@ ACKNOWLEDGED = frozenset({4, 5, 12, 13, 14, 19, 20, 22})  # states in which the 
 # PES: what follows the acquit, per scripted outcome (each step after delays["archive"])
 PES_AFTER_ACQUIT = {"ok": (), "archived": (9, 10), "sae_refused": (9, 11), "destroyed": (22,)}
 PES_WITH_ACQUIT = frozenset({4, 8, 9, 10, 11, 19, 20})
+
+
+FORWARD_HEADER = "org.s2low.forward-x509-identification"
+NONCE_LIFETIME = timedelta(minutes=5)  # S²LOW's NounceSQL::menage
+CERT_ONLY = frozenset({"/admin/users/api-list-login.php"})  # answered on the certificate alone
+
+
+@dataclass
+class Account:
+    """A S²LOW user: found by the DER of its client ``certificate`` (None: any client, Basic required)."""
+
+    login: str
+    password: str = ""
+    certificate: bytes | None = None
+    name: str = ""
+    email: str = ""
+    id: int = 0
+
+
+def tls_context(server_pem: str, client_ca: str, *, require_client_cert: bool = True) -> ssl.SSLContext:
+    """The simulator's TLS: ``server_pem`` (certificate + key), client certificates checked against ``client_ca``.
+
+    ``require_client_cert``: the handshake itself refuses a client without a certificate (Apache
+    ``SSLVerifyClient require``); otherwise the simulator answers as S²LOW does without one.
+    """
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=client_ca)
+    ctx.load_cert_chain(server_pem)
+    ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
+    return ctx
+
+
+def _peer_certificate(request: web.Request) -> bytes | None:
+    transport = request.transport
+    obj = transport.get_extra_info("ssl_object") if transport is not None else None
+    return obj.getpeercert(binary_form=True) if obj is not None else None
 
 
 @dataclass
@@ -61,6 +108,7 @@ class Transaction:
     unread: bool = False
     files: dict[str, bytes] = field(default_factory=dict)
     letter_date: date | None = None
+    confirmed_by: str | None = None
 
     def status_at(self, now: datetime) -> tuple[int, bytes]:
         current = (1, b"")
@@ -98,7 +146,9 @@ class S2lowSimulator:
                  refusal_reason: str = "Acte refusé par la préfecture : pièce illisible",
                  pes_outcome: str = "ok", classification: Classification | None | bool = None,
                  login: str | None = None, password: str | None = None,
-                 siren: str = "123456789", departement: str = "034", ssl_context: Any = None) -> None:
+                 siren: str = "123456789", departement: str = "034", ssl_context: Any = None,
+                 accounts: list[Account] | None = None, require_rgs: bool = False,
+                 rgs_certificates: set[bytes] | None = None, authority_name: str = "Commune de Test") -> None:
         self.clock = clock or SystemClock()
         self.delays = {"validate": timedelta(0), "transmit": timedelta(0), "ar": timedelta(0),
                        "pes_transmit": timedelta(0), "pes_acquit": timedelta(0), "archive": timedelta(0),
@@ -112,6 +162,16 @@ class S2lowSimulator:
         self.classification: Classification | None = (None if classification is False
                                                       else classification or sample_classification())
         self.login, self.password = login, password
+        # accounts: login/password alone is one account without a certificate (Basic always required)
+        self.accounts: list[Account] = list(accounts or ([Account(login, password or "")] if login else []))
+        for i, account in enumerate(self.accounts, start=1):
+            account.id = account.id or i
+        self.nonces: dict[str, tuple[str, str, datetime]] = {}  # nonce → (login, sha256(password:nonce), created)
+        self.require_rgs = require_rgs
+        self.rgs_certificates: set[bytes] = set(rgs_certificates or ())
+        self.auth_used: Counter[tuple[str, str]] = Counter()  # (certificate | basic | nounce, login) per request
+        self.authority_name = authority_name
+        self.status_labels = dict(ACTES_STATUS)  # actes_status.php (a test may add a status of a newer S²LOW)
         self.emetteur = A.Emetteur(siren=siren, departement=departement, nature="02",
                                    adresses_retour=("actes@s2low.test",))
         self.ssl_context = ssl_context
@@ -185,6 +245,14 @@ class S2lowSimulator:
         app = web.Application(middlewares=[self._gate], client_max_size=200 * 1024 * 1024)
         routes = [
             ("GET", "/api/test-connexion.php", "test_connexion", self.h_test),
+            ("GET", "/api/get-nounce.php", "get_nounce", self.h_nounce),
+            ("GET", "/api/info-connexion.php", "info_connexion", self.h_info),
+            ("GET", "/api/test-rgs.php", "test_rgs", self.h_test_rgs),
+            ("GET", "/admin/users/api-list-login.php", "list_login", self.h_list_login),
+            ("GET", "/modules/actes/actes_transac_get_tampon.php", "get_tampon", self.h_tampon),
+            ("GET", "/modules/actes/api/actes_status.php", "actes_status", self.h_actes_status),
+            ("GET", "/modules/actes/api/number_actes.php", "number_actes", self.h_number_actes),
+            ("GET", "/modules/actes/actes_transac_post_confirm_api.php", "post_confirm", self.h_post_confirm),
             ("POST", "/modules/actes/actes_transac_create.php", "post_acte", self.h_post_acte),
             ("GET", "/modules/actes/actes_transac_get_status.php", "get_status", self.h_status),
             ("POST", "/modules/actes/actes_transac_cancel.php", "cancel", self.h_cancel),
@@ -226,17 +294,151 @@ class S2lowSimulator:
         if isinstance(scripted, int):
             self.failures[endpoint] += 1
             return web.Response(status=scripted, text="scripted failure")
-        if self.login is not None:
-            header = request.headers.get("Authorization", "")
+        account = self._authenticate(request)
+        if isinstance(account, web.Response):
+            return account
+        request["account"] = account
+        return await handler(request)
+
+    # ---- authentication (tdt.md §3.1) ---------------------------------------------------------
+
+    @staticmethod
+    def _refuse(status: int, message: str) -> web.Response:
+        headers = {"WWW-Authenticate": 'Basic realm="API S2low"'} if status == 401 else None
+        return web.Response(status=status, body=f"KO\n{message}\n".encode("iso-8859-1", "replace"),
+                            content_type="text/plain", charset="ISO-8859-1", headers=headers)
+
+    def _authenticate(self, request: web.Request) -> Account | web.Response | None:
+        """The account of this request, or S²LOW's refusal; None when the simulator has no accounts."""
+        der = _peer_certificate(request)
+        if self.ssl_context is not None and der is None:
+            return self._refuse(403, "Aucun certificat client : la connexion à S²LOW exige un certificat "
+                                     "d'authentification")
+        if not self.accounts:
+            return None
+        candidates = [a for a in self.accounts if a.certificate is None or a.certificate == der]
+        if not candidates:
+            return self._refuse(403, "Certificat client inconnu : aucun compte S²LOW ne l'utilise")
+        if request.path in CERT_ONLY:
+            return candidates[0]
+        q = request.query
+        if "nounce" in q:
+            entry = self.nonces.pop(q["nounce"], None)  # single use
+            if (entry is None or self._now() - entry[2] > NONCE_LIFETIME or entry[0] != q.get("login")
+                    or entry[1] != q.get("hash")):
+                return self._refuse(401, "Nonce invalide, expiré ou déjà utilisé")
+            self.auth_used[("nounce", entry[0])] += 1
+            return next((a for a in candidates if a.login == entry[0]), None) or \
+                self._refuse(403, "Ce compte n'utilise pas ce certificat")
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Basic "):
             try:
-                login, _, password = base64.b64decode(header.removeprefix("Basic ")).decode("iso-8859-1") \
-                    .partition(":")
+                login, _, password = base64.b64decode(header[6:]).decode("iso-8859-1").partition(":")
             except ValueError:
                 login, password = "", ""
-            if not header.startswith("Basic ") or login != self.login or password != self.password:
-                return web.Response(status=401, text="KO\nAuthentification requise\n",
-                                    headers={"WWW-Authenticate": 'Basic realm="S2LOW"'})
-        return await handler(request)
+            account = next((a for a in candidates if a.login == login), None)
+            if account is None or account.password != password:
+                return self._refuse(401, "Identifiant ou mot de passe incorrect")
+            self.auth_used[("basic", login)] += 1
+            return account
+        if len(candidates) == 1 and candidates[0].certificate is not None:
+            self.auth_used[("certificate", candidates[0].login)] += 1
+            return candidates[0]
+        if len(candidates) > 1 and all(a.certificate is not None for a in candidates):
+            return self._refuse(401, "Plusieurs comptes utilisent ce certificat : identifiant et mot de passe "
+                                     "requis")
+        return self._refuse(401, "Authentification requise")
+
+    def _is_rgs(self, request: web.Request) -> bool:
+        """An RGS** connection: the client certificate, or the agent's one forwarded in the header, is RGS**."""
+        forwarded = request.headers.get(FORWARD_HEADER)
+        if forwarded:
+            try:
+                return base64.b64decode(forwarded, validate=True) in self.rgs_certificates
+            except ValueError:
+                return False
+        return _peer_certificate(request) in self.rgs_certificates
+
+    async def h_nounce(self, request: web.Request) -> web.Response:
+        self._count("get_nounce", None)
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Basic "):
+            return web.Response(status=401, text="La fonction n'est utilisable qu'avec un login+mot de passe HTTP",
+                                headers={"WWW-Authenticate": 'Basic realm="API S2low"'})
+        login, _, password = base64.b64decode(header[6:]).decode("iso-8859-1").partition(":")
+        nonce = secrets.token_hex(16)
+        digest = hashlib.sha256(f"{password}:{nonce}".encode("iso-8859-1", "replace")).hexdigest()
+        now = self._now()
+        self.nonces = {k: v for k, v in self.nonces.items() if now - v[2] <= NONCE_LIFETIME}
+        self.nonces[nonce] = (login, digest, now)
+        return web.json_response({"nounce": nonce})
+
+    async def h_info(self, request: web.Request) -> web.Response:
+        self._count("info_connexion", None)
+        account: Account | None = request.get("account")
+        user = {"id": account.id if account else 1, "login": account.login if account else "",
+                "name": account.name if account else "", "email": account.email if account else "",
+                "role": "USER", "status": 1, "authority_id": 1}
+        authority = {"id": 1, "authority_type_id": 1, "status": 1, "name": self.authority_name, "email": "",
+                     "address": "", "postal_code": "", "city": "", "telephone": "",
+                     "department": self.emetteur.departement, "district": "", "authority_group_id": None}
+        return web.json_response({"user_info": user, "authority_info": authority})
+
+    async def h_test_rgs(self, request: web.Request) -> web.Response:
+        self._count("test_rgs", None)
+        return web.Response(text="OK" if self._is_rgs(request) else "KO")
+
+    async def h_list_login(self, request: web.Request) -> web.Response:
+        self._count("list_login", None)
+        der = _peer_certificate(request)
+        logins = [a.login for a in self.accounts if a.certificate is not None and a.certificate == der]
+        return web.Response(text="".join(f"{login}\n" for login in logins))
+
+    async def h_actes_status(self, request: web.Request) -> web.Response:
+        self._count("actes_status", None)
+        return web.json_response([{"id": k, "name": v} for k, v in sorted(self.status_labels.items())])
+
+    async def h_number_actes(self, request: web.Request) -> web.Response:
+        self._count("number_actes", None)
+        raw = request.query.get("status_id", "")
+        status_id = int(raw) if raw.lstrip("-").isdigit() else 0
+        now = self._now()
+        n = sum(1 for t in self.transactions.values() if t.type == 1 and t.status_at(now)[0] == status_id)
+        return web.json_response({"status_id": status_id, "authority_id": 1, "nb_transactions": n})
+
+    async def h_tampon(self, request: web.Request) -> web.Response:
+        """S²LOW < 2: the stamped act of an acknowledged transmission."""
+        t = self._get(request.query.get("transaction"))
+        self._count("get_tampon", t.number if t else None)
+        if t is None or t.archive is None or t.status_at(self._now())[0] not in ACKNOWLEDGED:
+            return self._ko("Acte tamponné indisponible")
+        return web.Response(body=_tiny_pdf(f"Reçu en préfecture : {t.archive.id_acte}"),
+                            content_type="application/pdf")
+
+    async def h_post_confirm(self, request: web.Request) -> web.Response:
+        """The agent's browser confirms a transmission posted ``en_attente`` (17 → 1) with his RGS** certificate,
+        then goes back to ``url_return`` with %%ERROR%% (0/1) and %%MESSAGE%% replaced."""
+        url_return = request.query.get("url_return", "")
+        t = self._get(request.query.get("id"))
+        self._count("post_confirm", t.number if t else None)
+
+        def back(error: int, message: str) -> web.Response:
+            target = url_return.replace("%%ERROR%%", str(error)).replace("%%MESSAGE%%", quote(message))
+            if not target:
+                return self._text(("KO\n" if error else "OK\n") + message + "\n")
+            raise web.HTTPFound(target)
+
+        if not self._is_rgs(request):
+            return back(1, "La télétransmission nécessite un certificat RGS")
+        if t is None or t.type != 1:
+            return back(1, "Erreur d'initialisation de la transaction.")
+        now = self._now()
+        if t.status_at(now)[0] != 17:
+            return back(1, "La transaction n'est pas dans le statut « En attente d'être posté»")
+        self._schedule_acte(t, now)
+        account = request.get("account")
+        t.confirmed_by = account.login if account else "agent"
+        return back(0, "")
 
     def _count(self, endpoint: str, key: str | None) -> None:
         self.calls[(endpoint, key)] += 1
@@ -276,6 +478,9 @@ class S2lowSimulator:
             acte = self._acte_from_form(form)
         except ValidationError as exc:
             return self._ko(exc.message)
+        if self.require_rgs and str(form.get("en_attente", "0")) != "1" and not self._is_rgs(request):
+            return self._ko("La télétransmission nécessite une connexion RGS** : postez l'acte en attente "
+                            "(en_attente=1) et faites-le confirmer par un agent")
         if any(t.type == 1 and t.number == acte.numero_interne for t in self.transactions.values()):
             return self._ko(f"Le numéro de l'acte {acte.numero_interne} est déjà utilisé : il doit être unique "
                             "pour la collectivité")
@@ -285,7 +490,10 @@ class S2lowSimulator:
         archive = A.build_archive(acte, self.emetteur, classification_date=self.classification.date,
                                   on=now.date(), serial=self._serials[key])
         t = Transaction(self._id(), 1, now, number=acte.numero_interne, acte=acte, archive=archive)
-        self._schedule_acte(t, now)
+        if str(form.get("en_attente", "0")) == "1":
+            t.timeline = [(now, 17, b"")]  # waits for an agent's RGS** confirmation (post_confirm)
+        else:
+            self._schedule_acte(t, now)
         self.transactions[t.id] = t
         return self._text(f"OK\n{t.id}\n")
 
@@ -699,13 +907,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--departement", default="034")
     parser.add_argument("--login")
     parser.add_argument("--password")
+    parser.add_argument("--tls-cert", help="certificat et clé du serveur (PEM) : le simulateur répond en HTTPS")
+    parser.add_argument("--tls-client-ca", help="AC des certificats clients (PEM), exigés comme sur S²LOW")
+    parser.add_argument("--tls-client-optional", action="store_true",
+                        help="accepter la poignée de main sans certificat client (refus par S²LOW ensuite)")
     args = parser.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_client_ca):
+        parser.error("--tls-cert et --tls-client-ca vont ensemble")
+    ctx = tls_context(args.tls_cert, args.tls_client_ca, require_client_cert=not args.tls_client_optional) \
+        if args.tls_cert else None
     sim = S2lowSimulator(delays={"transmit": timedelta(seconds=args.delay_transmit),
                                  "ar": timedelta(seconds=args.delay_ar),
                                  "pes_transmit": timedelta(seconds=args.delay_transmit),
                                  "pes_acquit": timedelta(seconds=args.delay_ar)},
                          outcome=args.outcome, pes_outcome=args.pes_outcome, siren=args.siren,
-                         departement=args.departement, login=args.login, password=args.password)
+                         departement=args.departement, login=args.login, password=args.password, ssl_context=ctx)
 
     async def run() -> None:
         url = await sim.start(args.host, args.port)

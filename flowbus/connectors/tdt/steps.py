@@ -3,7 +3,10 @@
 ``tdt-actes``: start = read the act from the document, validate it against the préfecture's
 classification, post it once; check = poll the status until the AR (fields ``ar_date``,
 ``ar_identifier``/``unique_id``, file ``aractes``) or a refusal/anomaly (``Outcome.rejected``
-with the préfecture's reason).  Step param ``action: cancel`` sends the annulation of the act
+with the préfecture's reason).  Setting ``envoi_en_attente`` (RGS**): the act is posted
+``en_attente`` (17) and waits « en attente de confirmation RGS** » with field ``tdt_confirm_url``,
+the S²LOW page where an agent confirms it with his RGS** certificate and comes back to the
+document; the step goes on once S²LOW has it (17 → 1).  Step param ``action: cancel`` sends the annulation of the act
 transmitted earlier and waits for its ARAnnulation.
 
 ``tdt-helios``: start = check the PES_Aller and extract its index fields, post it once;
@@ -31,13 +34,18 @@ from flowbus.connectors.tdt import actes as A
 from flowbus.connectors.tdt.actes_messages import LETTER_LABELS, parse_message
 from flowbus.connectors.tdt.classification import Classification, ClassificationCache, parse_ttl
 from flowbus.connectors.tdt.helios import check_pes_aller, parse_pes_acquit, parse_pes_retour
-from flowbus.connectors.tdt.s2low import (ACTES_ARCHIVING, DUPLICATE_NUMBER, HELIOS_ARCHIVING, S2lowClient, S2lowKO,
-                                         ssl_context)
+from flowbus.connectors.tdt.s2low import (ACTES_ARCHIVING, ACTES_STATUS, DUPLICATE_NUMBER, HELIOS_ARCHIVING,
+                                         S2lowClient, S2lowKO, client_options)
 from flowbus.errors import PermanentError, TransientError, ValidationError
 from flowbus.outbound import client_session
 
+RGS_WAITING = "en attente de confirmation RGS**"
 SECRETS = frozenset({"password", "client_cert_password", "client_cert_p12_base64"})
 NATURE_BY_ABBREV = {v: k for k, v in A.NATURES.items()}
+
+
+def _true(value: Any) -> bool:
+    return value is True or str(value).strip().lower() in ("1", "true", "on", "oui")
 
 
 def _first(fields: Mapping[str, Any], *names: str) -> Any:
@@ -53,23 +61,20 @@ class _S2lowBase(BaseConnector):
 
     def __init__(self, instance: ConnectorInstance, runtime: Any) -> None:
         super().__init__(instance, runtime)
-        self._ssl: Any = None
+        self._options: dict[str, Any] = {}
         self._ssl_loaded = False
         self._session: aiohttp.ClientSession | None = None  # only when the runtime has no shared session
 
     def client(self) -> S2lowClient:
         if not self._ssl_loaded:
-            self._ssl = ssl_context(self.instance.settings)
+            self._options = client_options(self.instance.settings)  # the PKCS#12 is read once
             self._ssl_loaded = True
         session = getattr(self.runtime, "http", None)
         if session is None:
             if self._session is None or self._session.closed:
                 self._session = client_session(self.runtime.outbound)
             session = self._session
-        s = self.instance.settings
-        return S2lowClient(str(s.get("url") or ""), session=session,
-                           login=s.get("login") or None, password=s.get("password") or None, ssl_ctx=self._ssl,
-                           timeout=float(s.get("timeout", 120)))
+        return S2lowClient(str(self.instance.settings.get("url") or ""), session=session, **self._options)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -222,9 +227,10 @@ class TdtActesConnector(_S2lowBase):
         key = f"actes:{ctx.document.entity_id}:{acte.numero_interne}"
         tid = await self.recorded(key)
         client = self.client()
+        en_attente = _true(s.get("envoi_en_attente"))
         if tid is None:
             try:
-                tid = await client.post_acte(acte)
+                tid = await client.post_acte(acte, en_attente=en_attente)
             except S2lowKO as exc:
                 if not DUPLICATE_NUMBER.search(exc.message):
                     raise
@@ -240,10 +246,23 @@ class TdtActesConnector(_S2lowBase):
         expected = None
         if s.get("departement") and s.get("siren"):
             expected = A.id_acte(str(s["departement"]), str(s["siren"]), acte)
-        return Outcome.waiting(self.check_in(ctx), data={"transaction_id": tid, "numero": acte.numero_interne,
-                                                         "id_acte": expected},
+        data = {"transaction_id": tid, "numero": acte.numero_interne, "id_acte": expected}
+        if en_attente:
+            url = client.confirm_url(tid, self._return_url(ctx))
+            fields = {"tdt_transaction_id": tid, "tdt_status": RGS_WAITING, "tdt_confirm_url": url}
+            return Outcome.waiting(self.check_in(ctx), data={**data, "status": 17, "en_attente": True},
+                                   fields=fields,
+                                   message=f"Acte {acte.numero_interne} déposé sur le TdT en attente (transaction "
+                                           f"{tid}) : un agent doit confirmer la télétransmission avec son "
+                                           "certificat RGS**")
+        return Outcome.waiting(self.check_in(ctx), data=data,
                                fields={"tdt_transaction_id": tid, "tdt_status": "transmis"},
                                message=f"Acte {acte.numero_interne} déposé sur le TdT (transaction {tid})")
+
+    def _return_url(self, ctx: StepContext) -> str:
+        """The document's page, where S²LOW sends the agent back (%%ERROR%% 0/1, %%MESSAGE%%)."""
+        base = str(getattr(getattr(self.runtime, "settings", None), "base_url", "") or "")
+        return f"{base}/admin/documents/{ctx.document.id}?confirmation_tdt=%%ERROR%%&message_tdt=%%MESSAGE%%"
 
     async def check(self, ctx: StepContext) -> Outcome:
         tid = ctx.data.get("transaction_id")
@@ -255,10 +274,15 @@ class TdtActesConnector(_S2lowBase):
             return await self._check_reply(ctx)
         client = self.client()
         st = await client.get_acte_status(str(tid))
+        spent = {"tdt_confirm_url": None} if ctx.data.get("en_attente") else {}  # the RGS** link, once confirmed
         if st.status in (1, 2, 3, 17, 18):
             changed = st.status != ctx.data.get("status")
-            return Outcome.waiting(self.check_in(ctx), data={**ctx.data, "status": st.status},
-                                   fields={"tdt_status": st.label} if changed else None)
+            fields: dict[str, Any] | None = None
+            if changed:
+                fields = {"tdt_status": RGS_WAITING if st.status == 17 else st.label}
+                if st.status != 17:
+                    fields.update(spent)
+            return Outcome.waiting(self.check_in(ctx), data={**ctx.data, "status": st.status}, fields=fields)
         if st.status in (4, 5):
             msg = parse_message(st.payload)
             if msg.event != "ar" or not msg.id_acte:
@@ -269,7 +293,7 @@ class TdtActesConnector(_S2lowBase):
             files += await self._receipts(ctx, client, str(tid), msg.id_acte)
             return Outcome.done(fields={"ar_date": msg.date.isoformat() if msg.date else None,
                                         "ar_identifier": msg.id_acte, "unique_id": msg.id_acte,
-                                        "tdt_transaction_id": str(tid), "tdt_status": "acquitte"},
+                                        "tdt_transaction_id": str(tid), "tdt_status": "acquitte", **spent},
                                 files=files, data={**ctx.data, "id_acte": msg.id_acte},
                                 message=f"Acquittement de la préfecture reçu : {msg.id_acte} le {msg.date}")
         if st.status in ACTES_ARCHIVING:
@@ -280,7 +304,7 @@ class TdtActesConnector(_S2lowBase):
             problem = st.status in (14, 20, 22)
             return Outcome.done(fields={"ar_identifier": id_acte, "unique_id": id_acte,
                                         "tdt_transaction_id": str(tid), "tdt_status": "acquitte_archive_s2low",
-                                        "tdt_archive_status": st.label},
+                                        "tdt_archive_status": st.label, **spent},
                                 files=files, data={**ctx.data, "status": st.status},
                                 message=f"Acte acquitté par la préfecture puis passé par S²LOW à l'état « {st.label} » "
                                         "avant la relève : l'ARActe n'est plus fourni par S²LOW"
@@ -301,7 +325,14 @@ class TdtActesConnector(_S2lowBase):
                                                     "tdt_transaction_id": str(tid)}, data=dict(ctx.data))
         if st.status == 0:
             return Outcome.rejected("transmission annulée", fields={"tdt_status": "annule"}, data=dict(ctx.data))
-        raise PermanentError(f"statut S²LOW inattendu pour la transaction {tid} : {st.status} ({st.label})")
+        label = st.label
+        if st.status not in ACTES_STATUS:  # a status this version does not know: S²LOW names it
+            try:
+                label = (await client.actes_statuses()).get(st.status, label)
+            except (PermanentError, TransientError, KeyError, ValueError, TypeError) as exc:
+                ctx.log.warning("tdt.actes.status_list_unavailable", error=str(exc))
+        raise PermanentError(f"statut S²LOW inattendu pour la transaction {tid} : {st.status} ({label})",
+                             hint="signalez ce statut à l'équipe flowbus ; l'acte est à vérifier sur S²LOW")
 
     async def _receipts(self, ctx: StepContext, client: S2lowClient, tid: str, id_acte: str) -> list[Any]:
         """The bordereau d'acquittement and the act stamped by S²LOW (« acte tamponné »), each when S²LOW has it:
@@ -324,7 +355,14 @@ class TdtActesConnector(_S2lowBase):
                     files.append(await ctx.new_file(ctx.params.get("tampon_field", "acte_tamponne"),
                                                     f"tampon-{name}", "application/pdf", stamped))
         except (PermanentError, KeyError, TypeError) as exc:
-            ctx.log.warning("tdt.actes.tampon_missing", error=str(exc))
+            ctx.log.info("tdt.actes.files_list_unavailable", error=str(exc))
+        if not any(f.field == ctx.params.get("tampon_field", "acte_tamponne") for f in files):
+            try:  # S²LOW < 2 has no files list: its actes_transac_get_tampon.php gives the stamped act
+                stamped = await client.get_tampon(tid)
+                files.append(await ctx.new_file(ctx.params.get("tampon_field", "acte_tamponne"),
+                                                f"tampon-{id_acte}.pdf", "application/pdf", stamped))
+            except PermanentError as exc:
+                ctx.log.warning("tdt.actes.tampon_missing", error=str(exc))
         return files
 
     async def _note_classification(self, ctx: StepContext, en_cours: date | None) -> None:
