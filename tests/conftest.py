@@ -281,10 +281,17 @@ async def wait_for_state(rt: Any, document_id: str, states: str | tuple[str, ...
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     doc = None
+    polls = 0
     while loop.time() < deadline:
         doc = await documents.get_document(rt, document_id)
         if doc.state in wanted:
             return doc
+        polls += 1
+        if polls % 40 == 0 and getattr(rt, "engine", None) is not None and getattr(rt.engine, "_consumer", None):
+            # what the server's « engine.overdue » job does every minute: a check the broker kept past its delay
+            # (RabbitMQ quorum queues under load, rabbitmq-server#10718) is sent again
+            from datetime import timedelta
+            await rt.engine.resend_overdue(grace=timedelta(seconds=5))
         await asyncio.sleep(0.05)
     raise AssertionError(f"document {document_id} did not reach {wanted} in {timeout}s: state={doc and doc.state}, "
                          f"step={doc and doc.step}, last_error={doc and doc.last_error}")
