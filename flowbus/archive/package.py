@@ -6,7 +6,7 @@ Layout of a package::
     content/002-annexe.pdf
     manifest.xml                     the ArchiveTransfer (validated against the XSD before it is written)
     manifest.xml.p7s                 detached CMS signature of manifest.xml by the platform's seal
-    manifest.xml.p7s.tsr             RFC 3161 timestamp token over manifest.xml.p7s
+    manifest.xml.p7s.tsr             RFC 3161 timestamp response (TimeStampResp) over manifest.xml.p7s
 
 Hashing and writing run in two worker threads side by side (``_Lane``), so the event loop stays
 free and a package is built at close to the SHA-512 speed of one core.  A source the BlobStore

@@ -1,9 +1,11 @@
 """Package seal: a detached CMS signature of manifest.xml by the platform's seal, plus an RFC 3161 token over it.
 
 The seal (``manifest.xml.p7s``) is a CAdES-BES detached signature made with
-``flowbus.signature.cades.sign_cades``.  The timestamp (``manifest.xml.p7s.tsr``) is a
-TimeStampToken (CMS SignedData over a TSTInfo) whose message imprint is the SHA-256 of the
-seal file: it proves the seal, hence the manifest, hence every file digest, existed then.
+``flowbus.signature.cades.sign_cades``.  The timestamp (``manifest.xml.p7s.tsr``) is an RFC 3161
+TimeStampResp (status granted, holding the TimeStampToken: CMS SignedData over a TSTInfo) whose
+message imprint is the SHA-256 of the seal file: it proves the seal, hence the manifest, hence every
+file digest, existed then.  Being a response, it is what ``openssl ts -verify -in … -data …`` reads;
+packages sealed before held the bare token, which is still read.
 Two timestamp sources: ``HttpTimestamper`` (a real TSA, production) and
 ``InternalTimestamper`` (the embedded default: a TSTInfo built with asn1crypto and signed
 by a local TSA key, e.g. ``flowbus.signature.pki``'s ``tsa.p12``).
@@ -143,7 +145,33 @@ class Sealer:
         signature = await asyncio.to_thread(sign_cades, manifest, self.key, now=now)
         token = await self.timestamper.timestamp(signature)
         log.info("archive.sealed", seal=self.key.subject, manifest_size=len(manifest))
-        return signature, token
+        return signature, as_response(token)
+
+
+def as_response(token: bytes) -> bytes:
+    """The RFC 3161 TimeStampResp (status granted) carrying ``token``: the .tsr file openssl and archives read."""
+    return tsp.TimeStampResp({"status": {"status": "granted"},
+                              "time_stamp_token": cms.ContentInfo.load(token)}).dump()
+
+
+def token_of(data: bytes) -> bytes:
+    """The TimeStampToken of a .tsr file: a TimeStampResp (what flowbus writes), or a bare token (older packages).
+
+    Raises:
+        ValueError: a response whose status is not granted, or that holds no token.
+    """
+    try:
+        response = tsp.TimeStampResp.load(data)
+        status = response["status"]["status"].native
+        token = response["time_stamp_token"]
+        has_token = token.native is not None
+    except Exception:  # noqa: BLE001 - not a response (asn1crypto parses lazily): a bare token, read as such
+        return data
+    if status not in ("granted", "granted_with_mods"):
+        raise ValueError(f"the timestamp response says {status}")
+    if not has_token:
+        raise ValueError("the timestamp response holds no token")
+    return token.dump()
 
 
 # ---- timestamp verification ------------------------------------------------------------------
@@ -161,10 +189,11 @@ _HASHES = {"sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib
 
 
 def check_timestamp(token: bytes, data: bytes) -> TimestampCheck:
-    """Check that ``token`` is a valid RFC 3161 TimeStampToken over ``data`` (imprint and TSA signature)."""
+    """Check that ``token`` (a .tsr: TimeStampResp or bare TimeStampToken) is a valid RFC 3161 timestamp over
+    ``data`` (imprint and TSA signature)."""
     result = TimestampCheck(None, None, None, [])
     try:
-        info = cms.ContentInfo.load(token)
+        info = cms.ContentInfo.load(token_of(token))
         signed_data = info["content"]
         eci = signed_data["encap_content_info"]
         if eci["content_type"].native != "tst_info":

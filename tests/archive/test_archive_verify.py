@@ -72,6 +72,27 @@ async def test_intact_package_verifies(package, pki):
     assert run.stdout.startswith("OK ") and "3 files" in run.stdout
 
 
+
+async def test_openssl_reads_the_timestamp_as_documented(package, pki, tmp_path):
+    """The .tsr is an RFC 3161 TimeStampResp: plain `openssl ts -verify -in … -data …` checks it against the seal."""
+    import shutil
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is installed by .ci/run; not on this machine")
+    with zipfile.ZipFile(package) as z:
+        (tmp_path / "manifest.xml.p7s").write_bytes(z.read("manifest.xml.p7s"))
+        (tmp_path / "manifest.xml.p7s.tsr").write_bytes(z.read("manifest.xml.p7s.tsr"))
+    command = ["openssl", "ts", "-verify", "-in", "manifest.xml.p7s.tsr", "-data", "manifest.xml.p7s",
+               "-CAfile", str(pki.ca_pem)]
+    run = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=30)
+    assert run.returncode == 0 and "Verification: OK" in run.stdout, run.stdout + run.stderr
+    reply = subprocess.run(["openssl", "ts", "-reply", "-in", "manifest.xml.p7s.tsr", "-text"], capture_output=True,
+                           text=True, cwd=tmp_path, timeout=30)
+    assert "Status: Granted." in reply.stdout, reply.stdout + reply.stderr
+    (tmp_path / "manifest.xml.p7s").write_bytes(b"another seal")
+    tampered = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=30)
+    assert tampered.returncode != 0
+
+
 async def test_one_changed_byte_is_named(package, tmp_path):
     def flip(name, data):
         if name == "content/001-deliberation.pdf":
@@ -174,7 +195,9 @@ async def test_removed_seal_and_altered_token_are_named(package, tmp_path):
     def corrupt(name, data):
         if name == "manifest.xml.p7s.tsr":
             from asn1crypto import cms, tsp
-            raw = cms.ContentInfo.load(data)["content"]["encap_content_info"]["content"].contents
+
+            from flowbus.archive.seal import token_of
+            raw = cms.ContentInfo.load(token_of(data))["content"]["encap_content_info"]["content"].contents
             gen_time = tsp.TSTInfo.load(raw)["gen_time"].dump()
             i = data.index(gen_time) + 4  # a digit of the year inside the signed TSTInfo
             return data[:i] + (b"9" if data[i:i + 1] != b"9" else b"8") + data[i + 1:]
