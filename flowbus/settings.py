@@ -145,6 +145,11 @@ class Settings(BaseSettings):
         return self.config_dir / "demo"
 
     @property
+    def trust_dir(self) -> Path:
+        """The trust list of ``flowbus verify``: CA certificates (PEM or DER), one or more per file."""
+        return self.config_dir / "trust"
+
+    @property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 

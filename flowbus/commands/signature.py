@@ -57,13 +57,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify.add_argument("file", metavar="FILE", type=Path)
     verify.add_argument("--detached", metavar="SIG", type=Path, help="detached CMS signature (.p7s) of FILE")
     verify.add_argument("--ca", "--trust", dest="ca", metavar="PEM", type=Path, action="append",
-                        help="trust anchor(s), PEM; without it no chain is found and the result is at best "
-                             "INDETERMINATE (NO_CERTIFICATE_CHAIN_FOUND)")
+                        help="trust anchor(s), PEM or DER, in addition to the trust list")
+    verify.add_argument("--trust-dir", metavar="DIR", type=Path,
+                        help="trust list: a folder of CA certificates (default: <config dir>/trust, see its README); "
+                             "with no trusted CA no chain is found and the result is at best INDETERMINATE "
+                             "(NO_CERTIFICATE_CHAIN_FOUND)")
     verify.add_argument("--at", metavar="DATETIME",
                         help="validation time: judge the certificates at this ISO date instead of now (e.g. the "
                              "signing date); still needs --ca to pass")
     verify.add_argument("--json", action="store_true", help="print the results as JSON")
     verify.set_defaults(func=cmd_verify)
+
+
+def _config_trust_dir() -> Path:
+    try:
+        from flowbus.settings import Settings
+        return Settings().trust_dir
+    except Exception:  # noqa: BLE001 - a broken environment must not stop a verification: no trust list then
+        return Path("config") / "trust"
 
 
 def _fail(command: str, exc: Exception, code: int = 2) -> int:
@@ -121,7 +132,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from flowbus.errors import FlowbusError, PermanentError
-    from flowbus.signature.verify import load_certificates, verify
+    from flowbus.signature.verify import load_certificates, load_trust_dir, verify
     # pyHanko logs its findings (with tracebacks) on top of returning them; this command reports them.
     logging.getLogger("pyhanko").setLevel(logging.CRITICAL)
     logging.getLogger("pyhanko_certvalidator").setLevel(logging.CRITICAL)
@@ -133,9 +144,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
             except ValueError:
                 raise PermanentError(f"--at {args.at!r} is not an ISO date", field="at") from None
             now = now if now.tzinfo else now.replace(tzinfo=UTC)
-        trusted = None
-        if args.ca:
-            trusted = [c for path in args.ca for c in load_certificates(_read(path, "ca"))]
+        trust_dir = args.trust_dir or _config_trust_dir()
+        trusted = load_trust_dir(trust_dir) + [c for path in args.ca or [] for c in load_certificates(_read(path, "ca"))]
+        trusted = trusted or None
         detached = _read(args.detached, "detached") if args.detached else None
         results = verify(_read(args.file, "file"), detached=detached, trusted=trusted, now=now)
     except FlowbusError as exc:

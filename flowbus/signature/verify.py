@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from datetime import datetime
 
 from cryptography import x509
@@ -51,6 +53,25 @@ def verify(data: bytes, *, detached: bytes | None = None, trusted: list[x509.Cer
         return verify_xml(data, trusted=trusted, now=now)
     from flowbus.signature.cades import verify_cades
     return verify_cades(data, None, trusted=trusted, now=now)
+
+
+def load_trust_dir(directory: Path) -> list[x509.Certificate]:
+    """Every CA certificate of a trust-list folder (``*.pem``, ``*.crt``, ``*.cer``, ``*.der``; PEM bundles or DER),
+    in name order; README files and others are ignored.
+
+    Raises:
+        PermanentError: a certificate file that cannot be read (named, field ``trust_dir``).
+    """
+    found: list[x509.Certificate] = []
+    if not directory.is_dir():
+        return found
+    for path in sorted(p for p in directory.iterdir() if p.suffix.lower() in (".pem", ".crt", ".cer", ".der")):
+        try:
+            found += load_certificates(path.read_bytes())
+        except (PermanentError, OSError) as exc:
+            raise PermanentError(f"Liste de confiance : {path.name} ne se lit pas comme un certificat ({exc})",
+                                 field="trust_dir", hint="remove or replace the file") from None
+    return found
 
 
 def load_certificates(pem_or_der: bytes) -> list[x509.Certificate]:

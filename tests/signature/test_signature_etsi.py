@@ -244,3 +244,21 @@ def test_the_signer_certificate_pem_is_what_the_ca_issued(pki2019):
     pki2019.signer.certificate.verify_directly_issued_by(ca)
     der = serialization.Encoding.DER
     assert ca.public_bytes(der) == pki2019.ca.certificate.public_bytes(der)
+
+
+def test_cli_reads_its_trust_list_from_a_folder(pki2019, old_pes, tmp_path, capsys):
+    """The trust list is a folder of CA certificates (<config dir>/trust by default, --trust-dir otherwise): a CA
+    dropped there makes the chain trusted; a file that is not a certificate is named, in French."""
+    path = tmp_path / "PESALR2-2019-signe.xml"
+    path.write_bytes(old_pes)
+    trust = tmp_path / "confiance"
+    trust.mkdir()
+    (trust / "README.md").write_text("des AC")  # ignored
+    code, out = run(capsys, path, "--at", AT, "--trust-dir", trust)
+    assert code == 2 and "INDETERMINATE (NO_CERTIFICATE_CHAIN_FOUND)" in out, "an empty list trusts nothing"
+    (trust / "ac-racine.crt").write_bytes(Path(pki2019.ca_pem).read_bytes())
+    code, out = run(capsys, path, "--at", AT, "--trust-dir", trust)
+    assert code == 0 and "TOTAL-PASSED : la signature est intacte" in out
+    (trust / "zz-cassé.pem").write_text("-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n")
+    code = main(["verify", str(path), "--at", AT, "--trust-dir", str(trust)])
+    assert code == 2 and "zz-cassé.pem ne se lit pas comme un certificat" in capsys.readouterr().err
