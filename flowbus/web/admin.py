@@ -20,8 +20,8 @@ from flowbus.clock import isoformat
 from flowbus.errors import FlowbusError, NotFound
 from flowbus.people import access
 from flowbus.store import repo
-from flowbus.web import (console, document_list, document_mailsec, document_pes, document_route, french, headers,
-                         journal_labels)
+from flowbus.web import (console, document_annulation, document_list, document_mailsec, document_pes, document_route,
+                         french, headers, journal_labels)
 
 STATE_LABELS = {"draft": "Brouillon", "running": "En cours", "waiting": "En attente", "error": "En erreur",
                 "done": "Terminé", "cancelled": "Annulé", "rejected": "Refusé"}
@@ -134,6 +134,10 @@ async def document_page(request: web.Request) -> web.Response:
         entries = [journal.row_to_entry(r) for r in rows]
         entity = await repo.get_entity(tx, doc.entity_id)
         mailings = await document_mailsec.mailings(tx, doc.id)
+        # fields naming another document (the act of a letter or an annulation): shown by its title, as a link
+        refs = [str(v) for k, v in doc.fields.items() if k.endswith("document_id") and v]
+        others = await repo.documents_by_ids(tx, refs) if refs else {}
+        readable = {d.id for d in others.values() if d.entity_id == doc.entity_id}  # same collectivité: same rights
     await rt.ensure_flow_of(doc)
     try:
         flow = rt.flow_of(doc)
@@ -149,7 +153,9 @@ async def document_page(request: web.Request) -> web.Response:
                               route=document_route.route(flow, doc, entries) if flow and doc.state != "draft" else [],
                               sentence=journal_labels.document_sentence, actor_words=journal_labels.actor,
                               mailings=mailings, recipient_status=document_mailsec.STATUS_LABELS,
-                              can_resend=access.has(have, "editor"), size=french.size, pes_files=pes_files,
+                              can_resend=access.has(have, "editor"), size=french.size,
+                              annulation=access.has(have, "editor") and document_annulation.can_request(rt, doc),
+                              linked={i: document_title(d, rt.flows) for i, d in others.items() if i in readable}, pes_files=pes_files,
                               field_label=lambda name: french.field_label(flow, name),
                               rgs=_rgs_confirmation(request, doc))
 
@@ -211,3 +217,4 @@ def setup(app: web.Application, runtime: Any) -> None:
     r.add_get("/admin/documents/{id}", document_page)
     r.add_post("/admin/documents/{id}/actions/{action:(start|retry|skip|cancel|resume)}", document_action)
     r.add_get("/admin/documents/{id}/files/{field}", document_file)
+    document_annulation.setup(app, document_for=document_for, document_title=document_title)

@@ -71,10 +71,23 @@ def field_label(flow: Any, name: str) -> str:
     return PRODUCED_LABELS.get(name, name)
 
 
-def field_value(field: Any, value: Any) -> str:
-    """One field's value as people read it: a choice's label, Oui/Non, a French date, a file count."""
+# tdt_status, as the TdT connectors write it
+TDT_STATUS_LABELS = {
+    "transmis": "Transmis", "acquitte": "Acquitté par la préfecture", "anomalie": "Anomalie signalée",
+    "erreur": "Erreur signalée par S²LOW", "refuse": "Refusé", "annule": "Annulé",
+    "annulation_demandee": "Annulation demandée", "reponse_transmise": "Réponse transmise",
+    "reponse_acquittee": "Réponse acquittée", "acquit_ko": "Acquit négatif (erreurs)",
+    "transmis_sans_acquit": "Transmis sans acquit", "acquitte_archive_s2low": "Acquitté, puis archivé par S²LOW",
+}
+
+
+def field_value(field: Any, value: Any, name: str | None = None) -> str:
+    """One field's value as people read it: a choice's label, Oui/Non, a French date, a file count, a TdT status
+    in words (``name``: the field's name when the flow does not declare it)."""
     if value is None or value == "":
         return ""
+    if (name or getattr(field, "name", None)) == "tdt_status":
+        return TDT_STATUS_LABELS.get(str(value), str(value))
     kind = getattr(field, "type", None)
     if kind == "boolean" or isinstance(value, bool):
         return "Oui" if value in (True, "true", "1", 1) else "Non"

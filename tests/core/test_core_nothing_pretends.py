@@ -73,7 +73,8 @@ def test_doctor_lists_what_a_bare_install_lacks(tmp_path):
     assert out.returncode == 1, out.stdout
     assert "Tout est prêt." not in out.stdout and "problème(s) trouvé(s)." in out.stdout
     assert "[KO] connecteur tdt-actes: connecteur « tdt-actes » (télétransmission ACTES) des flux " \
-           "Courrier de la préfecture, Délibération / arrêté : configuré pour aucune collectivité" in out.stdout, out.stdout
+           "Annulation d'un acte transmis, Courrier de la préfecture, Délibération / arrêté : configuré pour aucune " \
+           "collectivité" in out.stdout, out.stdout
     assert "[KO] profil d'archivage deliberation/sae: archival_agency, archival_agreement, archival_profile : encore " \
            "l'exemple du profil, renseigné par aucun connecteur SAE (rien ne sera versé)" in out.stdout, out.stdout
     demo = subprocess.run([sys.executable, "-m", "flowbus", "doctor"], env={**env, "FLOWBUS_DEMO": "true"},

@@ -17,7 +17,7 @@ from flowbus.flows.validate import outcome_edges, validate_flow
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOWS_DIR = ROOT / "config" / "flows"
-SHIPPED = {"deliberation", "pes", "rh-contrat", "rh-paie", "cimetiere", "demo", "courrier-prefecture", "pes-retour"}
+SHIPPED = {"deliberation", "pes", "rh-contrat", "rh-paie", "cimetiere", "demo", "courrier-prefecture", "pes-retour", "annulation-acte"}
 
 
 @pytest.fixture(scope="module")

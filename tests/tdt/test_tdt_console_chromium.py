@@ -107,3 +107,53 @@ async def test_agent_sends_a_deliberation_and_downloads_its_ar(runtime_factory, 
     [mail] = smtp_server.to("actes@herault.fr")
     assert mail.message()["Subject"] == "[flowbus] Acquitté : Travaux de voirie"
     assert "Télétransmission en préfecture (ACTES) : fait" in mail.message().get_content()
+
+
+async def test_agent_asks_the_prefecture_to_cancel_an_acknowledged_act(runtime_factory, server_factory,
+                                                                        shipped_deliberation, browser, people,
+                                                                        wait_state, screenshots, s2low):  # noqa: F811
+    """Issue 18: an annulation is sent from the document's button and acknowledged (the shipped flow
+    « Annulation d'un acte transmis », its 6-2 AR kept)."""
+    from flowbus import documents
+    text = (ROOT / "config" / "flows" / "annulation-acte.yml").read_text(encoding="utf-8")
+    (shipped_deliberation / "flows" / "annulation-acte.yml").write_text(
+        text.replace("check_every: 15m", "check_every: 1s"), encoding="utf-8")
+    rt = await runtime_factory("embedded", config_dir=shipped_deliberation)
+    srv = await server_factory(rt)
+    commune = await create_entity(rt, name="Commune de l'Hérault", siren=None, parent=None, actor_name="t")
+    await people.user(rt, "agent.actes", grants=(Grant(commune.id, "editor"),))
+    acte = await documents.create_document(rt, entity_id=commune.id, flow_id="deliberation", actor="t", fields={
+        "objet": "Travaux de voirie", "nature": "1", "numero_acte": "DEL2026_41", "date_decision": "2026-11-30",
+        "classification": "7.1", "envoi_signature": False, "envoi_publication": False, "envoi_sae": False})
+
+    async def chunks():
+        yield simple_pdf(["Délibération n° DEL2026_41"])
+
+    await documents.attach_file(rt, acte.id, "arrete", filename="acte.pdf", media_type="application/pdf",
+                                chunks=chunks(), actor="t")
+    await documents.run_action(rt, acte.id, "start", actor="t")
+    await wait_state(rt, acte.id, "done", timeout=30)
+
+    page = await browser.new_page()
+    await people.sign_in(page, srv.url, "agent.actes")
+    await page.goto(f"{srv.url}/admin/documents/{acte.id}")
+    await page.get_by_role("button", name="Demander l'annulation à la préfecture").click()
+    assert "ne peut plus être retirée" in await page.inner_text("main")
+    await screenshots(page, "annulation-confirm")
+    await page.get_by_role("button", name="Oui, demander l'annulation").click()
+    assert "Annulation de « Travaux de voirie » envoyée à la préfecture" in await page.inner_text("[role=status]")
+    annulation_id = page.url.rsplit("/", 1)[-1].split("?")[0]
+    done = await wait_state(rt, annulation_id, "done", timeout=30)
+    assert done.flow_id == "annulation-acte" and done.fields["acte_document_id"] == acte.id
+    assert done.fields["tdt_status"] == "annule" and done.files_of("ar_annulation")
+    assert parse_message(await rt.blobs.read(done.files_of("ar_annulation")[0].blob_key)).root == "ARAnnulation"
+    assert s2low.count("cancel") == 1
+    await page.reload()
+    assert "Annulation d'un acte transmis" in await page.inner_text("main")
+    fields = await page.inner_text("section[aria-labelledby=champs]") if await page.locator(
+        "section[aria-labelledby=champs]").count() else await page.inner_text("main")
+    assert "Annulé" in fields and acte.id not in fields, "the act by its title, the status in words"
+    await page.get_by_role("link", name="Travaux de voirie").click()  # back to the act
+    assert page.url.endswith(f"/admin/documents/{acte.id}")
+    await page.go_back()
+    await screenshots(page, "annulation-done")
