@@ -74,9 +74,10 @@ async def send_digests(rt: Any) -> int:
 
 
 async def purge(rt: Any) -> dict[str, int]:
-    """Remove what has expired: web sessions, signers' sessions, single-use links, old scheduled runs."""
+    """Remove what has expired: web sessions, signers' sessions, single-use links, old scheduled runs, the counters of
+failed authentications past their window."""
     from flowbus.clock import isoformat
-    from flowbus.people import sessions
+    from flowbus.people import limits, sessions
     from flowbus.scheduler import purge_runs
     now = rt.clock.now()
     async with rt.store.transaction() as tx:
@@ -86,6 +87,7 @@ async def purge(rt: Any) -> dict[str, int]:
                                                 isoformat(now)),
             "links": await tx.execute("DELETE FROM user_links WHERE expires_at <= $1", isoformat(now)),
             "scheduled_runs": await purge_runs(tx, now),
+            "auth_limits": await limits.purge(tx, now),
         }
 
 
@@ -103,7 +105,8 @@ def platform_jobs() -> list[Job]:
             describe=lambda n: f"{n} résumé(s) envoyé(s)"),
         Job("purge", every(3600), purge, "Purge des sessions et liens expirés",
             describe=lambda c: f"{c['web_sessions']} session(s), {c['signer_sessions']} session(s) de signataire, "
-                               f"{c['links']} lien(s) et {c['scheduled_runs']} exécution(s) anciennes supprimés"),
+                               f"{c['links']} lien(s), {c['scheduled_runs']} exécution(s) anciennes et "
+                               f"{c['auth_limits']} compteur(s) d'échecs de connexion supprimés"),
     ]
 
 

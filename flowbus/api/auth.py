@@ -90,13 +90,7 @@ async def authenticate_key_limited(rt: Any, secret: str, address: str, *, door: 
         Unauthorized: wrong or revoked key.
         TooManyAttempts: wrong key, and the address (or key id) is past its limit.
     """
-    try:
-        return await authenticate_key(rt, secret)
-    except Unauthorized as exc:
-        wait = await limits.failed(rt, door, address, key_identity(secret), reason=exc.message)
-        if wait:
-            raise limits.TooManyAttempts(wait, field="Authorization") from None
-        raise
+    return await limits.counted(rt, door, address, key_identity(secret), authenticate_key(rt, secret))
 
 
 async def authenticate(rt: Any, secret: str) -> Principal:

@@ -26,12 +26,13 @@ import ipaddress
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import structlog
 
 from flowbus.clock import isoformat, parse_iso
-from flowbus.errors import FlowbusError
+from flowbus.errors import FlowbusError, Unauthorized
 from flowbus.people import audit
 from flowbus.store.base import Tx
 
@@ -157,6 +158,21 @@ async def failed(rt: Any, door: str, address: str, identity: str | None = None, 
         return int(limits.block.total_seconds())
     log.info("auth.failed", door=door, address=address, identity=identity)
     return 0
+
+
+T = TypeVar("T")
+
+
+async def counted(rt: Any, door: str, address: str, identity: str | None, attempt: Awaitable[T]) -> T:
+    """Await ``attempt`` (a credential check); an ``Unauthorized`` is counted against ``address`` and ``identity``
+    (and journaled), and becomes ``TooManyAttempts`` once either is past its limit."""
+    try:
+        return await attempt
+    except Unauthorized as exc:
+        wait = await failed(rt, door, address, identity, reason=exc.message)
+        if wait:
+            raise TooManyAttempts(wait, field="Authorization") from None
+        raise
 
 
 async def purge(tx: Tx, now: datetime) -> int:

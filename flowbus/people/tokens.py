@@ -139,10 +139,4 @@ async def authenticate_limited(rt: Any, secret: str, address: str, *, door: str)
         Unauthorized: as ``authenticate``.
         TooManyAttempts: a failure, and the address (or token id) is past its limit.
     """
-    try:
-        return await authenticate(rt, secret)
-    except Unauthorized as exc:
-        wait = await limits.failed(rt, door, address, token_identity(secret), reason=exc.message)
-        if wait:
-            raise limits.TooManyAttempts(wait, field="Authorization") from None
-        raise
+    return await limits.counted(rt, door, address, token_identity(secret), authenticate(rt, secret))

@@ -52,6 +52,7 @@ async def test_admin_requeues_a_dead_letter(backend, runtime_factory, server_fac
     assert "Quatre étapes" in waiting and "Arrêté bloqué" in waiting
     scheduled = page.locator("section[aria-labelledby=planifiees] tr", has_text="Purge des sessions")
     assert "fait" in await scheduled.inner_text() and "0 session(s)" in await scheduled.inner_text()
+    assert "compteur(s) d'échecs de connexion supprimés" in await scheduled.inner_text()
     inbox = await page.locator("section[aria-labelledby=planifiees] tr", has_text="Relève des courriers").inner_text()
     assert "0 courrier(s), 0 PES Retour, 0 relève(s) en échec" in inbox
     await screenshots(page, "console-operations")
