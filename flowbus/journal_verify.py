@@ -38,9 +38,29 @@ from flowbus.journal import GENESIS, ChainBreak, entry_hash
 
 PAGE = 1000  # entries per keyset page
 _COLUMNS = "seq, at, actor, kind, document_id, data, prev_hash, hash"
-_PAGE_SQL = (f"SELECT {_COLUMNS} FROM journal WHERE entity_id = $1 AND seq > $2 AND seq <= $3 "
-             f"ORDER BY seq LIMIT {PAGE}")
 _ROW_SQL = f"SELECT {_COLUMNS} FROM journal WHERE entity_id = $1 AND seq = $2"
+
+
+def _page_sql(dialect: str) -> str:
+    """A page of entries as (seq, canonical payload as UTF-8 bytes, prev_hash, hash): the database writes each
+    string field as a JSON literal (``json_quote``, ``to_json``: the same escapes as Python's ``json``), so
+    that Python only hashes; ``$4`` is the entity's id as a JSON literal."""
+    if dialect == "postgres":
+        def q(col: str) -> str:
+            return f"to_json({col}::text)::text"
+        concat, entity, as_bytes = "||", "$4::text", "convert_to({}, 'UTF8')"
+    else:
+        def q(col: str) -> str:
+            return f"json_quote({col})"
+        concat, entity, as_bytes = "||", "$4", "CAST({} AS BLOB)"
+    payload = f" {concat} ".join([
+        "'{\"actor\":'", q("actor"), "',\"at\":'", q("at"), "',\"data\":'", "data", "',\"document\":'",
+        f"COALESCE({q('document_id')}, 'null')", "',\"entity\":'", entity, "',\"kind\":'", q("kind"),
+        "',\"prev\":'", q("prev_hash"), "',\"seq\":'", "CAST(seq AS TEXT)", "'}'"])
+    return (f"SELECT seq, {as_bytes.format(payload)}, prev_hash, hash FROM journal WHERE entity_id = $1 "
+            f"AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT {PAGE}")
+
+
 # one statement, so one snapshot: the head and the chain's last entry as they were together
 _SNAPSHOT_SQL = ("SELECT (SELECT seq FROM journal_heads WHERE entity_id = $1) AS head_seq, "
                  "(SELECT hash FROM journal_heads WHERE entity_id = $1) AS head_hash, "
@@ -111,23 +131,23 @@ class _Chain:
         except ValueError:
             return False
 
-    def feed(self, rows: list[tuple]) -> None:
+    def feed(self, rows: list[tuple], modified: set[int]) -> None:
+        """Rows (seq, payload, prev_hash, hash) in order; ``modified``: those whose content does not give their hash."""
         entity_id, breaks = self.entity_id, self.breaks
         prev_hash, expected = self.prev_hash, self.expected
-        for row in rows:
-            seq = int(row[0])
+        for seq, _payload, prev, digest in rows:
             if seq != expected:
                 if seq > expected:
                     breaks.append(ChainBreak(entity_id, expected,
                                              f"entries #{expected}..#{seq - 1} are missing (deleted)"))
                 else:
                     breaks.append(ChainBreak(entity_id, seq, "entry number repeated (inserted)"))
-            if not self.hashes_to(row):
+            if seq in modified:
                 breaks.append(ChainBreak(entity_id, seq, "content modified: its hash no longer matches"))
-            elif row[6] != prev_hash:
+            elif prev != prev_hash:
                 breaks.append(ChainBreak(entity_id, seq, "does not follow the previous entry (inserted, "
                                                          "or the previous entry was modified or deleted)"))
-            prev_hash, expected = row[7], seq + 1
+            prev_hash, expected = digest, seq + 1
         self.count += len(rows)
         self.prev_hash, self.expected = prev_hash, expected
 
@@ -152,7 +172,8 @@ class _Chain:
 Fetch = Callable[..., Awaitable[list[tuple]]]
 
 
-async def verify_entity(fetch: Fetch, entity_id: str, checkpoint: Checkpoint | None = None) -> EntityResult:
+async def verify_entity(fetch: Fetch, dialect: str, entity_id: str,
+                        checkpoint: Checkpoint | None = None) -> EntityResult:
     """Verify one entity's chain with ``fetch(sql, *args) -> rows as tuples``, from ``checkpoint`` if given."""
     result = EntityResult(entity_id)
     head_seq, head_hash, last_seq = (await fetch(_SNAPSHOT_SQL, entity_id))[0]
@@ -170,11 +191,19 @@ async def verify_entity(fetch: Fetch, entity_id: str, checkpoint: Checkpoint | N
         chain = _Chain(entity_id, start, checkpoint.hash)
         result.skipped = start  # the checkpointed entry's own hash is recomputed above, not counted
     after = start
+    page_sql = _page_sql(dialect)
+    literal = _encode(entity_id)
     while after < last_seq:
-        rows = await fetch(_PAGE_SQL, entity_id, after, last_seq)
+        rows = await fetch(page_sql, entity_id, after, last_seq, literal)
         if not rows:
             break
-        chain.feed(rows)
+        modified = set()
+        for seq, payload, _prev, digest in rows:
+            if _sha256(payload).hexdigest() != digest:  # other JSON than ``canonical`` writes, or modified
+                full = await fetch(_ROW_SQL, entity_id, seq)
+                if not chain.hashes_to(full[0]):
+                    modified.add(seq)
+        chain.feed(rows, modified)
         after = int(rows[-1][0])
         if len(rows) < PAGE:
             break
@@ -215,7 +244,7 @@ class _SQLiteReaders:
         def run() -> EntityResult:
             async def fetch(sql: str, *args: Any) -> list[tuple]:
                 return self.fetch_sync(sql, *args)
-            coro = verify_entity(fetch, entity_id, checkpoint)
+            coro = verify_entity(fetch, "sqlite", entity_id, checkpoint)
             try:  # nothing in it awaits anything else: driven to its end on this thread
                 coro.send(None)
             except StopIteration as done:
@@ -307,7 +336,7 @@ async def verify_store(store: Any, *, entity_id: str | None = None, since: bool 
                 return [tuple(r.values()) for r in await tx.fetch(sql, *args)]
             while not queue.empty():
                 e = queue.get_nowait()
-                await record(await verify_entity(fetch, e, checkpoints.get(e)))
+                await record(await verify_entity(fetch, "postgres", e, checkpoints.get(e)))
 
     try:
         await asyncio.gather(*(worker() for _ in range(min(jobs, max(1, len(ids))))))

@@ -142,3 +142,26 @@ async def test_parallel_verification_finds_a_break_in_any_entity(backend, runtim
     async with rt.store.transaction() as tx:
         kept = {r["entity_id"] for r in await tx.fetch("SELECT entity_id FROM journal_checkpoints")}
     assert kept == set(ids) - {"e-00", "e-03", "e-08"}
+
+
+async def test_escapes_and_non_canonical_json_verify_as_the_journal_hashes_them(backend, runtime_factory):
+    """The database writes the string fields as JSON literals for the fast hash: quotes, backslashes, control
+    characters and non-ASCII text hash as ``journal.entry_hash`` does; data stored as other JSON than ``canonical``
+    (reordered keys, spaces) is parsed and still verifies; a modified one does not."""
+    rt = await runtime_factory(backend, workers=False)
+    async with rt.store.transaction() as tx:
+        for i, (actor, data, document_id) in enumerate([
+                ('a"c\\t€ur', {"é": "x\"\n\t\r\b\f\x01\x1f\\", "z": [1, 2.5, None, True]}, None),
+                ("agent\u2028", {"emoji": "📄", "n": 10**18, "ctl": "\x7f"}, "d-é\"x"),
+                ("plain", {"b": 1, "a": {"d": 2, "c": 3}}, "d2")]):
+            await journal.append(tx, entity_id='ent "é"', actor=actor, kind=f"k\n{i}", at=utcnow(),
+                                 document_id=document_id, data=data)
+    assert (await verify_store(rt.store)).breaks == []
+    async with rt.store.transaction() as tx:
+        await tx.execute("UPDATE journal SET data = $1 WHERE seq = 3", '{ "b" : 1, "a": {"c": 3, "d": 2} }')
+    report = await verify_store(rt.store)
+    assert report.breaks == [] and report.verified == 3
+    async with rt.store.transaction() as tx:
+        await tx.execute("UPDATE journal SET data = $1 WHERE seq = 3", '{ "b" : 1, "a": {"c": 3, "d": 4} }')
+    assert [str(b) for b in (await verify_store(rt.store)).breaks] == [
+        'entity ent "é", entry #3: content modified: its hash no longer matches']
