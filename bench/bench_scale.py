@@ -191,8 +191,9 @@ async def measure(rt, reps: int) -> list[tuple[str, list[float]]]:
         depth = min(5000, int(in_big) // 2)  # page 100 of 50 (or mid-timeline when smaller)
         deep = await tx.fetchrow("SELECT created_at, id FROM documents WHERE entity_id = $1 ORDER BY created_at DESC, "
                                  "id DESC LIMIT 1 OFFSET $2", big, depth)
-        words = [json.loads(r["fields"])["title"].split()[5] for r in await tx.fetch(
-            "SELECT fields FROM documents WHERE entity_id = $1 LIMIT 50", small)]
+        titles = [json.loads(r["fields"])["title"].split() for r in await tx.fetch(
+            "SELECT fields FROM documents ORDER BY id LIMIT 60")]  # random documents (ids are random)
+        words = [t[5] for t in titles if len(t) > 5]  # a matricule: one document each
     rng = random.Random(5)
 
     def search(**kw):

@@ -1,12 +1,12 @@
 """`journal verify` at scale: each chain streamed in keyset pages, hashed the fast canonical way, entities in parallel, per-entity checkpoints.
 
 Memory stays bounded whatever the chain's length: an entity's entries are read ``PAGE`` at a time
-(``seq > last ORDER BY seq LIMIT PAGE``, on the primary key), never the whole chain.  Each entry's
-hash is first recomputed over its stored data as it is (``append`` stores canonical JSON), which is a
-string concatenation and one SHA-256; only when that differs is the data parsed and re-serialised
-(``journal.entry_hash``), so a row written with non-canonical JSON still verifies.  Accepting the fast
-hash is sound: every other field is a JSON string literal or a number, so the hashed payload can be
-split back into its fields one way only, and equal payloads mean equal fields.
+(``seq > last ORDER BY seq LIMIT PAGE``, on the primary key), never the whole chain.  The database writes each
+entry's canonical payload (its string fields as JSON literals, the stored data as it is: ``append`` stores
+canonical JSON), so that Python only hashes it; only when that hash differs is the row read again and its data
+parsed and re-serialised (``journal.entry_hash``), so a row written with non-canonical JSON still verifies.
+Accepting the fast hash is sound: every other field is a JSON string literal or a number, so the hashed payload
+can be split back into its fields one way only, and equal payloads mean equal fields.
 
 Each entity starts from one consistent snapshot of its head and its last sequence number; entries
 appended after it (a live server) are left for the next run.  A verification that finds an entity
